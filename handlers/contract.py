@@ -1,0 +1,109 @@
+"""What the image's handler and the CDK stacks must agree on: environment variables, routes,
+metric names, the layout of the model inside the image, and the shape of model.json.
+
+stacks/ imports this to configure; handlers/ imports it to read. Standard library only, and
+nothing from packager/ or stacks/.
+
+model.json (written by `mlpack export`, read by the handler, the image builder and the stacks):
+
+    {
+      "format": "mlpack.model/1",
+      "name": "iris", "version": "3f2a9c01b7d4", "description": "...",
+      "task": "classification" | "regression",
+      "signature": {
+        "inputs":  [{"name": "input", "dtype": "float32", "shape": ["batch", 4]}],
+        "outputs": [{"name": "label", "dtype": "int64", "shape": ["batch"]},
+                    {"name": "probabilities", "dtype": "float32", "shape": ["batch", 3]}]
+      },
+      "roles": {"label": "label" | null,           # output holding class indices/labels
+                "scores": "probabilities" | null,  # output holding per-class scores
+                "scores_kind": "probabilities" | "logits" | null},
+      "feature_names": {"input": ["sepal length (cm)", ...]},   # per input, for rank-2 inputs
+      "label_names": ["setosa", "versicolor", "virginica"],     # classifiers; [] for regressors
+      "opset": 17,
+      "versions": {"mlpack": ..., "onnx": ..., "onnxruntime": ..., "framework": "scikit-learn",
+                   "framework_version": ...},
+      "source": {"kind": "sklearn" | "torch" | "onnx", "ref": "model.joblib", "sha256": "..."},
+      "model_sha256": "<sha256 of model.onnx>",
+      "parity": {"passed": true, "rows": 150, "rtol": 1e-4, "atol": 1e-5, "checks": [...]},
+      "profile": {
+        "rows": 150,
+        "inputs": {"input": [{"name": "sepal length (cm)", "count": 150, "min": ..., "max": ...,
+                              "mean": ..., "std": ..., "q01": ..., "q50": ..., "q99": ...,
+                              "nan_share": 0.0}, ...]},          # one entry per feature (flattened)
+        "outputs": {"classes": {"setosa": 0.33, ...}}                         # classifiers
+                   | {"regression": [{"name": "variable", "mean": ..., "std": ...,
+                                      "q01": ..., "q50": ..., "q99": ...}]}  # regressors
+      },
+      "inputs_hash": "<sha256 over everything that determined this export>"
+    }
+
+The batch dimension is always the first and is written as the string "batch"; other dynamic
+dimensions are strings too, fixed ones integers. dtypes are numpy names.
+"""
+
+from __future__ import annotations
+
+MODEL_FORMAT = "mlpack.model/1"
+BATCH_DIM = "batch"
+
+# --- the image ----------------------------------------------------------------------------------
+TASK_ROOT = "/var/task"
+MODEL_DIR = "/var/task/model"  # model.onnx + model.json
+MODEL_FILE = "model.onnx"
+MODEL_JSON = "model.json"
+HANDLER = "handlers.predict.handler"  # the image's CMD
+
+# --- environment (set by the stack, read by the handler) -----------------------------------------
+ENV_MODEL_DIR = "MLPACK_MODEL_DIR"
+ENV_MODEL_NAME = "MLPACK_MODEL_NAME"
+ENV_MAX_BATCH = "MLPACK_MAX_BATCH_SIZE"
+ENV_METRICS_NAMESPACE = "MLPACK_METRICS_NAMESPACE"
+ENV_METRICS = "MLPACK_METRICS"  # "on" (default) or "off"
+ENV_LOG_LEVEL = "MLPACK_LOG_LEVEL"
+ENV_INTRA_OP_THREADS = "MLPACK_INTRA_OP_THREADS"  # default: from AWS_LAMBDA_FUNCTION_MEMORY_SIZE
+LAMBDA_MEMORY_ENV = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+
+DEFAULT_MAX_BATCH = 256
+MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+MB_PER_VCPU = 1769
+
+# --- routes --------------------------------------------------------------------------------------
+ROUTE_PREDICT = ("POST", "/predict")
+ROUTE_V2_INFER = ("POST", "/v2/models/{model}/infer")
+ROUTE_V2_METADATA = ("GET", "/v2/models/{model}")
+ROUTE_HEALTH = ("GET", "/health")
+ROUTE_OPENAPI = ("GET", "/openapi.json")
+ROUTES = (ROUTE_PREDICT, ROUTE_V2_INFER, ROUTE_V2_METADATA, ROUTE_HEALTH, ROUTE_OPENAPI)
+NPY_CONTENT_TYPE = "application/x-npy"
+JSON_CONTENT_TYPE = "application/json"
+
+# --- metrics (CloudWatch Embedded Metric Format) ---------------------------------------------------
+METRIC_NAMESPACE = "mlpack"
+DIM_MODEL = "Model"
+DIM_KIND = "Kind"  # ValidationFailures by kind
+DIM_CLASS = "Class"  # Predictions by class
+DIM_FEATURE = "Feature"  # OutOfRangeValues by feature
+
+M_REQUESTS = "Requests"  # Count, every request that reached the handler
+M_LATENCY = "Latency"  # Milliseconds, handler time per request
+M_INFERENCE_LATENCY = "InferenceLatency"  # Milliseconds, session.run only
+M_BATCH_SIZE = "BatchSize"  # Count, rows per request
+M_ROWS = "Rows"  # Count, rows predicted (sum over a period = predictions made)
+M_VALIDATION_FAILURES = "ValidationFailures"  # Count, per request refused with a 4xx ([Model] and [Model, Kind])
+M_INPUT_VALUES = "InputValues"  # Count, values checked against the training profile
+M_OUT_OF_RANGE = "OutOfRangeValues"  # Count, values outside the profile's [q01, q99] ([Model], [Model, Feature])
+M_PREDICTIONS = "Predictions"  # Count per class ([Model, Class]); class shares = Predictions / Rows
+M_PREDICTION_SUM = "PredictionSum"  # None, regressors: sum of predictions (mean = PredictionSum / Rows)
+M_MODEL_ERRORS = "ModelErrors"  # Count, failures inside onnxruntime (500s)
+M_COLD_START = "ColdStart"  # Count, 1 on the first request of an execution environment
+
+VALIDATION_KINDS = (
+    "bad_json",  # 400
+    "bad_request",  # 400: structure (missing "inputs", wrong types)
+    "unknown_route",  # 404
+    "method_not_allowed",  # 405
+    "too_large",  # 413: body over 6 MB or batch over the maximum
+    "unsupported_media_type",  # 415
+    "bad_input",  # 422: unknown input name, shape, dtype, non-finite values
+)
