@@ -18,6 +18,7 @@ model.json (written by `mlpack export`, read by the handler, the image builder a
       "roles": {"label": "label" | null,           # output holding class indices/labels
                 "scores": "probabilities" | null,  # output holding per-class scores
                 "scores_kind": "probabilities" | "logits" | null},
+      "classes": [0, 1, 2],            # classifiers: the label output's values, one per score column
       "feature_names": {"input": ["sepal length (cm)", ...]},   # per input, for rank-2 inputs
       "label_names": ["setosa", "versicolor", "virginica"],     # classifiers; [] for regressors
       "opset": 17,
