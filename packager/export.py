@@ -93,9 +93,9 @@ def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> 
     """Export spec's model into `out` (default PROJECT/build/<name>), unless nothing changed."""
     out_dir = (out or spec.default_build_dir()).resolve()
     inputs_hash = _inputs_hash(spec)
-    if not force and (current := read_artifact(out_dir)) is not None:
-        if current.metadata.get("inputs_hash") == inputs_hash:
-            return ExportResult(artifact=current, skipped=True)
+    current = None if force else read_artifact(out_dir)
+    if current is not None and current.metadata.get("inputs_hash") == inputs_hash:
+        return ExportResult(artifact=current, skipped=True)
 
     loaded = _load_source(spec)
     samples = _load_samples(spec)
@@ -209,8 +209,8 @@ def _load_source(spec: ModelSpec) -> _Loaded:
         try:
             program = torch.export.load(str(path))
         except Exception as e:
-            raise ExportError(f"model.source: {path} could not be loaded with torch.export.load: {e}",
-                              hint="save the model with torch.export.save(torch.export.export(model, args), path)") from e
+            raise ExportError(f"model.source: {path} could not be loaded by torch.export.load: {e}",
+                              hint="save it with torch.export.save(torch.export.export(model, args), path)") from e
         return _classify(program, f"model.source ({path.name})")
     try:
         import joblib
@@ -228,7 +228,7 @@ def _load_source(spec: ModelSpec) -> _Loaded:
 def _unpickle(path: Path) -> Any:
     try:
         with path.open("rb") as f:
-            return pickle.load(f)  # noqa: S301 - the user's own model file
+            return pickle.load(f)
     except Exception as e:
         raise ExportError(f"model.source: {path} failed to load: {type(e).__name__}: {e}") from e
 
@@ -259,7 +259,8 @@ def _classify(obj: Any, where: str) -> _Loaded:
         from sklearn.base import BaseEstimator
 
         if isinstance(obj, BaseEstimator) and hasattr(obj, "predict"):
-            return _Loaded(kind="sklearn", obj=obj, framework="scikit-learn", framework_version=sklearn.__version__)
+            return _Loaded(kind="sklearn", obj=obj, framework="scikit-learn",
+                           framework_version=sklearn.__version__)
     raise ExportError(f"{where}: unsupported model type {type(obj).__module__}.{type(obj).__qualname__}",
                       hint="mlpack exports scikit-learn estimators and Pipelines, torch.nn.Module, "
                            "torch.export.ExportedProgram (.pt2) and ONNX models")
@@ -298,7 +299,8 @@ def _load_samples(spec: ModelSpec) -> Arrays | np.ndarray:
             raise ExportError(f"{where}: input {name!r} is not an array: {e}") from e
         label = f"input {name!r}" if name else "the samples"
         if a.ndim == 0 or a.shape[0] == 0:
-            raise ExportError(f"{where}: {label} has no rows (shape {a.shape})", hint="give at least 1 row, ideally 100+")
+            raise ExportError(f"{where}: {label} has no rows (shape {a.shape})",
+                              hint="give at least 1 row, ideally 100+")
         if a.dtype.kind not in "biuf":
             raise ExportError(f"{where}: {label} is not numeric (dtype {a.dtype})",
                               hint="encode categories as numbers before export")
@@ -366,8 +368,9 @@ def _sklearn_to_onnx(spec: ModelSpec, model: Any, samples: Arrays | np.ndarray) 
     options = {id(model): {"zipmap": False}} if is_classifier(model) else None
     opset: Any = {"": spec.export.opset, "ai.onnx.ml": 3} if spec.export.opset else None
     try:
-        return to_onnx(model, initial_types=[("input", FloatTensorType([None, width]))], options=options,
-                       target_opset=opset)
+        proto: onnx.ModelProto = to_onnx(
+            model, initial_types=[("input", FloatTensorType([None, width]))], options=options, target_opset=opset)
+        return proto
     except Exception as e:
         name = type(model).__name__
         steps = getattr(model, "steps", None)
@@ -512,9 +515,9 @@ def _feeds(spec: ModelSpec, session: Any, samples: Arrays | np.ndarray) -> Array
                 raise ExportError(f"samples.source: input {meta.name!r} has shape {arr.shape}, the model expects "
                                   f"{_shape_str(shape)} (axis {axis}: {got} != {want})",
                                   hint="give samples with the model's feature count")
-        if dtype.kind in "iub" and arr.dtype.kind == "f":
-            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                raise ExportError(f"samples.source: input {meta.name!r} must hold integers ({dtype})")
+        fractional = arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)))
+        if dtype.kind in "iub" and fractional:
+            raise ExportError(f"samples.source: input {meta.name!r} must hold integers ({dtype})")
         feeds[meta.name] = np.ascontiguousarray(arr.astype(dtype, copy=False))
     return feeds
 
@@ -558,7 +561,8 @@ def _check_nan(loaded: _Loaded, samples: Arrays | np.ndarray) -> None:
                 reason = f"{type(loaded.obj).__name__} refuses them: {str(e).splitlines()[0]}"
         else:
             reason = f"a {loaded.kind} model gives no defined output for them"
-        raise ExportError(f"samples.source: {label} contains NaN or infinite values ({where}); {reason}",
+        verb = "contains" if name else "contain"
+        raise ExportError(f"samples.source: {label} {verb} NaN or infinite values ({where}); {reason}",
                           hint="drop or impute those rows, or use a model that handles missing values")
 
 

@@ -61,7 +61,7 @@ def read(path: Path) -> dict[str, LockEntry]:
     for name, entry in sorted(data["models"].items()):
         if not isinstance(entry, dict) or set(entry) != fields:
             raise DeployError(f"{path}: models.{name}: expected keys {', '.join(sorted(fields))}",
-                              hint=f"push the model again with `mlpack push` to rewrite its entry")
+                              hint="push the model again with `mlpack push` to rewrite its entry")
         if not DIGEST_RE.match(str(entry["digest"])):
             raise DeployError(f"{path}: models.{name}.digest: not a sha256 digest (got {entry['digest']!r})")
         out[name] = LockEntry(**{k: str(v) for k, v in entry.items()})
@@ -109,4 +109,5 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def as_json(models: dict[str, LockEntry]) -> dict[str, Any]:
-    return json.loads(_dump(models))
+    data: dict[str, Any] = json.loads(_dump(models))
+    return data

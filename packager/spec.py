@@ -310,6 +310,10 @@ def _type_name(tp: Any) -> str:
     return {str: "string", int: "integer", float: "number", bool: "true/false"}.get(tp, str(tp))
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -318,7 +322,7 @@ def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: 
     """Check one value against its declared type and rules; returns it converted, or None on a problem."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        inner = next(a for a in typing.get_args(tp) if a is not type(None))
         return _convert(inner, value, path, meta, problems)
     if origin is Literal:
         allowed = typing.get_args(tp)
@@ -329,7 +333,7 @@ def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: 
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            problems.append(f"{path}: must be a {_type_name(tp)} (got {_show(value)})")
+            problems.append(f"{path}: must be {_a(_type_name(tp))} (got {_show(value)})")
             return None
         if len(value) < meta.get("min_items", 0):
             problems.append(f"{path}: must list at least {meta['min_items']} item(s)")
@@ -350,7 +354,7 @@ def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: 
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        problems.append(f"{path}: must be a {_type_name(tp)} (got {_show(value)})")
+        problems.append(f"{path}: must be {_a(_type_name(tp))} (got {_show(value)})")
         return None
     if tp is float:
         value = float(value)

@@ -24,7 +24,8 @@ def main() -> None:
     joblib.dump(model, HERE / "model.joblib")
     header = ",".join(name.replace(" (cm)", "_cm").replace(" ", "_") for name in data.feature_names)
     np.savetxt(HERE / "samples.csv", x, delimiter=",", header=header, comments="", fmt="%.1f")
-    print(f"iris: trained on {len(x)} rows, accuracy {model.score(x, data.target):.3f}; wrote model.joblib, samples.csv")
+    accuracy = model.score(x, data.target)
+    print(f"iris: trained on {len(x)} rows, accuracy {accuracy:.3f}; wrote model.joblib, samples.csv")
 
 
 if __name__ == "__main__":
