@@ -523,8 +523,10 @@ def schema_reference() -> list[tuple[str, str, str, str]]:
             doc = f.metadata["doc"]
             if "choices" in f.metadata:
                 doc += " Allowed: " + ", ".join(_show(c) for c in f.metadata["choices"]) + "."
-            if "min" in f.metadata:
-                doc += f" Range: {f.metadata['min']}-{f.metadata.get('max', '')}."
+            if "min" in f.metadata and "max" in f.metadata:
+                doc += f" Range: {f.metadata['min']}-{f.metadata['max']}."
+            elif "min" in f.metadata:
+                doc += f" At least {f.metadata['min']}."
             rows.append((f"{prefix}{f.name}", _type_name(tp), default, doc))
             args = typing.get_args(tp)
             if typing.get_origin(tp) is list and dataclasses.is_dataclass(args[0]):
