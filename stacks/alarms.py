@@ -1,0 +1,274 @@
+"""Alarms as data: `alarm_specs()` turns a model's thresholds into a list of AlarmSpec (metric,
+statistic, threshold, periods), and ModelAlarms renders them, each named mlpack-<model>-<what>,
+with the model's topic as ALARM (and optionally OK) action. Missing data is not breaching, so an
+idle model pages nobody.
+
+Metrics are addressed by deterministic names (function mlpack-<model>, API mlpack-<model>, the
+mlpack namespace of handlers/contract.py), so building the specs needs no constructs. No AWS calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from handlers import contract
+from stacks.model_json import ClassShares, RegressionProfile
+
+GT = cw.ComparisonOperator.GREATER_THAN_THRESHOLD
+GE = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+# CloudWatch: an alarm's metric math may reference at most 10 metrics (hard limit); one is Rows.
+MAX_CLASSES_PER_DRIFT_ALARM = 9
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thresholds:
+    """The [alarms] section plus what the thresholds are relative to.
+
+    timeout_s: the function timeout (duration alarm = pct of it).
+    concurrency_limit: reserved concurrency, or the account's limit when unreserved (default 1000).
+    stage_name: the API stage whose metrics are watched.
+    Other fields: as documented in packager/spec.py AlarmsSection.
+    """
+
+    period_minutes: int = 5
+    evaluation_periods: int = 3
+    error_rate_pct: float = 1.0
+    throttles: int = 1
+    duration_p99_pct_of_timeout: float = 80.0
+    concurrency_pct: float = 80.0
+    api_5xx_rate_pct: float = 1.0
+    api_4xx_rate_pct: float = 10.0
+    api_latency_p99_ms: int = 3000
+    validation_failure_rate_pct: float = 5.0
+    out_of_range_rate_pct: float = 5.0
+    drift: float = 0.2
+    timeout_s: int = 29
+    concurrency_limit: int = 1000
+    stage_name: str = "v1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlarmSpec:
+    """One alarm: what it watches and when it fires. The alarm is named mlpack-<model>-<what>."""
+
+    what: str
+    description: str
+    metric: cw.IMetric
+    threshold: float
+    comparison: cw.ComparisonOperator = GT
+    evaluation_periods: int = 3
+
+
+def _m(namespace: str, name: str, dims: dict[str, str], stat: str, period: Duration) -> cw.Metric:
+    return cw.Metric(namespace=namespace, metric_name=name, dimensions_map=dims, statistic=stat, period=period)
+
+
+def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfile | None) -> list[AlarmSpec]:
+    """Every alarm of one model, in a fixed order."""
+    period = Duration.minutes(t.period_minutes)
+    fn = {"FunctionName": f"mlpack-{model}"}
+    api = {"ApiName": f"mlpack-{model}", "Stage": t.stage_name}
+    own = {contract.DIM_MODEL: model}
+    ns = contract.METRIC_NAMESPACE
+
+    def lam(name: str, stat: str = "Sum") -> cw.Metric:
+        return _m("AWS/Lambda", name, fn, stat, period)
+
+    def gw(name: str, stat: str = "Sum") -> cw.Metric:
+        return _m("AWS/ApiGateway", name, api, stat, period)
+
+    def mine(name: str, dims: dict[str, str] | None = None) -> cw.Metric:
+        return _m(ns, name, dims or own, "Sum", period)
+
+    def rate(expr: str, label: str, **using: cw.IMetric) -> cw.MathExpression:
+        return cw.MathExpression(expression=expr, using_metrics=using, label=label, period=period)
+
+    n = t.evaluation_periods
+    specs = [
+        AlarmSpec(
+            what="errors",
+            description=f"Function errors above {t.error_rate_pct}% of invocations",
+            metric=rate("100 * errors / invocations", "error %", errors=lam("Errors"), invocations=lam("Invocations")),
+            threshold=t.error_rate_pct,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="throttles",
+            description=f"At least {max(t.throttles, 1)} throttled invocations per period",
+            metric=lam("Throttles"),
+            threshold=max(t.throttles, 1),
+            comparison=GE,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="duration",
+            description=f"p99 duration above {t.duration_p99_pct_of_timeout}% of the {t.timeout_s} s timeout",
+            metric=lam("Duration", "p99"),
+            threshold=round(t.timeout_s * 1000 * t.duration_p99_pct_of_timeout / 100, 3),
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="concurrency",
+            description=f"Concurrent executions above {t.concurrency_pct}% of {t.concurrency_limit}",
+            metric=lam("ConcurrentExecutions", "Maximum"),
+            threshold=round(t.concurrency_limit * t.concurrency_pct / 100, 3),
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="api-5xx",
+            description=f"API 5XX responses above {t.api_5xx_rate_pct}% of requests",
+            metric=rate("100 * errors / requests", "5XX %", errors=gw("5XXError"), requests=gw("Count")),
+            threshold=t.api_5xx_rate_pct,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="api-4xx",
+            description=f"API 4XX responses above {t.api_4xx_rate_pct}% of requests",
+            metric=rate("100 * errors / requests", "4XX %", errors=gw("4XXError"), requests=gw("Count")),
+            threshold=t.api_4xx_rate_pct,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="api-latency",
+            description=f"API p99 latency above {t.api_latency_p99_ms} ms",
+            metric=gw("Latency", "p99"),
+            threshold=t.api_latency_p99_ms,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="validation-failures",
+            description=f"Requests refused by validation above {t.validation_failure_rate_pct}%",
+            metric=rate(
+                "100 * failures / requests",
+                "validation failure %",
+                failures=mine(contract.M_VALIDATION_FAILURES),
+                requests=mine(contract.M_REQUESTS),
+            ),
+            threshold=t.validation_failure_rate_pct,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="out-of-range",
+            description=f"Input values outside the training range above {t.out_of_range_rate_pct}%",
+            metric=rate(
+                "100 * outside / checked",
+                "out-of-range %",
+                outside=mine(contract.M_OUT_OF_RANGE),
+                checked=mine(contract.M_INPUT_VALUES),
+            ),
+            threshold=t.out_of_range_rate_pct,
+            evaluation_periods=n,
+        ),
+    ]
+    specs.extend(_drift_specs(model, t, drift, period))
+    return specs
+
+
+def _drift_specs(
+    model: str, t: Thresholds, drift: ClassShares | RegressionProfile | None, period: Duration
+) -> list[AlarmSpec]:
+    rows = _m(contract.METRIC_NAMESPACE, contract.M_ROWS, {contract.DIM_MODEL: model}, "Sum", period)
+    if isinstance(drift, RegressionProfile):
+        if drift.std <= 0:
+            return []  # a constant training output has no scale to measure a shift against
+        expr = f"ABS(total / rows - {drift.mean!r}) / {drift.std!r}"
+        total = _m(contract.METRIC_NAMESPACE, contract.M_PREDICTION_SUM, {contract.DIM_MODEL: model}, "Sum", period)
+        return [
+            AlarmSpec(
+                what="drift",
+                description=f"Mean prediction of {drift.name} moved more than {t.drift} training std "
+                f"from {drift.mean:.4g}",
+                metric=cw.MathExpression(
+                    expression=expr,
+                    using_metrics={"total": total, "rows": rows},
+                    label="mean shift (std)",
+                    period=period,
+                ),
+                threshold=t.drift,
+                evaluation_periods=t.evaluation_periods,
+            )
+        ]
+    if not isinstance(drift, ClassShares):
+        return []
+    shares = list(drift.shares)
+    # as few alarms as the limit allows, with classes spread evenly (10 classes: 5 + 5, not 9 + 1)
+    size = math.ceil(len(shares) / math.ceil(len(shares) / MAX_CLASSES_PER_DRIFT_ALARM))
+    chunks = [shares[i : i + size] for i in range(0, len(shares), size)]
+    out = []
+    for k, chunk in enumerate(chunks, start=1):
+        using: dict[str, cw.IMetric] = {"rows": rows}
+        terms = []
+        for j, (cls, share) in enumerate(chunk):
+            using[f"c{j}"] = _m(
+                contract.METRIC_NAMESPACE,
+                contract.M_PREDICTIONS,
+                {contract.DIM_MODEL: model, contract.DIM_CLASS: cls},
+                "Sum",
+                period,
+            )
+            # a class nobody predicted this period has no data point: count it as 0, not missing
+            terms.append(f"ABS(FILL(c{j}, 0) / rows - {share!r})")
+        names = ", ".join(c for c, _ in chunk)
+        out.append(
+            AlarmSpec(
+                what="drift" if len(chunks) == 1 else f"drift-{k}",
+                description=f"A class share (of {names}) moved more than {t.drift} from its training share",
+                metric=cw.MathExpression(
+                    expression=f"MAX([{', '.join(terms)}])",
+                    using_metrics=using,
+                    label="largest class share change",
+                    period=period,
+                ),
+                threshold=t.drift,
+                evaluation_periods=t.evaluation_periods,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelAlarmsProps:
+    """Props of ModelAlarms.
+
+    model_name: prefix of every alarm name (mlpack-<model_name>-<what>).
+    specs: the alarms to create (see alarm_specs()).
+    topic: SNS topic notified on ALARM (and on OK when ok_actions).
+    ok_actions: also notify when an alarm returns to OK (default True).
+    """
+
+    model_name: str
+    specs: tuple[AlarmSpec, ...]
+    topic: sns.ITopic
+    ok_actions: bool = True
+
+
+class ModelAlarms(Construct):
+    """Renders AlarmSpecs as CloudWatch alarms."""
+
+    def __init__(self, scope: Construct, id: str, *, props: ModelAlarmsProps) -> None:
+        super().__init__(scope, id)
+        action = cw_actions.SnsAction(props.topic)
+        self.alarms: dict[str, cw.Alarm] = {}
+        for spec in props.specs:
+            alarm = cw.Alarm(
+                self,
+                spec.what,
+                alarm_name=f"mlpack-{props.model_name}-{spec.what}",
+                alarm_description=f"mlpack model {props.model_name}: {spec.description}",
+                metric=spec.metric,
+                threshold=spec.threshold,
+                comparison_operator=spec.comparison,
+                evaluation_periods=spec.evaluation_periods,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+            alarm.add_alarm_action(action)
+            if props.ok_actions:
+                alarm.add_ok_action(action)
+            self.alarms[spec.what] = alarm

@@ -1,0 +1,195 @@
+"""The model's Lambda function: a container image pinned by digest, its log group, a `live` alias
+on a published version, optional concurrency settings and optional gradual deployment.
+
+Never builds or pulls an image (DockerImageCode.from_ecr only names it) and never calls AWS.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy, Stack, Token
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from handlers import contract
+from packager.errors import DeployError
+from stacks import nag
+
+ECR_URI_RE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/(?P<repo>.+)$"
+)
+LIVE_ALIAS = "live"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EcrImage:
+    """An image in ECR, pinned by digest (from mlpack.lock.json)."""
+
+    account: str
+    region: str
+    repository_name: str
+    digest: str
+
+    @classmethod
+    def parse(cls, repository: str, digest: str, *, origin: str) -> EcrImage:
+        m = ECR_URI_RE.match(repository)
+        if not m:
+            raise DeployError(
+                f"{origin}: repository {repository!r} is not an ECR repository; Lambda only runs images from ECR",
+                hint="push the model to ECR: `mlpack push PROJECT` without --registry (or registry.repository "
+                "= '<account>.dkr.ecr.<region>.amazonaws.com/<repo>')",
+            )
+        return cls(account=m["account"], region=m["region"], repository_name=m["repo"], digest=digest)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFunctionProps:
+    """Props of ModelFunction.
+
+    model_name: the model's name; the function is named mlpack-<model_name>.
+    image: the ECR image (repository + digest) to run.
+    arch: "x86_64" or "arm64"; must match the image.
+    memory_mb, timeout_s: Lambda memory and timeout.
+    max_batch_size: largest batch the handler accepts (env MLPACK_MAX_BATCH_SIZE).
+    log_retention_days: retention of the function's log group.
+    reserved_concurrency: reserved concurrency; None (default) = unreserved.
+    provisioned_concurrency: provisioned concurrency on the live alias; 0 (default) = none.
+    """
+
+    model_name: str
+    image: EcrImage
+    arch: str = "x86_64"
+    memory_mb: int = 1024
+    timeout_s: int = 29
+    max_batch_size: int = contract.DEFAULT_MAX_BATCH
+    log_retention_days: int = 30
+    reserved_concurrency: int | None = None
+    provisioned_concurrency: int = 0
+
+
+class ModelFunction(Construct):
+    """DockerImageFunction + log group + `live` alias."""
+
+    def __init__(self, scope: Construct, id: str, *, props: ModelFunctionProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        name = f"mlpack-{props.model_name}"
+        # The stack's environment is the image's account and region (stacks/plan.py), so the name is enough
+        # and the URI stays partition-correct. Lambda only pulls from ECR in its own region.
+        stack = Stack.of(self)
+        for have, want in ((stack.account, props.image.account), (stack.region, props.image.region)):
+            if not Token.is_unresolved(have) and have != want:
+                raise DeployError(
+                    f"stack {stack.stack_name}: environment {stack.account}/{stack.region} differs from the image's "
+                    f"{props.image.account}/{props.image.region}",
+                    hint="deploy the model stack to the account and region of its ECR repository",
+                )
+        repo = ecr.Repository.from_repository_name(self, "Repository", props.image.repository_name)
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"/aws/lambda/{name}",
+            retention=logs.RetentionDays(_retention_name(props.log_retention_days)),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            function_name=name,
+            description=f"mlpack model {props.model_name} (image {props.image.digest[:19]})",
+            code=lambda_.DockerImageCode.from_ecr(repo, tag_or_digest=props.image.digest),
+            architecture=lambda_.Architecture.ARM_64 if props.arch == "arm64" else lambda_.Architecture.X86_64,
+            memory_size=props.memory_mb,
+            timeout=Duration.seconds(props.timeout_s),
+            reserved_concurrent_executions=props.reserved_concurrency,
+            log_group=self.log_group,
+            environment={
+                contract.ENV_MODEL_NAME: props.model_name,
+                contract.ENV_MODEL_DIR: contract.MODEL_DIR,
+                contract.ENV_MAX_BATCH: str(props.max_batch_size),
+                contract.ENV_METRICS_NAMESPACE: contract.METRIC_NAMESPACE,
+                contract.ENV_METRICS: "on",
+            },
+        )
+        nag.acknowledge(self.function, nag.LAMBDA_BASIC)
+        # A new digest changes the function's code, so current_version publishes a new version and
+        # the alias (and CodeDeploy, when configured) moves traffic to it.
+        self.alias = lambda_.Alias(
+            self,
+            "Live",
+            alias_name=LIVE_ALIAS,
+            version=self.function.current_version,
+            provisioned_concurrent_executions=props.provisioned_concurrency or None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradualDeploymentProps:
+    """Props of GradualDeployment.
+
+    strategy: "canary" (percent first, the rest after interval) or "linear" (percent every interval).
+    percent, interval_minutes: traffic step and wait.
+    alarms: alarms that roll the deployment back when they fire.
+    """
+
+    strategy: str
+    percent: int = 10
+    interval_minutes: int = 5
+    alarms: tuple[cw.IAlarm, ...] = ()
+
+
+class GradualDeployment(Construct):
+    """A CodeDeploy deployment group that shifts the live alias to a new version step by step."""
+
+    def __init__(self, scope: Construct, id: str, *, alias: lambda_.Alias, props: GradualDeploymentProps) -> None:
+        super().__init__(scope, id)
+        interval = Duration.minutes(props.interval_minutes)
+        routing: codedeploy.TrafficRouting
+        if props.strategy == "canary":
+            routing = codedeploy.TrafficRouting.time_based_canary(interval=interval, percentage=props.percent)
+        else:
+            routing = codedeploy.TrafficRouting.time_based_linear(interval=interval, percentage=props.percent)
+        config = codedeploy.LambdaDeploymentConfig(self, "Config", traffic_routing=routing)
+        self.group = codedeploy.LambdaDeploymentGroup(
+            self,
+            "Group",
+            alias=alias,
+            deployment_config=config,
+            alarms=list(props.alarms),
+            auto_rollback=codedeploy.AutoRollbackConfig(failed_deployment=True, deployment_in_alarm=True),
+        )
+        nag.acknowledge(self, nag.CODEDEPLOY_LAMBDA)
+
+
+def _retention_name(days: int) -> str:
+    names = {
+        1: "ONE_DAY",
+        3: "THREE_DAYS",
+        5: "FIVE_DAYS",
+        7: "ONE_WEEK",
+        14: "TWO_WEEKS",
+        30: "ONE_MONTH",
+        60: "TWO_MONTHS",
+        90: "THREE_MONTHS",
+        120: "FOUR_MONTHS",
+        150: "FIVE_MONTHS",
+        180: "SIX_MONTHS",
+        365: "ONE_YEAR",
+        400: "THIRTEEN_MONTHS",
+        545: "EIGHTEEN_MONTHS",
+        731: "TWO_YEARS",
+        1096: "THREE_YEARS",
+        1827: "FIVE_YEARS",
+        2192: "SIX_YEARS",
+        2557: "SEVEN_YEARS",
+        2922: "EIGHT_YEARS",
+        3288: "NINE_YEARS",
+        3653: "TEN_YEARS",
+    }
+    return names[days]

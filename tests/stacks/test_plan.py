@@ -1,0 +1,167 @@
+"""Which stacks app.py creates: projects matched against mlpack.lock.json and model.json, and the
+messages for every way they can disagree. Then app.py itself through the pinned CDK CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from packager.errors import DeployError
+from stacks.plan import plan
+from tests.support import stack_projects as sp
+
+REPO = Path(__file__).resolve().parents[2]
+LOCK = Path("mlpack.lock.json")
+
+
+def _plan(root: Path):
+    return plan(root, patterns=["models/*"], lock_path=LOCK)
+
+
+def test_pushed_models_are_planned_and_unpushed_ones_skipped_with_a_note(tmp_path):
+    sp.write_project(tmp_path, "iris")
+    sp.write_project(tmp_path, "fresh")
+    sp.write_lock(tmp_path, ["iris"])
+    p = _plan(tmp_path)
+    assert [m.spec.name for m in p.models] == ["iris"]
+    assert p.models[0].image.digest == sp.digest_for("iris") and p.env == (sp.ACCOUNT, sp.REGION)
+    assert p.notes == (
+        "mlpack: skipping fresh (models/fresh): not in mlpack.lock.json yet; "
+        "run `mlpack push models/fresh` to deploy it",
+    )
+
+
+def test_no_lock_file_means_nothing_to_deploy(tmp_path):
+    sp.write_project(tmp_path, "iris")
+    p = _plan(tmp_path)
+    assert p.models == () and len(p.notes) == 1
+
+
+def test_lock_entry_whose_project_is_gone(tmp_path):
+    sp.write_project(tmp_path, "iris")
+    sp.write_lock(tmp_path, ["iris", "old"])
+    with pytest.raises(DeployError) as e:
+        _plan(tmp_path)
+    assert "mlpack.lock.json: models.old: project models/old is gone (no mlpack.toml)" in str(e.value)
+    assert "cdk destroy mlpack-old" in str(e.value)
+
+
+def test_lock_entry_outside_the_project_globs(tmp_path):
+    sp.write_project(tmp_path, "iris")
+    sp.write_lock(tmp_path, ["iris"])
+    with pytest.raises(DeployError, match=r"not matched by cdk.json's mlpack:projects \(examples/\*\)"):
+        plan(tmp_path, patterns=["examples/*"], lock_path=LOCK)
+
+
+def test_missing_model_json_says_to_export(tmp_path):
+    sp.write_project(tmp_path, "iris", model_json={})
+    sp.write_lock(tmp_path, ["iris"])
+    with pytest.raises(DeployError) as e:
+        _plan(tmp_path)
+    assert "models/iris/build/iris/model.json: not found" in str(e.value)
+    assert f"run `mlpack export {tmp_path.resolve() / 'models/iris'}`" in str(e.value)
+
+
+def test_model_json_from_another_version(tmp_path):
+    sp.write_project(tmp_path, "iris", version="v2")
+    sp.write_lock(tmp_path, ["iris"], version="v1")
+    with pytest.raises(DeployError, match="model version v2 does not match the pushed image's v1"):
+        _plan(tmp_path)
+
+
+def test_malformed_model_json_names_the_file(tmp_path):
+    sp.write_project(tmp_path, "iris", model_json={"format": "mlpack.model/1", "name": "iris"})
+    sp.write_lock(tmp_path, ["iris"])
+    with pytest.raises(DeployError, match=r"model.json: malformed model.json \(KeyError"):
+        _plan(tmp_path)
+
+
+def test_arch_mismatch_and_non_ecr_repository_and_renamed_model_are_all_reported(tmp_path):
+    sp.write_project(tmp_path, "a", toml_extra='[runtime]\narch = "arm64"\n')
+    sp.write_project(tmp_path, "b")
+    (tmp_path / "models/c").mkdir(parents=True)
+    sp.write_project(tmp_path, "c")
+    text = (tmp_path / "models/c/mlpack.toml").read_text().replace('name = "c"', 'name = "renamed"')
+    (tmp_path / "models/c/mlpack.toml").write_text(text)
+    sp.write_lock(tmp_path, ["a", "c"])
+    lock = json.loads((tmp_path / "mlpack.lock.json").read_text())
+    lock["models"]["b"] = {**lock["models"]["a"], "repository": "127.0.0.1:5000/mlpack/b", "project": "models/b"}
+    (tmp_path / "mlpack.lock.json").write_text(json.dumps(lock))
+    with pytest.raises(DeployError) as e:
+        _plan(tmp_path)
+    msg = str(e.value)
+    assert "models.a.arch: the pushed image is x86_64 but models/a/mlpack.toml asks for runtime.arch = 'arm64'" in msg
+    assert "models.b.repository: repository '127.0.0.1:5000/mlpack/b' is not an ECR repository" in msg
+    assert "models.c: models/c/mlpack.toml names model 'renamed', not 'c'" in msg
+
+
+def test_models_in_two_regions_are_refused(tmp_path):
+    sp.write_project(tmp_path, "a")
+    sp.write_project(tmp_path, "b")
+    sp.write_lock(tmp_path, ["a"])
+    lock = json.loads((tmp_path / "mlpack.lock.json").read_text())
+    lock["models"]["b"] = {
+        **lock["models"]["a"],
+        "project": "models/b",
+        "repository": f"{sp.ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/mlpack/b",
+    }
+    (tmp_path / "mlpack.lock.json").write_text(json.dumps(lock))
+    with pytest.raises(DeployError, match="models span several AWS accounts/regions"):
+        _plan(tmp_path)
+
+
+def test_invalid_project_is_reported_with_its_problems(tmp_path):
+    sp.write_project(tmp_path, "iris", toml_extra="[runtime]\nmemory_mb = 64\n")
+    with pytest.raises(DeployError, match=r"runtime.memory_mb: must be 128-10240 \(got 64\)"):
+        _plan(tmp_path)
+
+
+# --- app.py through the pinned CLI ---------------------------------------------------------------
+
+
+def _cdk(root: Path, *args: str) -> subprocess.CompletedProcess:
+    cdk = REPO / "node_modules/.bin/cdk"
+    if not cdk.exists():
+        pytest.fail(f"{cdk} is missing: run scripts/setup")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.run(
+        [str(cdk), *args, "--no-notices", "-o", str(root / "cdk.out")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_cdk_synth_lists_one_stack_per_pushed_model(tmp_path):
+    sp.write_project(tmp_path, "iris")
+    sp.write_project(tmp_path, "houses", model_json=sp.regressor_json("houses", "v1"))
+    sp.write_project(tmp_path, "fresh")
+    sp.write_lock(tmp_path, ["iris", "houses"])
+    sp.write_cdk_json(tmp_path, REPO)
+    result = _cdk(tmp_path, "ls")
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == ["mlpack-houses", "mlpack-iris", "mlpack-shared"]
+    assert "skipping fresh" in result.stderr
+
+
+@pytest.mark.slow
+def test_cdk_synth_fails_with_the_message_and_writes_no_stack(tmp_path):
+    sp.write_project(tmp_path, "iris", model_json={})
+    sp.write_lock(tmp_path, ["iris"])
+    sp.write_cdk_json(tmp_path, REPO)
+    result = _cdk(tmp_path, "synth")
+    assert result.returncode != 0
+    assert "model.json: not found" in result.stderr and "run `mlpack export" in result.stderr
+    assert not list((tmp_path / "cdk.out").glob("*.template.json"))
