@@ -1,0 +1,420 @@
+"""Base images: turn a --base / runtime.base string into a `Base` whose blobs are all on local disk.
+
+Forms: `aws` (AWS's Lambda Python base, public.ecr.aws/lambda/python:<python>), any registry reference
+(by tag or digest; an index is resolved to one architecture), `oci:PATH` (an OCI layout), `docker-archive:PATH`
+(a `docker save` tarball) and `debian` (built here from Debian packages with mmdebstrap, no registry).
+Every blob is kept once in the user cache folder, by digest, and checked against its digest before use;
+a corrupt entry is fetched again.
+
+Only packager/registry.py speaks HTTP; this module calls it. Must not import image, deps or cmd_*.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from packager import layers, oci
+from packager.deps import cache_dir
+from packager.errors import BuildError, MlpackError
+
+AWS_BASE_REPO = "public.ecr.aws/lambda/python"
+AWS_DEFAULT_PYTHON = "3.12"
+DEBIAN_SUITE = "bookworm"
+DEBIAN_PYTHON = "3.11"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_PACKAGES = ("python3", "libstdc++6", "ca-certificates", "tzdata", "base-files", "netbase")
+DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+DEBIAN_RECIPE = "2"  # bump when the recipe below changes: it is part of the cache key
+ENTRYPOINT_AWS = "/lambda-entrypoint.sh"
+PYTHON_RE = re.compile(r"^(var/lang|usr/local|usr)/bin/python(3\.\d+)$")
+BASE_FORMS = ("aws", "debian", "REGISTRY/REPO[:TAG|@sha256:...]", "oci:PATH", "docker-archive:PATH")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Base:
+    """A base image with every blob in the local store."""
+
+    spec: str  # what the user wrote: aws, debian, oci:..., a reference
+    source: str  # where it came from, pinned: repo@sha256:..., oci:/abs/path, debian:<key>
+    image: oci.Image
+    python: str  # "3.12"
+    python_exe: str  # in the image, e.g. /var/lang/bin/python3.12
+    runtime_client: bool  # True when the base brings Lambda's runtime interface client
+    pin_key: str | None = None  # registry bases: the tag reference a rebuild may reuse the digest for
+
+    @property
+    def digest(self) -> str:
+        return self.image.manifest.digest
+
+
+def store() -> Path:
+    """The cache's blob store: an OCI layout folder holding every base blob by digest."""
+    root = cache_dir() / "store"
+    if not (root / "oci-layout").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "oci-layout").write_bytes(oci.canonical_json({"imageLayoutVersion": oci.OCI_LAYOUT_VERSION}))
+    return root
+
+
+def _forms_hint() -> str:
+    return "other --base forms: " + ", ".join(BASE_FORMS)
+
+
+def _blob_ok(path: Path, digest: str) -> bool:
+    if not path.is_file():
+        return False
+    got, _ = oci.sha256_file(path)
+    if got != digest:
+        path.unlink()  # corrupt: drop it so it is fetched again
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# what a base is made of
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Info:
+    python: str
+    python_exe: str
+    problems: tuple[str, ...]
+
+
+def _inspect(image: oci.Image) -> _Info:
+    """Find the base's python and check its layers (parent directories, gzip); cached by manifest digest."""
+    info_path = cache_dir() / "bases" / "info" / (image.manifest.digest.split(":", 1)[1] + ".json")
+    try:
+        data = json.loads(info_path.read_text())
+        return _Info(python=data["python"], python_exe=data["python_exe"], problems=tuple(data["problems"]))
+    except (OSError, ValueError, KeyError):
+        pass
+    found: dict[str, str] = {}
+    seen: set[str] = set()
+    problems: list[str] = []
+    for desc in image.layers:
+        path = image.blob_path(desc.digest)
+        st = oci.scan_layer(path, desc, strict_normal=False, seen_dirs=seen)
+        problems.extend(st.problems)
+        if desc.media_type not in oci.GZIP_LAYER_TYPES:
+            continue
+        with gzip.open(path, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
+            for m in tar:
+                name = oci.norm_name(m.name)
+                match = PYTHON_RE.match(name)
+                if match:
+                    found.setdefault(match.group(1), match.group(2))
+    for prefix in ("var/lang", "usr/local", "usr"):
+        if prefix in found:
+            info = _Info(python=found[prefix], python_exe=f"/{prefix}/bin/python{found[prefix]}",
+                         problems=tuple(problems))
+            break
+    else:
+        info = _Info(python="", python_exe="", problems=tuple(problems))
+    info_path.parent.mkdir(parents=True, exist_ok=True)
+    info_path.write_text(json.dumps({"python": info.python, "python_exe": info.python_exe,
+                                     "problems": list(info.problems)}))
+    return info
+
+
+def _finish(spec: str, source: str, image: oci.Image, arch: str, python: str | None,
+            pin_key: str | None = None) -> Base:
+    if image.arch != arch:
+        raise BuildError(f"base {spec}: its image is for {image.arch}, not {arch}",
+                         hint="choose the base for this architecture or another --arch")
+    info = _inspect(image)
+    if info.problems:
+        shown = "\n  ".join(info.problems[:10])
+        raise BuildError(f"base {spec}: Lambda would refuse its layers:\n  {shown}",
+                         hint="use a base with gzip layers and every parent directory; " + _forms_hint())
+    if not info.python:
+        raise BuildError(f"base {spec}: no python3.X under /var/lang/bin, /usr/local/bin or /usr/bin",
+                         hint="mlpack needs a base with CPython; " + _forms_hint())
+    if python is not None and python != info.python:
+        raise BuildError(f"runtime.python = {python!r} but base {spec} ships python {info.python}",
+                         hint=f"remove runtime.python, set it to {info.python!r}, or choose another base "
+                              "(the aws base follows runtime.python)")
+    entry = image.config_json.get("config", {}).get("Entrypoint") or []
+    runtime_client = any(ENTRYPOINT_AWS in str(e) for e in entry)
+    return Base(spec=spec, source=source, image=image, python=info.python, python_exe=info.python_exe,
+                runtime_client=runtime_client, pin_key=pin_key)
+
+
+# ---------------------------------------------------------------------------------------------------
+# registry bases
+
+
+def _aws_repo() -> str:
+    # a seam for tests, which serve a stand-in base from a local registry
+    return os.environ.get("MLPACK_AWS_BASE_REPO", AWS_BASE_REPO)
+
+
+def _pull(ref_text: str, spec: str, arch: str, pinned: str | None, pull: bool,
+          log: Callable[[str], None]) -> tuple[oci.Image, str]:
+    from packager import registry
+
+    ref = registry.ImageRef.parse(ref_text)
+    st = store()
+    # a digest we already hold, from the reference itself or from the previous build: no network
+    want = ref.digest or (pinned if not pull else None)
+    if want and _blob_ok(oci.blob_path(st, want), want):
+        try:
+            return _image_in_store(st, want, spec), f"{ref.name}@{want}"
+        except BuildError:
+            pass  # some blob is missing or corrupt: fetch again below
+    try:
+        with registry.RegistryClient(ref.registry) as client:
+            data, media_type, digest = client.resolve(ref, arch)
+            if media_type not in oci.MANIFEST_TYPES:
+                raise BuildError(f"base {spec}: unsupported manifest type {media_type}")
+            oci.put_blob_bytes(st, data)
+            doc = json.loads(data)
+            config = oci.Descriptor.from_json(doc.get("config"), f"base {spec}: config")
+            blobs = [config] + [oci.Descriptor.from_json(x, f"base {spec}: layer") for x in doc.get("layers", [])]
+            for desc in blobs:
+                path = oci.blob_path(st, desc.digest)
+                if _blob_ok(path, desc.digest):
+                    continue
+                log(f"pulling {ref.name}@{desc.digest[:19]} ({desc.size / 1e6:.1f} MB)")
+                client.fetch_blob(ref.repository, desc.digest, path)  # streams and verifies the digest
+    except MlpackError as e:
+        raise BuildError(f"base {spec}: cannot pull {ref}: {e.message}",
+                         hint=(e.hint + "; " if e.hint else "") + _forms_hint()) from e
+    except OSError as e:
+        raise BuildError(f"base {spec}: cannot reach {ref.registry}: {e}", hint=_forms_hint()) from e
+    return _image_in_store(st, digest, spec), f"{ref.name}@{digest}"
+
+
+def _image_in_store(st: Path, digest: str, spec: str) -> oci.Image:
+    path = oci.blob_path(st, digest)
+    data = path.read_bytes()
+    doc = json.loads(data)
+    desc = oci.Descriptor(media_type=str(doc.get("mediaType", oci.MT_OCI_MANIFEST)), digest=digest, size=len(data))
+    image = oci.image_from_manifest(st, desc, data, f"base {spec}")
+    for layer in image.layers:
+        if not _blob_ok(image.blob_path(layer.digest), layer.digest):
+            raise BuildError(f"base {spec}: cached layer {layer.digest} is missing or corrupt")
+    return image
+
+
+# ---------------------------------------------------------------------------------------------------
+# oci:PATH and docker-archive:PATH
+
+
+def _from_layout(path: Path, spec: str, arch: str) -> tuple[oci.Image, str]:
+    if not path.exists():
+        raise BuildError(f"base {spec}: {path} does not exist", hint=_forms_hint())
+    image = oci.read_layout(path, arch=arch)
+    st = store()
+    for desc in (image.config, *image.layers):
+        src = image.blob_path(desc.digest)
+        if not src.is_file():
+            raise BuildError(f"base {spec}: blob {desc.digest} is missing from {path}",
+                             hint="the layout must hold every blob (skopeo copy writes complete layouts)")
+        got, size = oci.sha256_file(src)
+        if got != desc.digest or size != desc.size:
+            raise BuildError(f"base {spec}: blob {src} does not match its digest {desc.digest}",
+                             hint="the layout is damaged; copy it again")
+        oci.put_blob_file(st, src, desc.digest)
+    oci.put_blob_bytes(st, image.manifest_bytes)
+    return _image_in_store(st, image.manifest.digest, spec), f"oci:{path.resolve()}@{image.manifest.digest}"
+
+
+def _from_docker_archive(path: Path, spec: str, arch: str) -> tuple[oci.Image, str]:
+    if not path.is_file():
+        raise BuildError(f"base {spec}: {path} is not a file", hint="make one with `docker save IMAGE -o FILE`; "
+                         + _forms_hint())
+    st = store()
+    with tempfile.TemporaryDirectory(prefix="docker-archive-", dir=st.parent) as tmp:
+        work = Path(tmp)
+        try:
+            with tarfile.open(path) as tar:
+                tar.extractall(work, filter="data")
+        except (tarfile.TarError, OSError) as e:
+            raise BuildError(f"base {spec}: {path} is not a readable tar archive: {e}",
+                             hint="make one with `docker save IMAGE -o FILE`") from e
+        if (work / "oci-layout").exists():  # docker 25+ writes an OCI layout inside the archive
+            image, _ = _from_layout(work, spec, arch)
+            return image, f"docker-archive:{path.resolve()}@{image.manifest.digest}"
+        try:
+            manifest = json.loads((work / "manifest.json").read_text())
+            entry = manifest[0]
+            config_bytes = (work / entry["Config"]).read_bytes()
+            layer_files = [work / name for name in entry["Layers"]]
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+            raise BuildError(f"base {spec}: {path} has no valid manifest.json ({e})",
+                             hint="make one with `docker save IMAGE -o FILE`") from e
+        config = json.loads(config_bytes)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        descs = []
+        for i, lf in enumerate(layer_files):
+            raw = lf.read_bytes()
+            if raw[:2] == b"\x1f\x8b":
+                gz = raw
+                diff = oci.sha256_bytes(gzip.decompress(raw))
+            else:
+                diff = oci.sha256_bytes(raw)
+                gz = gzip.compress(raw, compresslevel=layers.GZIP_LEVEL, mtime=0)
+            if i < len(diff_ids) and diff != diff_ids[i]:
+                raise BuildError(f"base {spec}: layer {lf.name} does not match the config's diff_id {diff_ids[i]}",
+                                 hint="the archive is damaged; save it again")
+            digest = oci.put_blob_bytes(st, gz)
+            descs.append(oci.Descriptor(media_type=oci.MT_OCI_LAYER_GZIP, digest=digest, size=len(gz)))
+        config_digest = oci.put_blob_bytes(st, config_bytes)
+        manifest_doc = {"schemaVersion": 2, "mediaType": oci.MT_OCI_MANIFEST,
+                        "config": {"mediaType": oci.MT_OCI_CONFIG, "digest": config_digest,
+                                   "size": len(config_bytes)},
+                        "layers": [d.to_json() for d in descs]}
+        mbytes = oci.canonical_json(manifest_doc)
+        mdigest = oci.put_blob_bytes(st, mbytes)
+    return _image_in_store(st, mdigest, spec), f"docker-archive:{path.resolve()}@{mdigest}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# debian
+
+
+def debian_key(arch: str) -> str:
+    return hashlib.sha256(json.dumps({"suite": DEBIAN_SUITE, "arch": arch, "packages": DEBIAN_PACKAGES,
+                                      "recipe": DEBIAN_RECIPE, "epoch": layers.source_date_epoch()},
+                                     sort_keys=True).encode()).hexdigest()[:32]
+
+
+_PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+_GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+
+
+def _normalise_rootfs_tar(src: Path, out: Path, mtime: int) -> layers.Layer:
+    """Rewrite mmdebstrap's tar as one normalised layer: sorted, fixed mtime, hard links as files."""
+    with tempfile.TemporaryDirectory(prefix="rootfs-", dir=out.parent) as tmp:
+        root = Path(tmp)
+        with tarfile.open(src) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() or m.isdir() or m.issym() or m.islnk()]
+            tar.extractall(root, members=members, filter="fully_trusted", numeric_owner=True)
+        (root / "etc").mkdir(exist_ok=True)
+        for name, data in (("passwd", _PASSWD), ("group", _GROUP)):
+            p = root / "etc" / name
+            if not p.exists():
+                p.write_bytes(data)
+        for sub in ("var/task", "var/runtime", "tmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        entries = layers.tree_entries(root, "")
+        layer = layers.write_layer(entries, out, name="base", created_by=f"mlpack: debian {DEBIAN_SUITE} "
+                                   f"({' '.join(DEBIAN_PACKAGES)}) via mmdebstrap", mtime=mtime)
+    return layer
+
+
+def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image, str]:
+    key = debian_key(arch)
+    ref_path = cache_dir() / "bases" / f"debian-{key}.json"
+    st = store()
+    try:
+        digest = json.loads(ref_path.read_text())["digest"]
+        return _image_in_store(st, digest, spec), f"debian:{DEBIAN_SUITE}:{key}@{digest}"
+    except (OSError, ValueError, KeyError, BuildError):
+        pass
+    binary = shutil.which("mmdebstrap")
+    if binary is None:
+        raise BuildError("base debian: mmdebstrap is not installed",
+                         hint="install the Debian package mmdebstrap (scripts/setup does); " + _forms_hint())
+    mtime = layers.source_date_epoch()
+    ref_path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(ref_path) + ".lock"), \
+            tempfile.TemporaryDirectory(prefix="debian-", dir=st.parent) as tmp:
+        work = Path(tmp)
+        log(f"building the debian base ({DEBIAN_SUITE}, {arch}) with mmdebstrap")
+        # extract variant: unpack the packages without running maintainer scripts, so a foreign
+        # architecture needs no emulation; what the scripts would create (passwd) is added above
+        args = [binary, "--quiet", "--mode=auto", "--variant=extract", f"--architectures={DEBIAN_ARCH[arch]}",
+                f"--include={','.join(DEBIAN_PACKAGES)}", "--format=tar", "--skip=output/dev",
+                DEBIAN_SUITE, str(work / "rootfs.tar"), DEBIAN_MIRROR]
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(mtime))
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise BuildError(f"base debian: mmdebstrap failed:\n{proc.stderr[-2000:]}",
+                             hint=f"check that {DEBIAN_MIRROR} is reachable; " + _forms_hint())
+        layer = _normalise_rootfs_tar(work / "rootfs.tar", work / "layer.tar.gz", mtime)
+        oci.put_blob_file(st, layer.path, layer.digest)
+        created = _iso(mtime)
+        config = {
+            "architecture": oci.OCI_ARCH[arch], "os": "linux", "created": created,
+            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                               "LANG=C.UTF-8", "TZ=:/etc/localtime"],
+                       "WorkingDir": "/"},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+            "history": [{"created": created, "created_by": layer.created_by}],
+        }
+        config_bytes = oci.canonical_json(config)
+        config_digest = oci.put_blob_bytes(st, config_bytes)
+        manifest = {"schemaVersion": 2, "mediaType": oci.MT_OCI_MANIFEST,
+                    "config": {"mediaType": oci.MT_OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
+                    "layers": [layer.descriptor().to_json()]}
+        mbytes = oci.canonical_json(manifest)
+        digest = oci.put_blob_bytes(st, mbytes)
+        ref_path.write_text(json.dumps({"digest": digest, "arch": arch, "packages": DEBIAN_PACKAGES}))
+    return _image_in_store(st, digest, spec), f"debian:{DEBIAN_SUITE}:{key}@{digest}"
+
+
+def _iso(epoch: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def resolve(base: str, *, arch: str, python: str | None, pinned: dict[str, str] | None = None,
+            pull: bool = False, log: Callable[[str], None] = lambda s: None) -> Base:
+    """The base for `base` (a runtime.base string) on `arch`, with every blob in the local store.
+
+    `python` is an explicit runtime.python (None = let the base decide). `pinned` maps registry
+    references (registry/repo:tag) to the manifest digest the previous build used: a rebuild reuses it
+    without asking the registry, unless `pull`.
+    """
+    pins = pinned or {}
+    text = base.strip()
+    if text == "aws":
+        py = python or AWS_DEFAULT_PYTHON
+        ref_text = f"{_aws_repo()}:{py}"
+        image, source = _pull(ref_text, base, arch, pins.get(ref_text), pull, log)
+        return _finish(base, source, image, arch, py, pin_key=ref_text)
+    if text == "debian":
+        image, source = _debian(arch, base, log)
+        return _finish(base, source, image, arch, python)
+    if text.startswith("oci:"):
+        image, source = _from_layout(Path(text[4:]).expanduser(), base, arch)
+        return _finish(base, source, image, arch, python)
+    if text.startswith("docker-archive:"):
+        image, source = _from_docker_archive(Path(text[len("docker-archive:"):]).expanduser(), base, arch)
+        return _finish(base, source, image, arch, python)
+    if "/" not in text and ":" not in text and "." not in text:
+        raise BuildError(f"base {base!r}: not a known base", hint=_forms_hint())
+    image, source = _pull(text, base, arch, pins.get(text), pull, log)
+    return _finish(base, source, image, arch, python, pin_key=text)
+
+
+def layer_paths(base: Base) -> list[tuple[str, Path]]:
+    return [(d.digest, base.image.blob_path(d.digest)) for d in base.image.layers]
+
+
+def history_for(image: oci.Image) -> list[dict[str, Any]]:
+    hist = image.config_json.get("history")
+    if isinstance(hist, list) and sum(1 for h in hist if not h.get("empty_layer")) == len(image.layers):
+        return [dict(h) for h in hist]
+    return [{"created_by": f"base layer {i}"} for i in range(len(image.layers))]
+

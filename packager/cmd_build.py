@@ -1,0 +1,84 @@
+"""`mlpack build` and `mlpack check`: the command-line edge of the image stage (packager/image.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from packager import image as image_mod
+from packager import spec as spec_mod
+from packager.cli import PROJECT, ArchType, echo_json
+from packager.errors import BuildError
+
+
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:,.1f} MB"
+
+
+@click.command()
+@click.argument("project", type=PROJECT)
+@click.option("--arch", type=ArchType(), help="Target architecture (default: runtime.arch, x86_64).")
+@click.option("--base", help="Base image: aws, debian, REGISTRY/REPO[:TAG|@sha256:...], oci:PATH or "
+              "docker-archive:PATH (default: runtime.base, aws).")
+@click.option("--python", type=click.Choice(list(spec_mod.PYTHONS)),
+              help="Python version (aws base: picks the tag; other bases decide it themselves).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the OCI layout (default: PROJECT/build/<name>/image).")
+@click.option("--pull", is_flag=True, help="Ask the registry for the base's tag again instead of reusing the "
+              "digest the previous build pinned.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build(project: Path, arch: str | None, base: str | None, python: str | None, out: Path | None,
+          pull: bool, as_json: bool) -> None:
+    """Export PROJECT when stale, then build its Lambda image as an OCI layout (no Docker needed)."""
+    spec = spec_mod.resolve(spec_mod.load(project),
+                            {"runtime.arch": arch, "runtime.base": base, "runtime.python": python})
+
+    def log(message: str) -> None:
+        click.echo(message, err=True)
+
+    result = image_mod.build(spec, out=out, pull=pull, log=log)
+    if as_json:
+        echo_json({"digest": result.digest, "layout": str(result.layout), "report": str(result.report_path),
+                   "arch": result.report["arch"], "python": result.report["python"],
+                   "base": result.report["base"], "exported": result.exported,
+                   "deps_cache_hit": result.deps_cache_hit,
+                   "layers": [r.to_json() for r in result.rows], "warnings": list(result.warnings)})
+        return
+    for w in result.warnings:
+        click.secho(f"warning: {w}", fg="yellow", err=True)
+    click.echo(f"{spec.name}: {result.digest}")
+    click.echo(f"  layout  {result.layout}  ({result.report['arch']}, python {result.report['python']}, "
+               f"base {result.report['base']['source']})")
+    click.echo(f"  report  {result.report_path}")
+    click.echo(f"  {'layer':<8} {'digest':<19} {'gzip':>11} {'unpacked':>11}  created by")
+    for r in result.rows:
+        click.echo(f"  {r.name:<8} {r.digest[:19]:<19} {_mb(r.size):>11} {_mb(r.uncompressed_size):>11}  "
+                   f"{r.created_by[:60]}")
+
+
+@click.command()
+@click.argument("layout", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--arch", type=ArchType(), help="Which image to check when the layout holds several.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def check(layout: Path, arch: str | None, as_json: bool) -> None:
+    """Re-verify an OCI layout: blob digests and sizes, diff_ids, tar normalisation and Lambda's rules."""
+    result = image_mod.check(layout, arch=arch)
+    if as_json:
+        echo_json({"digest": result.image.manifest.digest, "ok": not result.problems,
+                   "problems": list(result.problems), "warnings": list(result.warnings),
+                   "layers": [{"digest": s.digest, "size": s.size, "diff_id": s.diff_id,
+                               "uncompressed_size": s.uncompressed_size, "entries": s.entries}
+                              for s in result.stats]})
+    else:
+        for w in result.warnings:
+            click.secho(f"warning: {w}", fg="yellow", err=True)
+    if result.problems:
+        raise BuildError(f"{layout}: {len(result.problems)} problem(s)\n  " + "\n  ".join(result.problems),
+                         hint="rebuild the image with `mlpack build`")
+    if not as_json:
+        click.echo(f"{layout}: ok ({result.image.manifest.digest}, {result.image.arch}, "
+                   f"{len(result.image.layers)} layers)")
+
+
+commands = [build, check]

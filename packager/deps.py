@@ -1,0 +1,361 @@
+"""The dependency layer: PyPI wheels for the target python and architecture, installed with pip's
+--platform/--target options (never by running the target), stripped, compiled to bytecode when a
+matching interpreter is at hand, written as a deterministic layer and cached by what determines it.
+
+A lock (every distribution with version and wheel sha256) pins the set: the build report of the previous
+build, else the cache's lock for the same requirements/python/arch. With a lock and a cached layer the
+build does not touch the network.
+
+Must not import image, registry or cmd_*; pip is the only thing here that reaches a package index.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from packager import layers
+from packager.errors import BuildError
+
+TASK_ROOT = "var/task"
+PIP_PLATFORMS = {
+    "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64"),
+    "arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
+}
+# What inference never needs. Bump STRIP_VERSION when these change: it is part of the cache key.
+STRIP_VERSION = "2"
+STRIP_DIRS = ("__pycache__", "tests", "test")  # wherever they appear
+STRIP_PATHS = (
+    "bin",  # console scripts: their shebangs name the build machine's interpreter
+    "numpy/f2py",
+    "numpy/distutils",  # build-time only (present for python < 3.12)
+    "numpy/_pyinstaller",
+    "numpy/_core/include",
+    "numpy/_core/lib",
+    "numpy/doc",
+    "onnxruntime/tools",
+    "onnxruntime/transformers",
+    "onnxruntime/quantization",
+    "onnxruntime/datasets",
+)
+STRIP_GLOBS = (
+    "*.pyi",
+    "*.pxd",
+    "conftest.py",
+    # numpy's test-only extension modules (imported by its test suite, never by numpy itself)
+    "numpy/_core/_simd.*.so",
+    "numpy/_core/_*_tests.*.so",
+    # the Python extension does not link the separate C API library (checked with readelf)
+    "onnxruntime/capi/libonnxruntime.so.*",
+    # METADATA stays (onnxruntime reads it); these hold build-machine paths or stale hashes
+    "*.dist-info/RECORD",
+    "*.dist-info/INSTALLER",
+    "*.dist-info/REQUESTED",
+    "*.dist-info/direct_url.json",
+)
+NO_WHEEL_RE = re.compile(r"No matching distribution found for ([^\s]+)")
+NO_VERSION_RE = re.compile(r"Could not find a version that satisfies the requirement ([^\s]+)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distribution:
+    name: str
+    version: str
+    sha256: str
+    wheel: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256, "wheel": self.wheel}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    python: str  # "3.12"
+    arch: str  # x86_64 | arm64
+
+
+@dataclass(frozen=True, kw_only=True)
+class DepsResult:
+    layer: layers.Layer
+    distributions: tuple[Distribution, ...]
+    requirements: tuple[str, ...]
+    target: Target
+    lock_key: str
+    cache_hit: bool
+    bytecode: bool
+    key: str
+    unstripped_bytes: int
+    stripped_bytes: int
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "requirements": list(self.requirements),
+            "python": self.target.python,
+            "arch": self.target.arch,
+            "lock_key": self.lock_key,
+            "distributions": [d.to_json() for d in self.distributions],
+            "bytecode": self.bytecode,
+            "layer_key": self.key,
+            "installed_bytes": self.unstripped_bytes,
+            "stripped_bytes": self.stripped_bytes,
+        }
+
+
+def read_requirements(path: Path) -> list[str]:
+    out: list[str] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BuildError(f"{path}: cannot read the handler's requirements: {e}") from e
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line)
+    return out
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def lock_key(requirements: tuple[str, ...], target: Target) -> str:
+    return _hash({"requirements": sorted(requirements), "python": target.python, "arch": target.arch})
+
+
+def layer_key(dists: tuple[Distribution, ...], target: Target, *, bytecode: bool, mtime: int) -> str:
+    return _hash({
+        "dists": sorted((d.name, d.version, d.sha256) for d in dists),
+        "python": target.python, "arch": target.arch, "strip": [STRIP_VERSION, STRIP_DIRS, STRIP_PATHS,
+                                                               STRIP_GLOBS],
+        "bytecode": bytecode, "mtime": mtime, "format": layers.GZIP_LEVEL,
+    })
+
+
+@functools.lru_cache(maxsize=8)
+def find_interpreter(python: str) -> str | None:
+    """A host interpreter of the target's version, for bytecode (bytecode does not depend on the CPU).
+    A candidate must run and say its version: version-manager shims exist without an interpreter."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == python:
+        return sys.executable
+    found = shutil.which(f"python{python}")
+    if found is None:
+        return None
+    try:
+        proc = subprocess.run([found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return None
+    return found if proc.returncode == 0 and proc.stdout.strip() == python else None
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def strip_tree(root: Path) -> None:
+    """Remove what inference never needs (see STRIP_* above)."""
+    for rel in STRIP_PATHS:
+        p = root / rel
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    for dirpath, dirnames, filenames in os.walk(root, topdown=True):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for d in list(dirnames):
+            if d in STRIP_DIRS:
+                shutil.rmtree(Path(dirpath) / d)
+                dirnames.remove(d)
+        for f in filenames:
+            rel = f if rel_dir == "." else f"{rel_dir}/{f}"
+            if any(fnmatch.fnmatchcase(rel, g) or fnmatch.fnmatchcase(f, g) for g in STRIP_GLOBS):
+                (Path(dirpath) / f).unlink()
+
+
+def tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            if not p.is_symlink():
+                total += p.stat().st_size
+    return total
+
+
+def pip_install(requirements: list[str], target: Target, dest: Path, *, pins: tuple[Distribution, ...] | None,
+                report_path: Path, log: Callable[[str], None]) -> tuple[Distribution, ...]:
+    """Install wheels for the target into dest; returns what was installed (from pip's report)."""
+    args = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-warn-script-location", "--target", str(dest)]
+    for plat in PIP_PLATFORMS[target.arch]:
+        args += ["--platform", plat]
+    args += ["--python-version", target.python, "--implementation", "cp", "--only-binary=:all:",
+             "--no-compile", "--report", str(report_path)]
+    if pins:
+        # the exact wheels of the lock: same versions, and pip refuses any other file
+        req_file = dest.parent / "locked-requirements.txt"
+        req_file.write_text("".join(f"{d.name}=={d.version} --hash=sha256:{d.sha256}\n" for d in pins))
+        args += ["--require-hashes", "--no-deps", "-r", str(req_file)]
+    else:
+        args += requirements
+    env = dict(os.environ, PIP_NO_INPUT="1")
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr
+        platform = f"python {target.python} on {target.arch} ({', '.join(PIP_PLATFORMS[target.arch])})"
+        m = NO_WHEEL_RE.search(err) or NO_VERSION_RE.search(err)
+        if m:
+            raise BuildError(f"dependencies: no wheel of {m.group(1)} for {platform}",
+                             hint="the image is built from binary wheels only; pick a version that ships one "
+                                  "for this platform, another --arch or another python")
+        if "THESE PACKAGES DO NOT MATCH THE HASHES" in err:
+            raise BuildError("dependencies: a locked wheel's sha256 differs from the build report",
+                             hint="delete build/<name>/build-report.json to resolve again")
+        tail = "\n".join(line for line in err.splitlines() if line.strip()
+                         and "is ignored: it is neither" not in line)[-2000:]
+        raise BuildError(f"dependencies: pip install failed for {platform}:\n{tail}",
+                         hint="check the package index is reachable (PIP_INDEX_URL) and the requirements")
+    report = json.loads(report_path.read_text())
+    out: list[Distribution] = []
+    for item in report.get("install", []):
+        info = item.get("download_info", {})
+        hashes = info.get("archive_info", {}).get("hashes", {})
+        sha = hashes.get("sha256") or info.get("archive_info", {}).get("hash", "=").split("=", 1)[1]
+        out.append(Distribution(name=_normalise(item["metadata"]["name"]), version=item["metadata"]["version"],
+                                sha256=sha, wheel=info.get("url", "").rsplit("/", 1)[-1]))
+    return tuple(sorted(out, key=lambda d: d.name))
+
+
+def _compile(tree: Path, interpreter: str) -> None:
+    # stable paths (-s/-p) and unchecked-hash pycs: no build path and no mtime in the bytecode
+    proc = subprocess.run(
+        [interpreter, "-m", "compileall", "-q", "-q", "-s", str(tree), "-p", "/" + TASK_ROOT,
+         "--invalidation-mode", "unchecked-hash", "-j", "1", str(tree)],
+        capture_output=True, text=True, check=False, env=dict(os.environ, PYTHONHASHSEED="0"),
+    )
+    if proc.returncode != 0:
+        raise BuildError(f"dependencies: compiling bytecode failed: {proc.stderr[-1000:] or proc.stdout[-1000:]}")
+
+
+def cache_dir() -> Path:
+    override = os.environ.get("MLPACK_CACHE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mlpack"
+
+
+def _load_lock(path: Path, key: str) -> tuple[Distribution, ...] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    deps = data.get("dependencies", data)
+    if not isinstance(deps, dict) or deps.get("lock_key") != key:
+        return None
+    try:
+        return tuple(Distribution(name=d["name"], version=d["version"], sha256=d["sha256"], wheel=d.get("wheel", ""))
+                     for d in deps["distributions"])
+    except (KeyError, TypeError):
+        return None
+
+
+def dependency_layer(requirements: list[str], target: Target, *, previous_report: Path | None = None,
+                     log: Callable[[str], None] = lambda s: None) -> DepsResult:
+    """The dependency layer for `requirements` on `target`, from the cache when possible."""
+    reqs = tuple(requirements)
+    lkey = lock_key(reqs, target)
+    root = cache_dir() / "deps"
+    lock_path = root / "locks" / f"{lkey}.json"
+    pins = None
+    if previous_report is not None:
+        pins = _load_lock(previous_report, lkey)
+    if pins is None:
+        pins = _load_lock(lock_path, lkey)
+    interpreter = find_interpreter(target.python)
+    bytecode = interpreter is not None
+    mtime = layers.source_date_epoch()
+    if pins is not None:
+        key = layer_key(pins, target, bytecode=bytecode, mtime=mtime)
+        hit = _cached_layer(root, key, pins)
+        if hit is not None:
+            return DepsResult(layer=hit[0], distributions=pins, requirements=reqs, target=target,
+                              lock_key=lkey, cache_hit=True,
+                              bytecode=bytecode, key=key, unstripped_bytes=hit[1], stripped_bytes=hit[2])
+    if not bytecode:
+        log(f"note: no python{target.python} on this machine, so the dependency layer has no bytecode; "
+            "the function compiles it at every cold start (install python"
+            f"{target.python} to fix)")
+    root.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(root / f"{lkey}.lock")), \
+            tempfile.TemporaryDirectory(prefix="deps-", dir=root) as tmp:
+        work = Path(tmp)
+        tree = work / "site"
+        dists = pip_install(list(reqs), target, tree, pins=pins, report_path=work / "pip-report.json", log=log)
+        unstripped = tree_size(tree)
+        strip_tree(tree)
+        if interpreter is not None:
+            _compile(tree, interpreter)
+        stripped = tree_size(tree)
+        key = layer_key(dists, target, bytecode=bytecode, mtime=mtime)
+        layers_dir = root / "layers"
+        layer = layers.write_layer(layers.tree_entries(tree, TASK_ROOT), layers_dir / f"{key}.tar.gz",
+                                   name="deps", created_by=f"mlpack: dependencies ({' '.join(reqs)}) for python "
+                                   f"{target.python} {target.arch}", mtime=mtime)
+        meta = {"layer": {"digest": layer.digest, "size": layer.size, "diff_id": layer.diff_id,
+                          "uncompressed_size": layer.uncompressed_size, "created_by": layer.created_by,
+                          "files": layer.files},
+                "installed_bytes": unstripped, "stripped_bytes": stripped}
+        _atomic_write(layers_dir / f"{key}.json", json.dumps(meta, indent=1, sort_keys=True))
+        lock = {"lock_key": lkey, "requirements": list(reqs), "python": target.python, "arch": target.arch,
+                "distributions": [d.to_json() for d in dists]}
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(lock_path, json.dumps(lock, indent=1, sort_keys=True))
+    return DepsResult(layer=layer, distributions=dists, requirements=reqs, target=target,
+                      lock_key=lkey, cache_hit=False, bytecode=bytecode,
+                      key=key, unstripped_bytes=unstripped, stripped_bytes=stripped)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _cached_layer(root: Path, key: str, pins: tuple[Distribution, ...]) -> tuple[layers.Layer, int, int] | None:
+    """The cached layer for `key`, if present and intact (its digest is checked; a bad entry is dropped)."""
+    blob = root / "layers" / f"{key}.tar.gz"
+    meta_path = root / "layers" / f"{key}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        lm = meta["layer"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if not blob.is_file():
+        return None
+    h = hashlib.sha256()
+    with blob.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    if "sha256:" + h.hexdigest() != lm["digest"]:
+        blob.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        return None
+    layer = layers.Layer(name="deps", path=blob, digest=lm["digest"], size=lm["size"], diff_id=lm["diff_id"],
+                         uncompressed_size=lm["uncompressed_size"], created_by=lm["created_by"],
+                         files=lm.get("files", 0))
+    return layer, int(meta.get("installed_bytes", 0)), int(meta.get("stripped_bytes", 0))
