@@ -1,0 +1,158 @@
+"""The one place that creates boto3 clients: the current account and region, ECR repositories
+(created with scan-on-push, immutable tags and a lifecycle rule for untagged images) and ECR's
+registry credentials. botocore failures become one clear RegistryError line each.
+
+Must not speak HTTP to registries (that is packager/registry.py) and must not import build code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import boto3
+import botocore.exceptions as bce
+
+from packager.errors import RegistryError
+from packager.registry import Credentials
+
+ECR_HOST_RE = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+UNTAGGED_EXPIRY_DAYS = 14
+LIFECYCLE_POLICY = json.dumps({"rules": [{
+    "rulePriority": 1,
+    "description": f"mlpack: expire untagged images after {UNTAGGED_EXPIRY_DAYS} days",
+    "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days",
+                  "countNumber": UNTAGGED_EXPIRY_DAYS},
+    "action": {"type": "expire"},
+}]}, sort_keys=True)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EcrRegistry:
+    account: str
+    region: str
+
+    @property
+    def host(self) -> str:
+        suffix = ".cn" if self.region.startswith("cn-") else ""
+        return f"{self.account}.dkr.ecr.{self.region}.amazonaws.com{suffix}"
+
+
+def parse_ecr_host(registry: str) -> EcrRegistry | None:
+    """The account and region of an ECR registry host name, or None for any other registry."""
+    m = ECR_HOST_RE.match(registry)
+    return EcrRegistry(account=m.group(1), region=m.group(2)) if m else None
+
+
+class Aws:
+    """boto3 behind one door. `session` is the seam (tests hand in a moto-backed session)."""
+
+    def __init__(self, session: boto3.Session | None = None, *, region: str | None = None) -> None:
+        self.session = session or boto3.Session()
+        self.region = region or self.session.region_name
+
+    def _client(self, service: str, region: str | None = None) -> Any:
+        region = region or self.region
+        if not region:
+            raise RegistryError("no AWS region is set",
+                                hint="set AWS_REGION (or AWS_DEFAULT_REGION, or region in ~/.aws/config), "
+                                     "or push to an explicit registry with --to")
+        known = self.session.get_available_regions(service) + self.session.get_available_regions(
+            service, partition_name="aws-cn")
+        if known and region not in known:
+            raise RegistryError(f"AWS region {region!r} does not exist for {service}",
+                                hint=f"check AWS_REGION / --to (regions look like eu-west-1, us-east-1); "
+                                     f"known: {', '.join(sorted(known)[:6])}, ...")
+        return self.session.client(service, region_name=region)
+
+    def default_registry(self) -> EcrRegistry:
+        """ECR of the current account and region."""
+        sts = self._client("sts")
+        ident = _call("sts:GetCallerIdentity", "find the current AWS account", sts.get_caller_identity)
+        return EcrRegistry(account=str(ident["Account"]), region=str(sts.meta.region_name))
+
+    def ensure_repository(self, registry: EcrRegistry, name: str) -> bool:
+        """Create the repository when missing (scan on push, immutable tags, untagged images expire).
+        Returns True when it was created."""
+        ecr = self._client("ecr", registry.region)
+        target = f"repository {name} in {registry.host}"
+        try:
+            ecr.describe_repositories(registryId=registry.account, repositoryNames=[name])
+            return False
+        except bce.ClientError as e:
+            if _code(e) != "RepositoryNotFoundException":
+                raise _translate(e, "ecr:DescribeRepositories", f"look up {target}") from e
+        except bce.BotoCoreError as e:
+            raise _translate(e, "ecr:DescribeRepositories", f"look up {target}") from e
+        try:
+            ecr.create_repository(
+                registryId=registry.account,
+                repositoryName=name,
+                imageTagMutability="IMMUTABLE",
+                imageScanningConfiguration={"scanOnPush": True},
+                tags=[{"Key": "managed-by", "Value": "mlpack"}],
+            )
+        except bce.ClientError as e:
+            if _code(e) == "RepositoryAlreadyExistsException":  # another push created it meanwhile
+                return False
+            raise _translate(e, "ecr:CreateRepository", f"create {target}") from e
+        except bce.BotoCoreError as e:
+            raise _translate(e, "ecr:CreateRepository", f"create {target}") from e
+        _call("ecr:PutLifecyclePolicy", f"set the lifecycle policy of {target}", ecr.put_lifecycle_policy,
+              registryId=registry.account, repositoryName=name, lifecyclePolicyText=LIFECYCLE_POLICY)
+        return True
+
+    def registry_credentials(self, registry: EcrRegistry) -> Credentials:
+        """Basic-auth credentials for ECR's registry API, from GetAuthorizationToken."""
+        ecr = self._client("ecr", registry.region)
+        out = _call("ecr:GetAuthorizationToken", f"get a login token for {registry.host}",
+                    ecr.get_authorization_token, registryIds=[registry.account])
+        try:
+            token = out["authorizationData"][0]["authorizationToken"]
+            user, _, password = base64.b64decode(token).decode().partition(":")
+        except (KeyError, IndexError, ValueError) as e:
+            raise RegistryError(f"{registry.host}: ECR returned an authorization token mlpack cannot read") from e
+        if not password:
+            raise RegistryError(f"{registry.host}: ECR returned an authorization token without a password")
+        return Credentials(username=user, password=password)
+
+
+def _code(e: bce.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _call(action: str, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
+    try:
+        return fn(**kwargs)
+    except (bce.ClientError, bce.BotoCoreError) as e:
+        raise _translate(e, action, what) from e
+
+
+def _translate(e: Exception, action: str, what: str) -> RegistryError:
+    """One clear line per kind of AWS failure, naming the IAM action when access was denied."""
+    if isinstance(e, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return RegistryError(f"cannot {what}: no AWS credentials found",
+                             hint="configure credentials (aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/"
+                                  "AWS_SECRET_ACCESS_KEY), or push to another registry with --to")
+    if isinstance(e, bce.NoRegionError):
+        return RegistryError(f"cannot {what}: no AWS region is set", hint="set AWS_REGION or AWS_DEFAULT_REGION")
+    if isinstance(e, bce.EndpointConnectionError):
+        return RegistryError(f"cannot {what}: AWS endpoint unreachable ({e})",
+                             hint="check the region name and your network connection")
+    if isinstance(e, bce.ClientError):
+        code, message = _code(e), str(e.response.get("Error", {}).get("Message", ""))
+        if code in ("AccessDenied", "AccessDeniedException") or "not authorized to perform" in message:
+            return RegistryError(f"cannot {what}: AWS denied {action} ({message or code})",
+                                 hint=f"ask for an IAM policy that allows {action} on this resource")
+        if code in ("UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
+                    "ExpiredToken", "ExpiredTokenException", "AuthFailure"):
+            return RegistryError(f"cannot {what}: AWS rejected the credentials ({code})",
+                                 hint="refresh them (aws sso login, or new access keys) and check the profile")
+        return RegistryError(f"cannot {what}: {action} failed: {code}: {message}")
+    return RegistryError(f"cannot {what}: {type(e).__name__}: {e}")

@@ -1,0 +1,264 @@
+"""Push an image (an OCI layout written by `mlpack build`) to a registry and pin its digest.
+
+Plan, then act: `plan_push` asks the registry what it already has and returns a `PushPlan` (per
+blob: skip, mount or upload, with sizes; the tag's state) as plain data; `execute` carries it out
+(blobs first, the manifest by digest, then the tag) and returns the pushed `ImageRef`. The lock
+file entry is written by `record_lock`. `destination` resolves where an image goes, in one place.
+
+Speaks to registries only through packager/registry.py and to AWS only through packager/aws.py.
+Must not import build or export code beyond reading the layout (packager/oci.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from packager import lock as lock_mod
+from packager.errors import MlpackError, RegistryError
+from packager.oci import Descriptor, Image
+from packager.registry import ImageRef, RegistryClient
+
+Action = Literal["skip", "mount", "upload"]
+TagState = Literal["absent", "same", "conflict", "none"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlobStep:
+    digest: str
+    size: int
+    kind: str  # "config" | "layer"
+    action: Action
+    mount_from: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushPlan:
+    dest: ImageRef  # repository and tag (no digest)
+    manifest_digest: str
+    manifest_media_type: str
+    manifest_present: bool
+    tag_state: TagState
+    tag_points_to: str | None
+    blobs: tuple[BlobStep, ...]
+
+    @property
+    def bytes_to_upload(self) -> int:
+        return sum(b.size for b in self.blobs if b.action == "upload")
+
+    @property
+    def pinned(self) -> ImageRef:
+        return ImageRef(self.dest.registry, self.dest.repository, None, self.manifest_digest)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "destination": str(self.dest),
+            "image": str(self.pinned),
+            "manifest": {"digest": self.manifest_digest, "media_type": self.manifest_media_type,
+                         "present": self.manifest_present},
+            "tag": {"name": self.dest.tag, "state": self.tag_state, "points_to": self.tag_points_to},
+            "blobs": [asdict(b) for b in self.blobs],
+            "bytes_to_upload": self.bytes_to_upload,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushResult:
+    ref: ImageRef  # registry/repository:tag@digest
+    bytes_sent: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": str(self.ref.with_tag(None)), "tag": self.ref.tag, "digest": self.ref.digest,
+                "bytes_sent": self.bytes_sent, "blobs": dict(sorted(self.counts.items()))}
+
+
+# ---------------------------------------------------------------------------------------------------
+# plan
+
+
+def _blobs(image: Image) -> list[tuple[Descriptor, str]]:
+    out = [(d, "layer") for d in image.layers] + [(image.config, "config")]
+    seen: set[str] = set()
+    unique = []
+    for d, kind in out:
+        if d.digest not in seen:  # the same layer twice is uploaded once
+            seen.add(d.digest)
+            unique.append((d, kind))
+    return unique
+
+
+def plan_push(image: Image, dest: ImageRef, client: RegistryClient, *,
+              mount_candidates: Iterable[str] = ()) -> PushPlan:
+    """What a push of `image` to `dest` would do, asking the registry (read-only) what it has.
+    `mount_candidates` are other repositories of the same registry that may hold shared blobs."""
+    repo = dest.repository
+    candidates = [c for c in dict.fromkeys(mount_candidates) if c != repo]
+    steps: list[BlobStep] = []
+    for desc, kind in _blobs(image):
+        if client.blob_size(repo, desc.digest) is not None:
+            steps.append(BlobStep(digest=desc.digest, size=desc.size, kind=kind, action="skip"))
+            continue
+        source = next((c for c in candidates if client.blob_size(c, desc.digest) is not None), None)
+        steps.append(BlobStep(digest=desc.digest, size=desc.size, kind=kind,
+                              action="mount" if source else "upload", mount_from=source))
+    present = client.head_manifest(repo, image.manifest.digest) is not None
+    tag_state: TagState = "none"
+    points_to: str | None = None
+    if dest.tag:
+        points_to = client.head_manifest(repo, dest.tag)
+        tag_state = "absent" if points_to is None else "same" if points_to == image.manifest.digest else "conflict"
+    return PushPlan(dest=dest.with_digest(None) if dest.digest else dest, manifest_digest=image.manifest.digest,
+                    manifest_media_type=image.manifest.media_type, manifest_present=present,
+                    tag_state=tag_state, tag_points_to=points_to, blobs=tuple(steps))
+
+
+def check_plan(plan: PushPlan) -> None:
+    """Refuse a plan that would move an existing tag."""
+    if plan.tag_state == "conflict":
+        raise RegistryError(
+            f"{plan.dest}: the tag already points to {plan.tag_points_to}, not to this image "
+            f"({plan.manifest_digest}); mlpack never moves a tag",
+            hint="set a new model.version in mlpack.toml (or retrain: the default version follows the model's "
+                 "content), or push to another repository with --to",
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# act
+
+Progress = Callable[[BlobStep, str], None]
+
+
+def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: Progress | None = None) -> PushResult:
+    """Carry out a plan: blobs, then the manifest by digest (exact bytes), then the tag."""
+    check_plan(plan)
+    if image.manifest.digest != plan.manifest_digest:
+        raise RegistryError(f"{image.layout}: the image changed since the push was planned",
+                            hint="run `mlpack push` again")
+    repo = plan.dest.repository
+    sent = 0
+    counts = {"skip": 0, "mount": 0, "upload": 0}
+    for step in plan.blobs:
+        action = step.action
+        if action == "mount":
+            assert step.mount_from is not None
+            if not client.mount_blob(repo, step.digest, step.mount_from):
+                action = "upload"
+        if action == "upload":
+            path = image.blob_path(step.digest)
+
+            def open_blob(path: Path = path) -> IO[bytes]:
+                return path.open("rb")
+
+            sent += client.upload_blob(repo, step.digest, step.size, open_blob).bytes_sent
+        counts[action] += 1
+        if progress:
+            progress(step, action)
+    # Every blob must be there before the manifest goes up: a manifest never refers to a missing blob.
+    missing = [s.digest for s in plan.blobs if client.blob_size(repo, s.digest) is None]
+    if missing:
+        raise RegistryError(f"{plan.dest.name}: the registry lacks {len(missing)} blob(s) after upload "
+                            f"({', '.join(missing)})", hint="run the push again")
+    if not plan.manifest_present:
+        client.put_manifest(repo, plan.manifest_digest, image.manifest_bytes, image.manifest.media_type)
+    if plan.dest.tag and plan.tag_state != "same":
+        # The tag may have been set by someone else since the plan: look again right before writing it.
+        now = client.head_manifest(repo, plan.dest.tag)
+        if now is not None and now != plan.manifest_digest:
+            check_plan(PushPlan(**{**_fields(plan), "tag_state": "conflict", "tag_points_to": now}))
+        if now is None:
+            client.put_manifest(repo, plan.dest.tag, image.manifest_bytes, image.manifest.media_type)
+    ref = ImageRef(plan.dest.registry, repo, plan.dest.tag, plan.manifest_digest)
+    return PushResult(ref=ref, bytes_sent=sent, counts=counts)
+
+
+def _fields(plan: PushPlan) -> dict[str, Any]:
+    return {f: getattr(plan, f) for f in plan.__dataclass_fields__}
+
+
+# ---------------------------------------------------------------------------------------------------
+# model metadata and the lock file
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """What the lock records about the model, from model.json next to the image layout."""
+
+    name: str
+    version: str
+    model_sha256: str
+
+
+LABEL_NAME = "org.opencontainers.image.title"
+LABEL_VERSION = "org.opencontainers.image.version"
+LABEL_SHA256 = "org.mlpack.model.sha256"
+
+
+def model_info_for(image: Image, model_json: Path) -> ModelInfo:
+    """The model inside the image, from the labels `mlpack build` sets on its config (the image is the
+    truth: model.json in the build folder may be newer than the image); model.json when they are absent."""
+    labels = (image.config_json.get("config") or {}).get("Labels") or {}
+    values = [labels.get(k) for k in (LABEL_NAME, LABEL_VERSION, LABEL_SHA256)]
+    if all(isinstance(v, str) and v for v in values):
+        return ModelInfo(name=str(values[0]), version=str(values[1]), model_sha256=str(values[2]))
+    return model_info(model_json)
+
+
+def model_info(model_json: Path) -> ModelInfo:
+    """The model named by an export's model.json."""
+    try:
+        data = json.loads(model_json.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise RegistryError(f"{model_json}: not found; mlpack push needs the export's model.json next to the "
+                            "image layout", hint="run `mlpack build` on the project first") from e
+    except (OSError, ValueError) as e:
+        raise RegistryError(f"{model_json}: cannot read it: {e}", hint="run `mlpack build` again") from e
+    problems = [k for k in ("name", "version", "model_sha256") if not isinstance(data.get(k), str) or not data[k]]
+    if problems:
+        raise RegistryError(f"{model_json}: missing {', '.join(problems)}", hint="run `mlpack build` again")
+    return ModelInfo(name=data["name"], version=data["version"], model_sha256=data["model_sha256"])
+
+
+def default_lock_path(project_dir: Path) -> Path:
+    """mlpack.lock.json at the root of the repository holding the project (the first folder upwards
+    with .git or cdk.json), else in the project folder."""
+    project_dir = project_dir.resolve()
+    for folder in (project_dir, *project_dir.parents):
+        if (folder / ".git").exists() or (folder / "cdk.json").exists():
+            return folder / lock_mod.LOCK_FILE
+    return project_dir / lock_mod.LOCK_FILE
+
+
+def record_lock(lock_path: Path, *, model: ModelInfo, ref: ImageRef, arch: str, project_dir: Path,
+                now: dt.datetime | None = None) -> lock_mod.LockEntry:
+    when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
+    assert ref.digest is not None
+    entry = lock_mod.LockEntry(
+        repository=ref.name, digest=ref.digest, arch=arch, model_version=model.version,
+        model_sha256=model.model_sha256,
+        project=Path(os.path.relpath(project_dir.resolve(), lock_path.resolve().parent)).as_posix(),
+        pushed_at=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    lock_mod.record(lock_path, model.name, entry)
+    return entry
+
+
+def mount_candidates(lock_path: Path, dest: ImageRef) -> list[str]:
+    """Repositories of the same registry that earlier pushes recorded: they likely share base and
+    dependency layers with this image."""
+    try:
+        models = lock_mod.read(lock_path)
+    except MlpackError:  # an unreadable lock only costs the mount optimisation here; record_lock reports it
+        return []
+    out = []
+    for entry in models.values():
+        registry, _, repository = entry.repository.partition("/")
+        if registry == dest.registry and repository != dest.repository:
+            out.append(repository)
+    return sorted(set(out))

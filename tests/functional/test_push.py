@@ -1,0 +1,440 @@
+"""`mlpack push` against a real registry (Debian's docker-registry on 127.0.0.1): what arrives is
+checked with skopeo and umoci; skip, mount, tags, dry-run, faults, interruption and the lock file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from packager import lock as lock_mod
+from packager import oci
+from packager import push as push_mod
+from packager.cli import main
+from packager.registry import ImageRef, RegistryClient, RetryPolicy
+from tests.support import registry as registry_support
+from tests.support.layouts import random_layer, write_layout
+from tests.support.registry import RegistryServer, fault_proxy
+
+local_registry = registry_support.local_registry  # the session fixture, shared
+
+pytestmark = pytest.mark.slow
+
+BASE = {"var/lang/bin/python": b"#!python\n" * 50, "etc/os-release": b"ID=test\n"}
+DEPS = {"var/task/numpy/__init__.py": b"# numpy stand-in\n" * 200}
+HANDLER = {"var/task/handlers/predict.py": b"def handler(event, context):\n    return {}\n"}
+
+
+def model_files(version: str) -> dict[str, bytes]:
+    return {"var/task/model/model.onnx": f"onnx weights {version}".encode() * 100,
+            "var/task/model/model.json": json.dumps({"version": version}).encode()}
+
+
+def make_project(root: Path, name: str, version: str, *, extra_layers: list[dict[str, bytes]] | None = None) -> Path:
+    """A model project with build/<name>/image (OCI layout) and build/<name>/model.json, as `mlpack build`
+    leaves it. Returns the project folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mlpack.toml").write_text(
+        f'[model]\nname = "{name}"\nowners = ["ana@example.com"]\nsource = "train:build_model"\n'
+        '[samples]\nsource = "train:samples"\n', encoding="utf-8")
+    (root / "train.py").write_text("def build_model(): ...\ndef samples(): ...\n", encoding="utf-8")
+    build = root / "build" / name
+    image = build / "image"
+    if image.exists():
+        import shutil
+        shutil.rmtree(image)
+    write_layout(image, [BASE, DEPS, HANDLER, *(extra_layers or []), model_files(version)])
+    (build / "model.json").write_text(json.dumps({
+        "name": name, "version": version,
+        "model_sha256": hashlib.sha256(f"onnx weights {version}".encode()).hexdigest()}), encoding="utf-8")
+    return root
+
+
+def push(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["push", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def push_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    code, out, err = push(capsys, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def skopeo_raw(ref: str) -> bytes:
+    return subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                          check=True, capture_output=True).stdout
+
+
+def test_push_arrives_byte_exact_and_unpacks(tmp_path, capsys, local_registry: RegistryServer):
+    project = make_project(tmp_path / "iris", "iris", "1.0.0")
+    lock = tmp_path / "mlpack.lock.json"
+    res = push_json(capsys, str(project), "--to", f"{local_registry.host}/mlpack/iris", "--lock", str(lock))
+
+    image = oci.read_layout(project / "build" / "iris" / "image")
+    assert res["digest"] == image.manifest.digest
+    assert res["tag"] == "1.0.0"
+    assert res["blobs"] == {"upload": 5, "mount": 0, "skip": 0}
+    # A third-party reader sees exactly our manifest bytes, by digest and by tag.
+    assert skopeo_raw(f"{local_registry.host}/mlpack/iris@{image.manifest.digest}") == image.manifest_bytes
+    assert skopeo_raw(f"{local_registry.host}/mlpack/iris:1.0.0") == image.manifest_bytes
+
+    entry = lock_mod.read(lock)["iris"]
+    assert entry.repository == f"{local_registry.host}/mlpack/iris"
+    assert entry.digest == image.manifest.digest
+    assert entry.model_version == "1.0.0" and entry.arch == "x86_64" and entry.project == "iris"
+
+    # Pull it back with skopeo and unpack it with umoci: the files are there.
+    pulled = tmp_path / "pulled"
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{entry.image_uri}",
+                    f"oci:{pulled}:x"], check=True, capture_output=True)
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{pulled}:x", str(bundle)],
+                   check=True, capture_output=True)
+    assert (bundle / "rootfs/var/task/model/model.onnx").read_bytes() == b"onnx weights 1.0.0" * 100
+    assert (bundle / "rootfs/var/task/handlers/predict.py").exists()
+
+
+def test_second_push_sends_nothing_and_model_change_sends_one_layer(tmp_path, capsys, local_registry):
+    dest = f"{local_registry.host}/mlpack/again"
+    lock = str(tmp_path / "lock.json")
+    project = make_project(tmp_path / "p", "again", "1")
+    first = push_json(capsys, str(project), "--to", dest, "--lock", lock)
+    assert first["blobs"]["upload"] == 5
+    second = push_json(capsys, str(project), "--to", dest, "--lock", lock)
+    assert second["digest"] == first["digest"]
+    assert second["bytes_sent"] == 0 and second["blobs"] == {"upload": 0, "mount": 0, "skip": 5}
+
+    make_project(tmp_path / "p", "again", "2")  # a retrain: only the model layer (and config) differ
+    image = oci.read_layout(project / "build" / "again" / "image")
+    third = push_json(capsys, str(project), "--to", dest, "--lock", lock)
+    assert third["blobs"] == {"upload": 2, "mount": 0, "skip": 3}
+    assert third["bytes_sent"] == image.layers[-1].size + image.config.size
+    assert lock_mod.read(Path(lock))["again"].digest == image.manifest.digest
+
+
+def test_existing_tag_is_never_moved(tmp_path, capsys, local_registry):
+    dest = f"{local_registry.host}/mlpack/tagged:v1"
+    a = make_project(tmp_path / "a", "tagged", "1")
+    first = push_json(capsys, str(a), "--to", dest, "--lock", str(tmp_path / "l.json"))
+    b = make_project(tmp_path / "b", "tagged", "2")
+    code, _, err = push(capsys, str(b), "--to", dest, "--lock", str(tmp_path / "l.json"))
+    assert code != 0
+    assert "never moves a tag" in err and first["digest"] in err and "hint:" in err
+    assert json.loads(skopeo_raw(dest)) == json.loads(oci.read_layout(a / "build/tagged/image").manifest_bytes)
+    assert lock_mod.read(tmp_path / "l.json")["tagged"].digest == first["digest"]
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path, capsys, local_registry):
+    project = make_project(tmp_path / "d", "dry", "1", extra_layers=[{"big/file": b"x" * 5000}])
+    lock = tmp_path / "lock.json"
+    dest = f"{local_registry.host}/mlpack/dry"
+    code, out, err = push(capsys, str(project), "--to", dest, "--lock", str(lock), "--dry-run")
+    assert code == 0, err
+    image = oci.read_layout(project / "build/dry/image")
+    assert out.count("upload") >= 6 and image.layers[0].digest[:19] in out
+    plan = push_json(capsys, str(project), "--to", dest, "--lock", str(lock), "--dry-run")
+    assert plan["dry_run"] is True and plan["tag"] == {"name": "1", "state": "absent", "points_to": None}
+    assert [b["action"] for b in plan["blobs"]] == ["upload"] * 6
+    assert plan["bytes_to_upload"] == sum(d.size for d in image.layers) + image.config.size
+    assert not lock.exists()
+    assert not any(local_registry.blob_exists("mlpack/dry", d.digest) for d in image.layers)
+
+
+def test_blobs_of_another_model_are_mounted_not_uploaded(tmp_path, capsys, local_registry):
+    lock = str(tmp_path / "mlpack.lock.json")
+    a = make_project(tmp_path / "a", "mount-a", "1")
+    push_json(capsys, str(a), "--to", f"{local_registry.host}/mlpack/mount-a", "--lock", lock)
+    b = make_project(tmp_path / "b", "mount-b", "2")
+    dest = f"{local_registry.host}/mlpack/mount-b"
+    plan = push_json(capsys, str(b), "--to", dest, "--lock", lock, "--dry-run")
+    mounts = [s for s in plan["blobs"] if s["action"] == "mount"]
+    assert len(mounts) == 3 and {s["mount_from"] for s in mounts} == {"mlpack/mount-a"}
+    res = push_json(capsys, str(b), "--to", dest, "--lock", lock)
+    assert res["blobs"] == {"mount": 3, "upload": 2, "skip": 0}
+    image = oci.read_layout(b / "build/mount-b/image")
+    assert res["bytes_sent"] == image.layers[-1].size + image.config.size
+    assert all(local_registry.blob_exists("mlpack/mount-b", d.digest) for d in image.layers)
+    assert set(lock_mod.read(Path(lock))) == {"mount-a", "mount-b"}
+
+
+def fast_client(endpoint: str, host: str, **kw) -> RegistryClient:
+    return RegistryClient(host, endpoint=endpoint, retry=RetryPolicy(attempts=25, sleep=lambda s: None), **kw)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["monolithic", "chunked"])
+def test_push_survives_dropped_connections_and_500s(tmp_path, local_registry, chunked):
+    layout = tmp_path / "img"
+    write_layout(layout, [BASE, DEPS, HANDLER], raw_layers=[random_layer(300_000, seed=7 + chunked)])
+    image = oci.read_layout(layout)
+    repo = f"faults/{'chunked' if chunked else 'mono'}"
+    dest = ImageRef(local_registry.host, repo, "v1", None)
+    kw = {"chunked_above": 1000, "chunk_size": 64 * 1024} if chunked else {}
+    with fault_proxy(local_registry.host, drop_share=0.2, error_share=0.2, seed=3) as proxy, \
+            fast_client(proxy.url, local_registry.host, **kw) as client:
+        plan = push_mod.plan_push(image, dest, client)
+        result = push_mod.execute(plan, image, client)
+    assert proxy.stats.dropped > 0 and proxy.stats.errors > 0
+    assert result.ref.digest == image.manifest.digest
+    raw = skopeo_raw(f"{local_registry.host}/{repo}@{image.manifest.digest}")
+    assert raw == image.manifest_bytes
+    manifest = json.loads(raw)
+    for desc in [manifest["config"], *manifest["layers"]]:
+        assert local_registry.blob_exists(repo, desc["digest"]), desc
+    # The data itself arrived intact: the registry serves the big layer with its digest.
+    direct = RegistryClient(local_registry.host)
+    direct.fetch_blob(repo, image.layers[-1].digest, tmp_path / "back")
+    assert hashlib.sha256((tmp_path / "back").read_bytes()).hexdigest() == image.layers[-1].digest[7:]
+
+
+def test_manifest_never_refers_to_a_missing_blob_when_the_push_fails(tmp_path, local_registry):
+    layout = tmp_path / "img"
+    write_layout(layout, [BASE, {"x": b"never arrives"}])
+    image = oci.read_layout(layout)
+    dest = ImageRef(local_registry.host, "faults/broken", "v1", None)
+    # Every write fails: the push must give up before any manifest is written.
+    with fault_proxy(local_registry.host, drop_share=0.5, error_share=0.5, methods=("PUT", "PATCH")) as proxy:
+        client = RegistryClient(local_registry.host, endpoint=proxy.url,
+                                retry=RetryPolicy(attempts=3, sleep=lambda s: None))
+        plan = push_mod.plan_push(image, dest, client)
+        with pytest.raises(Exception, match="gave up after 3 attempts"):
+            push_mod.execute(plan, image, client)
+    assert RegistryClient(local_registry.host).head_manifest("faults/broken", image.manifest.digest) is None
+    assert RegistryClient(local_registry.host).head_manifest("faults/broken", "v1") is None
+
+
+def test_interrupted_push_rerun_uploads_only_what_is_missing(tmp_path, local_registry):
+    layout = tmp_path / "img"
+    write_layout(layout, [BASE, DEPS, HANDLER, model_files("1")])
+    image = oci.read_layout(layout)
+    dest = ImageRef(local_registry.host, "interrupted/one", "v1", None)
+    client = RegistryClient(local_registry.host)
+    done: list[str] = []
+
+    def stop_after_two(step: push_mod.BlobStep, action: str) -> None:
+        done.append(step.digest)
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        push_mod.execute(push_mod.plan_push(image, dest, client), image, client, progress=stop_after_two)
+    assert client.head_manifest("interrupted/one", "v1") is None
+
+    again = push_mod.plan_push(image, dest, client)
+    assert [s.digest for s in again.blobs if s.action == "skip"] == done
+    result = push_mod.execute(again, image, client)
+    sizes = {s.digest: s.size for s in again.blobs}
+    assert result.bytes_sent == sum(sizes.values()) - sum(sizes[d] for d in done)
+    assert client.head_manifest("interrupted/one", "v1") == image.manifest.digest
+
+
+def test_chunked_upload_of_a_larger_layer(tmp_path, local_registry):
+    layout = tmp_path / "img"
+    write_layout(layout, [BASE], raw_layers=[random_layer(3_000_000, seed=11)])
+    image = oci.read_layout(layout)
+    dest = ImageRef(local_registry.host, "chunked/big", "v1", None)
+    with RegistryClient(local_registry.host, chunked_above=1024 * 1024, chunk_size=700_000) as client:
+        result = push_mod.execute(push_mod.plan_push(image, dest, client), image, client)
+    assert result.bytes_sent == sum(d.size for d in image.layers) + image.config.size
+    assert skopeo_raw(f"{local_registry.host}/chunked/big:v1") == image.manifest_bytes
+
+
+MAIN = "import sys; from packager.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _record_many(lock: str, name: str, n: int) -> None:
+    for i in range(n):
+        lock_mod.record(Path(lock), f"{name}-{i}", lock_mod.LockEntry(
+            repository=f"r/{name}", digest="sha256:" + "ab" * 32, arch="x86_64", model_version=str(i),
+            model_sha256="0" * 64, project=name, pushed_at="2026-01-01T00:00:00Z"))
+
+
+def test_concurrent_lock_writes_for_two_models_lose_nothing(tmp_path, local_registry):
+    # Two real pushes of different models at the same time, into one lock file...
+    lock = tmp_path / "mlpack.lock.json"
+    procs = []
+    for name in ("left", "right"):
+        project = make_project(tmp_path / name, name, "1")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", MAIN, "push", str(project), "--to",
+             f"{local_registry.host}/mlpack/{name}", "--lock", str(lock)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    assert set(lock_mod.read(lock)) == {"left", "right"}
+    # ...and many interleaved writers: every entry survives.
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_record_many, args=(str(lock), n, 15)) for n in ("a", "b")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    assert len(lock_mod.read(lock)) == 2 + 30
+
+
+def test_default_lock_is_at_the_repository_root(tmp_path, capsys, local_registry):
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    project = make_project(tmp_path / "repo" / "models" / "rooted", "rooted", "1")
+    push_json(capsys, str(project / "build" / "rooted" / "image"), "--to", f"{local_registry.host}/mlpack/rooted")
+    entry = lock_mod.read(tmp_path / "repo" / "mlpack.lock.json")["rooted"]
+    assert entry.project == "models/rooted"
+
+
+def test_bad_inputs_get_one_clear_line(tmp_path, capsys, local_registry):
+    code, _, err = push(capsys, str(tmp_path))
+    assert code != 0 and "neither a model project" in err
+    project = make_project(tmp_path / "nomodel", "nomodel", "1")
+    (project / "build/nomodel/model.json").unlink()
+    code, _, err = push(capsys, str(project), "--to", f"{local_registry.host}/x/y")
+    assert code != 0 and "model.json" in err and "mlpack build" in err
+    code, _, err = push(capsys, str(project), "--to", "Bad Ref")
+    assert code != 0 and "not an image reference" in err
+    import shutil
+    shutil.rmtree(project / "build/nomodel/image")
+    code, _, err = push(capsys, str(project), "--to", f"{local_registry.host}/x/y")
+    assert code != 0 and "no image here" in err and "mlpack build" in err
+
+
+def test_model_identity_comes_from_the_image_labels_first(tmp_path, capsys, local_registry):
+    # model.json in the build folder is newer than the image (re-exported, not rebuilt): the lock must
+    # describe what is in the image.
+    project = make_project(tmp_path / "labelled", "labelled", "2")
+    write_layout(project / "build/labelled/image", [BASE, model_files("1")],
+                 labels={"org.opencontainers.image.title": "labelled", "org.opencontainers.image.version": "1",
+                         "org.mlpack.model.sha256": "ab" * 32})
+    lock = tmp_path / "l.json"
+    res = push_json(capsys, str(project), "--to", f"{local_registry.host}/mlpack/labelled", "--lock", str(lock))
+    assert res["tag"] == "1"
+    entry = lock_mod.read(lock)["labelled"]
+    assert (entry.model_version, entry.model_sha256) == ("1", "ab" * 32)
+
+
+def test_destination_with_a_digest_is_refused(tmp_path, capsys):
+    project = make_project(tmp_path / "refused", "refused", "1")
+    code, _, err = push(capsys, str(project), "--to", "127.0.0.1:1/x/y@sha256:" + "a" * 64)
+    assert code != 0 and "cannot name a digest" in err
+
+
+# ---------------------------------------------------------------------------------------------------
+# ECR: the control plane in moto, the data plane pointed at the local registry
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    return monkeypatch
+
+
+def test_ecr_default_destination_creates_the_repository_and_pins_the_digest(tmp_path, capsys, local_registry,
+                                                                           aws_env):
+    import boto3
+    from moto import mock_aws
+
+    aws_env.setenv("MLPACK_REGISTRY_ENDPOINT", local_registry.url)
+    project = make_project(tmp_path / "churn", "churn", "3")
+    lock = tmp_path / "mlpack.lock.json"
+    with mock_aws():
+        res = push_json(capsys, str(project), "--lock", str(lock))
+        ecr = boto3.client("ecr", region_name="eu-west-1")
+        repo = ecr.describe_repositories(repositoryNames=["mlpack/churn"])["repositories"][0]
+        policy = json.loads(ecr.get_lifecycle_policy(repositoryName="mlpack/churn")["lifecyclePolicyText"])
+        account = boto3.client("sts").get_caller_identity()["Account"]
+        # A second push finds the repository and changes nothing.
+        again = push_json(capsys, str(project), "--lock", str(lock))
+    assert repo["imageTagMutability"] == "IMMUTABLE"
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert policy["rules"][0]["selection"]["tagStatus"] == "untagged"
+    assert policy["rules"][0]["action"] == {"type": "expire"}
+    image = oci.read_layout(project / "build/churn/image")
+    host = f"{account}.dkr.ecr.eu-west-1.amazonaws.com"
+    assert res["image"] == f"{host}/mlpack/churn@{image.manifest.digest}"
+    assert again["bytes_sent"] == 0
+    entry = lock_mod.read(lock)["churn"]
+    assert entry.repository == f"{host}/mlpack/churn" and entry.digest == image.manifest.digest
+    # The bytes really went to the (local) data plane, under the ECR repository name.
+    assert skopeo_raw(f"{local_registry.host}/mlpack/churn@{image.manifest.digest}") == image.manifest_bytes
+
+
+def test_ecr_dry_run_creates_nothing(tmp_path, capsys, local_registry, aws_env):
+    import boto3
+    from moto import mock_aws
+
+    aws_env.setenv("MLPACK_REGISTRY_ENDPOINT", local_registry.url)
+    project = make_project(tmp_path / "dry-ecr", "dry-ecr", "1")
+    with mock_aws():
+        plan = push_json(capsys, str(project), "--lock", str(tmp_path / "l.json"), "--dry-run")
+        repos = boto3.client("ecr", region_name="eu-west-1").describe_repositories()["repositories"]
+    assert plan["destination"].endswith(".dkr.ecr.eu-west-1.amazonaws.com/mlpack/dry-ecr:1")
+    assert repos == []
+
+
+def test_ecr_without_credentials_says_so_in_one_line(tmp_path, capsys, aws_env):
+    project = make_project(tmp_path / "nocred", "nocred", "1")
+    code, out, err = push(capsys, str(project), "--lock", str(tmp_path / "l.json"))
+    assert code != 0 and out == ""
+    assert err.startswith("error: cannot find the current AWS account: no AWS credentials found")
+    assert "hint:" in err and "Traceback" not in err
+
+
+def test_ecr_wrong_region_says_so(tmp_path, capsys, aws_env):
+    from moto import mock_aws
+
+    aws_env.setenv("AWS_DEFAULT_REGION", "eu-wset-1")
+    project = make_project(tmp_path / "region", "region", "1")
+    with mock_aws():
+        code, _, err = push(capsys, str(project), "--lock", str(tmp_path / "l.json"))
+    assert code != 0 and "AWS region 'eu-wset-1' does not exist" in err
+    with mock_aws():
+        code, _, err = push(capsys, str(project), "--to", "123456789012.dkr.ecr.mars-1.amazonaws.com/mlpack/x")
+    assert code != 0 and "'mars-1' does not exist" in err
+
+
+def test_ecr_access_denied_names_the_iam_action():
+    import boto3
+    from botocore.stub import Stubber
+
+    from packager.aws import Aws, EcrRegistry
+    from packager.errors import RegistryError
+
+    session = boto3.Session(aws_access_key_id="k", aws_secret_access_key="s", region_name="eu-west-1")
+    ecr = session.client("ecr")
+    stub = Stubber(ecr)
+    stub.add_client_error("describe_repositories", service_error_code="RepositoryNotFoundException")
+    stub.add_client_error("create_repository", service_error_code="AccessDeniedException", http_status_code=400,
+                          service_message="User: arn:aws:iam::123456789012:user/ana is not authorized to perform: "
+                                  "ecr:CreateRepository")
+    stub.add_client_error("get_authorization_token", service_error_code="AccessDeniedException", http_status_code=400,
+                          service_message="denied")
+
+    class OneClientSession:  # the Aws seam: whatever session hands out clients
+        region_name = "eu-west-1"
+
+        def client(self, service, region_name=None):
+            assert service == "ecr"
+            return ecr
+
+        def get_available_regions(self, service, partition_name="aws"):
+            return session.get_available_regions(service, partition_name=partition_name)
+
+    aws = Aws(OneClientSession())  # type: ignore[arg-type]
+    registry = EcrRegistry(account="123456789012", region="eu-west-1")
+    with stub:
+        with pytest.raises(RegistryError) as e:
+            aws.ensure_repository(registry, "mlpack/x")
+        assert "AWS denied ecr:CreateRepository" in e.value.message
+        assert "allows ecr:CreateRepository" in str(e.value.hint)
+        with pytest.raises(RegistryError, match="ecr:GetAuthorizationToken"):
+            aws.registry_credentials(registry)
