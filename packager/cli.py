@@ -21,10 +21,13 @@ from packager.errors import MlpackError
 # Modules that define a `commands` list of click commands, in the order `mlpack --help` shows them.
 COMMAND_MODULES = (
     "packager.cmd_project",
+    "packager.cmd_build",
+    "packager.cmd_push",
+    "packager.cmd_run",
 )
 
 
-class ProjectDir(click.ParamType):
+class ProjectDir(click.ParamType):  # type: ignore[type-arg]
     """A model project folder (holding mlpack.toml); converts to an absolute Path."""
 
     name = "DIR"
@@ -97,6 +100,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     return rv if isinstance(rv, int) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Handler benchmarks, side by side in one run (figures go to docs/BENCHMARKS.md).
+
+    .venv/bin/python bench/bench_handler.py [--quick]
+
+1. Warm path: an API Gateway (REST, payload 1.0) event in, the Lambda response out, metrics line
+   written (to /dev/null), no network: handlers.events.handle, against a bare `session.run` on the same
+   array. iris (logistic regression, 4 features) at batch 1 and 32; an MLP with 784 inputs exported
+   from PyTorch (784 -> 256 -> 128 -> 10, ReLU) at batch 1 and 32 with a JSON body, and at batch 32
+   with a .npy body. The same rows with the standard library's json instead of orjson show why the
+   handler ships orjson.
+   Targets (issue 4): iris <= 3.5x at batch 1, <= 9x at 32; MLP <= 4x at 1, at 32 <= 14x (JSON) and
+   <= 5x (.npy).
+2. Cold init in a fresh process: `import handlers.predict` (model.json, session, everything the handler
+   precomputes) + one API Gateway request, against a bare `import numpy, onnxruntime` + session + run
+   of the same model. Whole-process wall time, medians. Target: <= 1.15x. Also: what importing
+   orjson adds to a process that already imports numpy and onnxruntime.
+
+Prints a table; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from handlers import contract as C  # noqa: E402
+from handlers import events, inference, metrics  # noqa: E402
+from tests.support import events as ev  # noqa: E402
+from tests.support import handler_models as hm  # noqa: E402
+
+
+def _calls_for(fn: Any, min_time: float) -> int:
+    fn()
+    n = 1
+    while True:
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t
+        if dt >= min_time:
+            return n
+        n *= 2
+
+
+def _round(fn: Any, n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n * 1e6
+
+
+def paired(base: Any, other: Any, *, min_time: float, rounds: int) -> tuple[float, float, float]:
+    """Alternating short rounds of two callables: (median us of base, median us of other, median of the
+    per-round ratios). Pairing adjacent rounds keeps a busy shared CPU from skewing the ratio."""
+    na, nb = _calls_for(base, min_time), _calls_for(other, min_time)
+    a, b, r = [], [], []
+    for _ in range(rounds):
+        ta, tb = _round(base, na), _round(other, nb)
+        a.append(ta)
+        b.append(tb)
+        r.append(tb / ta)
+    return statistics.median(a), statistics.median(b), statistics.median(r)
+
+
+class StdlibJson:
+    """Swap the handler's codec for the standard library's, to measure what orjson buys."""
+
+    def __enter__(self) -> None:
+        self.saved = (inference.loads, inference.dumps, events.loads, metrics.dumps)
+
+        def dumps(obj: Any) -> bytes:
+            return json.dumps(obj, default=lambda o: o.tolist(), separators=(",", ":")).encode()
+
+        inference.loads = events.loads = json.loads  # Result.body looks inference.dumps up at call time
+        inference.dumps = metrics.dumps = dumps
+
+    def __exit__(self, *exc: Any) -> None:
+        inference.loads, inference.dumps, events.loads, metrics.dumps = self.saved
+
+
+def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, Any]]:
+    iris_dir, _, X_iris = hm.iris(work / "iris")
+    # 784 -> 256 -> 128 -> 10, the usual MNIST MLP; exported by torch.onnx
+    mlp_dir = hm.mlp(work / "mlp", use_torch=True, hidden=256, hidden2=128)
+    rng = np.random.default_rng(0)
+    X_mlp = rng.random((32, 784), dtype=np.float32)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the benchmark
+    cases = []
+    for label, folder, X in (("iris", iris_dir, X_iris), ("mlp784", mlp_dir, X_mlp)):
+        model = inference.load_model(str(folder), max_batch=256, intra_op_threads=1)
+        emitter = metrics.Emitter(model.name, stream=devnull)
+        for batch in (1, 32):
+            rows = X[:batch]
+            cases.append((f"{label} b{batch} json", model, emitter, rows,
+                          ev.rest_v1("POST", "/predict", {"inputs": rows.tolist()})))
+        if label == "mlp784":
+            cases.append((f"{label} b32 npy", model, emitter, X[:32],
+                          ev.rest_v1("POST", "/predict", ev.npy_bytes(X[:32]), content_type=C.NPY_CONTENT_TYPE)))
+    out = []
+    min_time, rounds = (0.02, 9) if quick else (0.05, 31)
+    for name, model, emitter, rows, event in cases:
+        feeds = {model.inputs[0].name: np.ascontiguousarray(rows)}
+        sess = model.session
+        check = events.handle(model, emitter, event, "bench")
+        assert check["statusCode"] == 200, check["body"][:300]
+
+        def bare(sess: Any = sess, feeds: Any = feeds) -> Any:
+            return sess.run(None, feeds)
+
+        def ours(m: Any = model, e: Any = emitter, evt: Any = event) -> Any:
+            return events.handle(m, e, evt, "bench")
+
+        bare_us, ours_us, ratio = paired(bare, ours, min_time=min_time, rounds=rounds)
+        std = None
+        if "json" in name:
+            with StdlibJson():
+                std = paired(bare, ours, min_time=min_time, rounds=max(5, rounds // 3))
+        out.append((name, bare_us, ours_us, ratio, std))
+    return out
+
+
+BARE = """
+import time; t0 = time.perf_counter()
+import numpy, onnxruntime
+s = onnxruntime.InferenceSession({onnx!r}, providers=["CPUExecutionProvider"])
+s.run(None, {{{name!r}: numpy.array({row!r}, dtype=numpy.float32)}})
+"""
+HANDLER = """
+import os, json
+os.environ[{env!r}] = {folder!r}
+import handlers.predict as p
+r = p.handler({event!r}, None)
+assert r["statusCode"] == 200, r
+"""
+IMPORTS = "import numpy, onnxruntime{extra}"
+
+
+def process_ms(code: str, env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - t) * 1000
+
+
+def cold_rows(work: Path, runs: int) -> list[tuple[str, float, float, float]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), C.ENV_METRICS: "on", "PYTHONDONTWRITEBYTECODE": "0"}
+    iris_dir = work / "iris"
+    mlp_dir = work / "mlp"
+    out = []
+    for label, folder, row in (("iris", iris_dir, [[5.1, 3.5, 1.4, 0.2]]),
+                               ("mlp784", mlp_dir, [[0.5] * 784])):
+        meta = json.loads((folder / C.MODEL_JSON).read_text())
+        name = meta["signature"]["inputs"][0]["name"]
+        bare = BARE.format(onnx=str(folder / C.MODEL_FILE), name=name, row=row)
+        event = ev.rest_v1("POST", "/predict", {"inputs": row})
+        ours = HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
+        process_ms(bare, env), process_ms(ours, env)  # warm the page cache and bytecode
+        out.append((label, *_paired_processes(bare, ours, env, runs)))
+    out.append(("import numpy+onnxruntime (+orjson)",
+                 *_paired_processes(IMPORTS.format(extra=""), IMPORTS.format(extra=", orjson"), env, runs)))
+    return out
+
+
+def _paired_processes(a_code: str, b_code: str, env: dict[str, str], runs: int) -> tuple[float, float, float]:
+    a, b, r = [], [], []
+    for _ in range(runs):
+        ta, tb = process_ms(a_code, env), process_ms(b_code, env)
+        a.append(ta)
+        b.append(tb)
+        r.append(tb / ta)
+    return statistics.median(a), statistics.median(b), statistics.median(r)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter rounds, fewer cold runs")
+    parser.add_argument("--runs", type=int, default=None, help="fresh processes per cold case (default 15)")
+    args = parser.parse_args()
+    runs = args.runs or (5 if args.quick else 15)
+    targets = {"iris b1 json": 3.5, "iris b32 json": 9, "mlp784 b1 json": 4, "mlp784 b32 json": 14,
+               "mlp784 b32 npy": 5}
+    with tempfile.TemporaryDirectory(prefix="bench-handler-") as tmp:
+        work = Path(tmp)
+        warm = warm_rows(work, args.quick)
+        cold = cold_rows(work, runs)
+    print(f"python {sys.version.split()[0]}, onnxruntime {__import__('onnxruntime').__version__}, "
+          f"numpy {np.__version__}, orjson {__import__('orjson').__version__}, {os.cpu_count()} CPUs")
+    print()
+    print("warm path: API Gateway event -> response (+ EMF line), vs bare session.run; medians, microseconds;")
+    print("ratio = median of per-round ratios (alternating rounds)")
+    print(f"{'case':<18} {'session.run':>12} {'handler':>10} {'ratio':>7} {'target':>7} {'stdlib json':>12} "
+          f"{'ratio':>7}")
+    for name, bare, handler, ratio, std in warm:
+        t = targets.get(name)
+        std_s = f"{std[1]:12.1f} {std[2]:6.1f}x" if std else f"{'-':>12} {'-':>7}"
+        ok = "" if t is None else (" ok" if ratio <= t else " MISS")
+        print(f"{name:<18} {bare:12.1f} {handler:10.1f} {ratio:6.2f}x {t:6.1f}x{ok:<5} {std_s}")
+    print()
+    print(f"cold: fresh process to first answer; medians of {runs} alternating runs, milliseconds; "
+          "ratio = median of per-pair ratios")
+    print(f"{'case':<36} {'bare':>8} {'handler':>8} {'ratio':>7}")
+    for name, bare, ours, ratio in cold:
+        print(f"{name:<36} {bare:8.1f} {ours:8.1f} {ratio:6.2f}x")
+    print("(cold target: handler <= 1.15x bare; the last row is what orjson's import adds)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Lambda events in, Lambda responses out: API Gateway REST proxy (payload 1.0), HTTP API and
+function URLs (payload 2.0), and a direct invoke whose event is the /predict request body.
+
+Standard library only (plus inference and a metrics emitter passed in); never packager/ or stacks/.
+"""
+
+from __future__ import annotations
+
+import binascii
+import time
+import traceback
+from typing import Any
+
+from handlers.inference import Model, Request, RequestError, Result, error_result, loads
+from handlers.inference import handle as handle_request
+
+perf = time.perf_counter
+
+V1, V2, DIRECT = "1.0", "2.0", "direct"
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def event_format(event: Any) -> str:
+    if isinstance(event, dict):
+        if event.get("version") == "2.0" and ("rawPath" in event or "routeKey" in event):
+            return V2
+        if "httpMethod" in event:
+            return V1
+    return DIRECT
+
+
+def _body(event: dict[str, Any]) -> bytes | str | None:
+    body = event.get("body")
+    if body is None or not event.get("isBase64Encoded"):
+        return body
+    try:
+        # binascii directly: base64.b64decode(validate=True) runs a regular expression over the body first.
+        # Stray characters are skipped here; a body they damage fails its own parsing with a 400.
+        return binascii.a2b_base64(body)
+    except (binascii.Error, ValueError, TypeError):
+        raise RequestError(400, "bad_request", "isBase64Encoded is set but the body is not valid base64",
+                           "body") from None
+
+
+def _content_type(headers: Any) -> str:
+    if not headers:
+        return ""
+    ct = headers.get("content-type")
+    if ct is None:
+        for k, v in headers.items():
+            if k.lower() == "content-type":
+                return str(v)
+        return ""
+    return str(ct)
+
+
+def parse(event: Any, request_id: str) -> tuple[str, Request]:
+    """(format, Request). Raises RequestError for an undecodable body."""
+    fmt = event_format(event)
+    return fmt, parse_as(fmt, event, request_id)
+
+
+def parse_as(fmt: str, event: Any, request_id: str) -> Request:
+    if fmt == V2:
+        http = (event.get("requestContext") or {}).get("http") or {}
+        method = str(http.get("method") or "GET").upper()
+        path = event.get("rawPath") or http.get("path") or "/"
+        stage = (event.get("requestContext") or {}).get("stage")
+        if stage and stage != "$default" and path.startswith(f"/{stage}/"):
+            path = path[len(stage) + 1:]  # HTTP API paths carry a named stage; routes do not
+        return Request(method, path, body=_body(event), content_type=_content_type(event.get("headers")),
+                       request_id=request_id)
+    if fmt == V1:
+        method = str(event.get("httpMethod") or "GET").upper()
+        path = event.get("path") or "/"
+        return Request(method, path, body=_body(event), content_type=_content_type(event.get("headers")),
+                       request_id=request_id)
+    data = event
+    if isinstance(event, str | bytes):  # a direct invoke with a JSON string as payload: decode once more
+        try:
+            data = loads(event)
+        except ValueError:
+            raise RequestError(400, "bad_json", "the event is a string that is not JSON", "event") from None
+    if data is None:
+        raise RequestError(400, "bad_request", "the event is empty; send {\"inputs\": [[...]]}", "event")
+    return Request("POST", "/predict", data=data, request_id=request_id)
+
+
+def respond(fmt: str, result: Result) -> Any:
+    """The Lambda return value for this event format."""
+    if fmt == DIRECT:
+        # the runtime client serializes with the stdlib json, which knows no numpy: hand it builtins
+        out = loads(result.body())
+        if result.status >= 400 and isinstance(out, dict):
+            out["status"] = result.status
+        return out
+    headers = _JSON_HEADERS if not result.headers else {**_JSON_HEADERS, **result.headers}
+    return {"statusCode": result.status, "headers": headers, "body": result.body().decode(),
+            "isBase64Encoded": False}
+
+
+def handle(model: Model, emitter: Any, event: Any, request_id: str, cold: bool = False) -> Any:
+    """Event in, Lambda response out, metrics and logs written: the whole request path, with the
+    model and the metrics emitter passed in (the entry point, tests and benchmarks call this)."""
+    t0 = perf()
+    fmt = event_format(event)
+    try:
+        req = parse_as(fmt, event, request_id)
+        result = handle_request(model, req)
+    except RequestError as e:
+        result = error_result(e)
+    except Exception:  # a bug of ours must still answer like Lambda would, and say where to look
+        result = Result(500, {"code": "internal_error", "message": f"internal error (request id "
+                              f"{request_id})", "path": None, "request_id": request_id})
+        result.error_trace = traceback.format_exc()
+    response = respond(fmt, result)
+    latency_ms = (perf() - t0) * 1000.0
+    if result.error_trace is not None:
+        emitter.log("error", "request failed", request_id, status=result.status, traceback=result.error_trace)
+    elif result.kind is not None:
+        emitter.log("info", "request refused", request_id, status=result.status, kind=result.kind,
+                    path=result.payload.get("path"), detail=result.payload.get("message"))
+    emitter.request(result, latency_ms=latency_ms, cold=cold)
+    return response

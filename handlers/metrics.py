@@ -1,0 +1,117 @@
+"""CloudWatch Embedded Metric Format lines and JSON log lines, written to stdout.
+
+A request costs one EMF line in the common case: every [Model] metric, plus the one class a batch of
+one predicts, plus the validation failure kind. EMF takes one value per dimension per document, so a
+batch that predicts several classes, or has out-of-range values in several features, adds one short
+line per extra class or feature.
+
+Standard library only (plus inference's codec); never packager/ or stacks/.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+from handlers import contract as C
+from handlers.inference import Result, dumps
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_MS = "Milliseconds"
+
+
+class Emitter:
+    def __init__(self, model: str, *, namespace: str = C.METRIC_NAMESPACE, enabled: bool = True,
+                 log_level: str = "info", stream: TextIO | None = None) -> None:
+        self.model, self.namespace, self.enabled = model, namespace, enabled
+        self.stream = stream
+        self.level = _LEVELS.get(log_level.lower(), 20)
+        base = [{"Name": C.M_REQUESTS, "Unit": "Count"}, {"Name": C.M_LATENCY, "Unit": _MS},
+                {"Name": C.M_COLD_START, "Unit": "Count"}, {"Name": C.M_MODEL_ERRORS, "Unit": "Count"}]
+        ok = [*base, {"Name": C.M_INFERENCE_LATENCY, "Unit": _MS}, {"Name": C.M_BATCH_SIZE, "Unit": "Count"},
+              {"Name": C.M_ROWS, "Unit": "Count"}, {"Name": C.M_INPUT_VALUES, "Unit": "Count"},
+              {"Name": C.M_OUT_OF_RANGE, "Unit": "Count"}, {"Name": C.M_VALIDATION_FAILURES, "Unit": "Count"}]
+        model_dim = [[C.DIM_MODEL]]
+        # directives are built once; only values and the timestamp change per request
+        self._ok = {"Namespace": namespace, "Dimensions": model_dim, "Metrics": ok}
+        self._ok_sum = {"Namespace": namespace, "Dimensions": model_dim,
+                        "Metrics": [*ok, {"Name": C.M_PREDICTION_SUM, "Unit": "None"}]}
+        self._class = {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_CLASS]],
+                       "Metrics": [{"Name": C.M_PREDICTIONS, "Unit": "Count"}]}
+        self._fail = {"Namespace": namespace, "Dimensions": model_dim, "Metrics": base}
+        self._kind = {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL], [C.DIM_MODEL, C.DIM_KIND]],
+                      "Metrics": [{"Name": C.M_VALIDATION_FAILURES, "Unit": "Count"}]}
+        self._feature = {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_FEATURE]],
+                         "Metrics": [{"Name": C.M_OUT_OF_RANGE, "Unit": "Count"}]}
+        # the common case (a 2xx) as text with holes: formatting a few numbers into it costs half of
+        # building a dict and serializing it on every request
+        model_json = dumps(model).decode()
+
+        def directives(*ds: dict[str, Any]) -> str:
+            return dumps(list(ds)).decode()
+
+        self._ok_text = {
+            (False, False): directives(self._ok), (False, True): directives(self._ok, self._class),
+            (True, False): directives(self._ok_sum), (True, True): directives(self._ok_sum, self._class)}
+        self._ok_tail = (f'{{"{C.DIM_MODEL}":{model_json},"{C.M_REQUESTS}":1,"{C.M_LATENCY}":%r,'
+                         f'"{C.M_COLD_START}":%d,"{C.M_MODEL_ERRORS}":0,"{C.M_INFERENCE_LATENCY}":%r,'
+                         f'"{C.M_BATCH_SIZE}":%d,"{C.M_ROWS}":%d,"{C.M_INPUT_VALUES}":%d,"{C.M_OUT_OF_RANGE}":%d,'
+                         f'"{C.M_VALIDATION_FAILURES}":0')
+
+    def _write_line(self, line: str) -> None:
+        (self.stream or sys.stdout).write(line + "\n")
+
+    def request(self, res: Result, *, latency_ms: float, cold: bool) -> list[str]:
+        """Emit the request's metrics; returns the lines written."""
+        if not self.enabled:
+            return []
+        ts = int(time.time() * 1000)
+        doc: dict[str, Any] = {C.DIM_MODEL: self.model, C.M_REQUESTS: 1, C.M_LATENCY: latency_ms,
+                               C.M_COLD_START: 1 if cold else 0,
+                               C.M_MODEL_ERRORS: 1 if res.status >= 500 else 0}
+        docs = [doc]
+        if res.kind is not None:
+            doc[C.DIM_KIND] = res.kind
+            doc[C.M_VALIDATION_FAILURES] = 1
+            doc["_aws"] = {"Timestamp": ts, "CloudWatchMetrics": [self._fail, self._kind]}
+        elif res.status >= 500:
+            doc["_aws"] = {"Timestamp": ts, "CloudWatchMetrics": [self._fail]}
+        else:
+            return self._ok_lines(res, ts, latency_ms, cold)
+        lines = [dumps(d).decode() for d in docs]
+        for line in lines:
+            self._write_line(line)
+        return lines
+
+    def _ok_lines(self, res: Result, ts: int, latency_ms: float, cold: bool) -> list[str]:
+        counts = res.class_counts
+        first = next(iter(counts.items())) if counts else None
+        text = self._ok_tail % (latency_ms, 1 if cold else 0, res.infer_ms, res.rows, res.rows, res.input_values,
+                                res.out_of_range)
+        has_sum = res.prediction_sum is not None and math.isfinite(res.prediction_sum)
+        if has_sum:
+            text += f',"{C.M_PREDICTION_SUM}":{res.prediction_sum!r}'
+        if first is not None:
+            text += f',"{C.DIM_CLASS}":{dumps(first[0]).decode()},"{C.M_PREDICTIONS}":{first[1]}'
+        lines = [f'{text},"_aws":{{"Timestamp":{ts},"CloudWatchMetrics":'
+                 f'{self._ok_text[has_sum, first is not None]}}}}}']
+        if counts and len(counts) > 1:
+            for cls, n in list(counts.items())[1:]:
+                lines.append(dumps({"_aws": {"Timestamp": ts, "CloudWatchMetrics": [self._class]},
+                                    C.DIM_MODEL: self.model, C.DIM_CLASS: cls, C.M_PREDICTIONS: n}).decode())
+        if res.oor_by_feature:
+            for feat, n in res.oor_by_feature.items():
+                lines.append(dumps({"_aws": {"Timestamp": ts, "CloudWatchMetrics": [self._feature]},
+                                    C.DIM_MODEL: self.model, C.DIM_FEATURE: feat, C.M_OUT_OF_RANGE: n}).decode())
+        for line in lines:
+            self._write_line(line)
+        return lines
+
+    def log(self, level: str, message: str, request_id: str | None = None, **fields: Any) -> None:
+        if _LEVELS.get(level, 20) < self.level:
+            return
+        rec = {"level": level.upper(), "message": message, "model": self.model, "request_id": request_id,
+               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
+        self._write_line(dumps(rec).decode())

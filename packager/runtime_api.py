@@ -1,0 +1,207 @@
+"""A local Lambda Runtime API (version 2018-06-01) on 127.0.0.1: the server side of what AWS's
+runtime client (`awslambdaric`) talks to inside a function.
+
+It hands out one invocation at a time (GET next, with request-id, deadline and ARN headers) and
+takes its response, error or the runtime's init error. What happens around it (processes,
+timeouts, restarts) is local.py's job. Standard library only; must not import export, image,
+registry or anything that talks to AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PREFIX = "/2018-06-01/runtime"
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A killed runtime drops its long-poll connection: expected here, not worth a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+MAX_RESPONSE = 6 * 1024 * 1024  # Lambda's synchronous response limit
+
+
+@dataclass
+class InvocationResult:
+    """How an invocation ended, in Lambda's terms.
+
+    status: "ok" | "error" (the handler raised; Lambda's "Unhandled" function error) | "timeout" |
+    "crash" (the runtime process exited) | "init_error" (the function could not start).
+    """
+
+    status: str
+    payload: bytes
+    request_id: str
+    duration_ms: float
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def json(self) -> Any:
+        return json.loads(self.payload) if self.payload else None
+
+
+@dataclass
+class Invocation:
+    payload: bytes
+    timeout_s: float
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = 0.0  # monotonic time the runtime took it, 0 while queued
+    deadline_ms: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    result: InvocationResult | None = None
+
+    def finish(self, result: InvocationResult) -> bool:
+        """First finisher wins: a late response after a timeout is dropped, as Lambda drops it."""
+        if self.done.is_set():
+            return False
+        self.result = result
+        self.done.set()
+        return True
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0 if self.started else 0.0
+
+
+def error_payload(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+
+
+class RuntimeApi:
+    """The server. `submit` queues an invocation; `wait` blocks until it ends or its time is up."""
+
+    def __init__(self, *, function_name: str = "mlpack-local", host: str = "127.0.0.1", port: int = 0) -> None:
+        self.function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{function_name}"
+        self._queue: queue.Queue[Invocation] = queue.Queue()
+        self._lock = threading.Lock()
+        self.current: Invocation | None = None
+        self.init_error: bytes | None = None
+        self.init_error_event = threading.Event()
+        self.ready = threading.Event()  # set when a runtime first asks for work (init finished)
+        self._stopping = threading.Event()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # the runtime polls constantly; its access log is noise
+
+            def _read(self) -> bytes:
+                n = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(n) if n else b""
+
+            def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path != f"{PREFIX}/invocation/next":
+                    self._send(404, error_payload("NotFound", self.path))
+                    return
+                inv = api._next()
+                if inv is None:  # shutting down: the runtime sees a failure and exits
+                    self._send(HTTPStatus.GONE, error_payload("Shutdown", "local runtime API stopped"))
+                    return
+                self._send(200, inv.payload, {
+                    "Lambda-Runtime-Aws-Request-Id": inv.request_id,
+                    "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
+                    "Lambda-Runtime-Invoked-Function-Arn": api.function_arn,
+                    "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{inv.request_id.replace('-', '')[:24]}",
+                })
+
+            def do_POST(self) -> None:
+                body = self._read()
+                path = self.path
+                if path == f"{PREFIX}/init/error":
+                    api.init_error = body or error_payload("Runtime.Unknown", "init failed")
+                    api.init_error_event.set()
+                    self._send(202, b'{"status":"OK"}')
+                    return
+                if path.startswith(f"{PREFIX}/invocation/"):
+                    request_id, _, what = path[len(f"{PREFIX}/invocation/"):].partition("/")
+                    inv = api.current
+                    if inv is None or inv.request_id != request_id or what not in ("response", "error"):
+                        self._send(400, error_payload("InvalidRequestID", f"no invocation {request_id}"))
+                        return
+                    if what == "response" and len(body) > MAX_RESPONSE:
+                        inv.finish(InvocationResult(
+                            "error", error_payload("Function.ResponseSizeTooLarge",
+                                                   f"Response payload size ({len(body)} bytes) exceeded maximum "
+                                                   f"allowed payload size ({MAX_RESPONSE} bytes)."),
+                            request_id, inv.elapsed_ms(), "Function.ResponseSizeTooLarge"))
+                        self._send(413, error_payload("RequestEntityTooLarge", "response too large"))
+                        return
+                    if what == "response":
+                        inv.finish(InvocationResult("ok", body, request_id, inv.elapsed_ms()))
+                    else:
+                        etype = self.headers.get("Lambda-Runtime-Function-Error-Type") or "Unhandled"
+                        inv.finish(InvocationResult("error", body, request_id, inv.elapsed_ms(), etype))
+                    self._send(202, b'{"status":"OK"}')
+                    return
+                self._send(404, error_payload("NotFound", path))
+
+        self._server = QuietServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="runtime-api", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host!s}:{port}"
+
+    def start(self) -> RuntimeApi:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next(self) -> Invocation | None:
+        self.ready.set()
+        while not self._stopping.is_set():
+            try:
+                inv = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if inv.done.is_set():
+                continue  # given up on while queued
+            with self._lock:
+                inv.started = time.monotonic()
+                inv.deadline_ms = int(time.time() * 1000 + inv.timeout_s * 1000)
+                self.current = inv
+            return inv
+        return None
+
+    def submit(self, payload: bytes, timeout_s: float) -> Invocation:
+        inv = Invocation(payload, timeout_s)
+        self._queue.put(inv)
+        return inv
+
+    def reset_init(self) -> None:
+        self.init_error = None
+        self.init_error_event.clear()
+        self.ready.clear()

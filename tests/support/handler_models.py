@@ -1,0 +1,183 @@
+"""Small model folders (model.onnx + model.json per handlers/contract.py) for handler tests and
+benchmarks, made in seconds from data scikit-learn ships: iris logistic regression, a diabetes
+ridge regressor, a 784-input MLP (PyTorch when asked, else built with onnx.helper) and a
+two-input model. Never downloads anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handlers import contract as C
+
+
+def _profile_feature(name: str, col: np.ndarray) -> dict[str, Any]:
+    q = np.quantile(col, [0.01, 0.5, 0.99])
+    return {"name": name, "count": int(col.size), "min": float(col.min()), "max": float(col.max()),
+            "mean": float(col.mean()), "std": float(col.std()), "q01": float(q[0]), "q50": float(q[1]),
+            "q99": float(q[2]), "nan_share": 0.0}
+
+
+def _write(out: Path, onnx_bytes: bytes, meta: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / C.MODEL_FILE).write_bytes(onnx_bytes)
+    meta = {"format": C.MODEL_FORMAT, "opset": 17, "versions": {}, "source": {"kind": "test"},
+            "model_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "parity": {"passed": True},
+            "inputs_hash": "test", **meta}
+    meta.setdefault("version", meta["model_sha256"][:12])
+    (out / C.MODEL_JSON).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def iris(out: Path) -> tuple[Path, Any, np.ndarray]:
+    """(folder, fitted sklearn model, X float32)."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    X = data.data.astype(np.float32)
+    clf = LogisticRegression(max_iter=500).fit(X, data.target)
+    onx = to_onnx(clf, X[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
+    names = list(data.feature_names)
+    meta = {
+        "name": "iris", "description": "iris test model", "task": "classification",
+        "signature": {"inputs": [{"name": "X", "dtype": "float32", "shape": ["batch", 4]}],
+                      "outputs": [{"name": "label", "dtype": "int64", "shape": ["batch"]},
+                                  {"name": "probabilities", "dtype": "float32", "shape": ["batch", 3]}]},
+        "roles": {"label": "label", "scores": "probabilities", "scores_kind": "probabilities"},
+        "feature_names": {"X": names},
+        "label_names": [str(n) for n in data.target_names],
+        "profile": {"rows": len(X), "inputs": {"X": [_profile_feature(n, X[:, i]) for i, n in enumerate(names)]},
+                    "outputs": {"classes": {str(n): 1 / 3 for n in data.target_names}}},
+    }
+    assert [i.name for i in onx.graph.input] == ["X"], onx.graph.input
+    return _write(out, onx.SerializeToString(), meta), clf, X
+
+
+def regressor(out: Path) -> tuple[Path, Any, np.ndarray]:
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    data = load_diabetes()
+    X = data.data.astype(np.float32)
+    reg = Ridge().fit(X, data.target)
+    onx = to_onnx(reg, X[:1], target_opset=17)
+    in_name = onx.graph.input[0].name
+    out_name = onx.graph.output[0].name
+    names = list(data.feature_names)
+    meta = {
+        "name": "diabetes", "task": "regression",
+        "signature": {"inputs": [{"name": in_name, "dtype": "float32", "shape": ["batch", 10]}],
+                      "outputs": [{"name": out_name, "dtype": "float32", "shape": ["batch", 1]}]},
+        "roles": {"label": None, "scores": None, "scores_kind": None},
+        "feature_names": {in_name: names}, "label_names": [],
+        "profile": {"rows": len(X), "inputs": {in_name: [_profile_feature(n, X[:, i])
+                                                         for i, n in enumerate(names)]},
+                    "outputs": {"regression": [{"name": out_name}]}},
+    }
+    return _write(out, onx.SerializeToString(), meta), reg, X
+
+
+def _mlp_onnx_helper(n_in: int, hidden: int, n_out: int, seed: int) -> bytes:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((n_in, hidden)) / np.sqrt(n_in)).astype(np.float32)
+    b1 = np.zeros(hidden, np.float32)
+    w2 = (rng.standard_normal((hidden, n_out)) / np.sqrt(hidden)).astype(np.float32)
+    b2 = np.zeros(n_out, np.float32)
+    nodes = [helper.make_node("Gemm", ["input", "w1", "b1"], ["h"]), helper.make_node("Relu", ["h"], ["hr"]),
+             helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_in])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_out])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _mlp_torch(n_in: int, hidden: int, n_out: int, seed: int, hidden2: int | None = None) -> bytes:
+    import io
+    import warnings
+
+    import torch
+
+    torch.manual_seed(seed)
+    layers: list[Any] = [torch.nn.Linear(n_in, hidden), torch.nn.ReLU()]
+    if hidden2:
+        layers += [torch.nn.Linear(hidden, hidden2), torch.nn.ReLU()]
+    layers.append(torch.nn.Linear(hidden2 or hidden, n_out))
+    net = torch.nn.Sequential(*layers)
+    net.eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, n_in),), buf, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    return buf.getvalue()
+
+
+def mlp(out: Path, *, n_in: int = 784, hidden: int = 128, n_out: int = 10, use_torch: bool = False,
+        seed: int = 0, hidden2: int | None = None) -> Path:
+    """An MLP classifier; with use_torch, exported by torch.onnx from a torch.nn.Sequential (optionally
+    with a second hidden layer), else written with onnx.helper (one hidden layer, no torch import)."""
+    onnx_bytes = (_mlp_torch(n_in, hidden, n_out, seed, hidden2) if use_torch
+                  else _mlp_onnx_helper(n_in, hidden, n_out, seed))
+    labels = [str(d) for d in range(n_out)]
+    meta = {
+        "name": "mlp", "task": "classification",
+        "signature": {"inputs": [{"name": "input", "dtype": "float32", "shape": ["batch", n_in]}],
+                      "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", n_out]}]},
+        "roles": {"label": None, "scores": "logits", "scores_kind": "logits"},
+        "feature_names": {"input": [f"pixel{i}" for i in range(n_in)]}, "label_names": labels,
+        "profile": {"rows": 100, "inputs": {"input": [{"name": f"pixel{i}", "q01": 0.0, "q99": 1.0}
+                                                      for i in range(n_in)]},
+                    "outputs": {"classes": {lbl: 1 / n_out for lbl in labels}}},
+    }
+    return _write(out, onnx_bytes, meta)
+
+
+def two_inputs(out: Path) -> Path:
+    """y = sum(a * 2) + sum(b) per row: a float32 [batch, 3], b int64 [batch, 2] -> float32 [batch, 1]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Mul", ["a", "two"], ["a2"]),
+        helper.make_node("ReduceSum", ["a2", "axes"], ["sa"], keepdims=1),
+        helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["bf", "axes"], ["sb"], keepdims=1),
+        helper.make_node("Add", ["sa", "sb"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "two",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("b", TensorProto.INT64, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+         numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    meta = {
+        "name": "two", "task": "regression",
+        "signature": {"inputs": [{"name": "a", "dtype": "float32", "shape": ["batch", 3]},
+                                 {"name": "b", "dtype": "int64", "shape": ["batch", 2]}],
+                      "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", 1]}]},
+        "roles": {"label": None, "scores": None, "scores_kind": None},
+        "feature_names": {"a": ["a0", "a1", "a2"], "b": ["b0", "b1"]}, "label_names": [],
+        "profile": {"rows": 0, "inputs": {}, "outputs": {}},
+    }
+    return _write(out, model.SerializeToString(), meta)

@@ -1,0 +1,291 @@
+"""inference.py as a specification: requests against a model's signature, called directly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from handlers import contract as C
+from handlers import inference
+from handlers.inference import Request
+from tests.support import events as ev
+from tests.support import handler_models as hm
+
+# values beyond float32 are meant to overflow in the cast (and be refused); predict.py silences this at init
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def iris(tmp_path_factory):
+    folder, clf, X = hm.iris(tmp_path_factory.mktemp("iris"))
+    return inference.load_model(str(folder), max_batch=32), clf, X
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory):
+    folder, model, X = hm.regressor(tmp_path_factory.mktemp("reg"))
+    return inference.load_model(str(folder)), model, X
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    return inference.load_model(str(hm.two_inputs(tmp_path_factory.mktemp("two"))))
+
+
+def post(model, path, body, content_type="application/json"):
+    raw = body if isinstance(body, bytes | str) else json.dumps(body)
+    res = inference.handle(model, Request("POST", path, body=raw, content_type=content_type, request_id="r-1"))
+    return res.status, json.loads(res.body()), res
+
+
+def test_predict_classifier_maps_labels_and_probabilities_like_sklearn(iris):
+    model, clf, X = iris
+    status, body, res = post(model, "/predict", {"inputs": X[:20].tolist()})
+    assert status == 200
+    expected = [str(n) for n in np.array(["setosa", "versicolor", "virginica"])[clf.predict(X[:20])]]
+    assert body["outputs"]["label"] == expected
+    probs = np.array([[row[n] for n in ("setosa", "versicolor", "virginica")]
+                      for row in body["outputs"]["probabilities"]])
+    np.testing.assert_allclose(probs, clf.predict_proba(X[:20]), rtol=1e-4, atol=1e-5)
+    assert res.rows == 20 and sum(res.class_counts.values()) == 20
+
+
+def test_predict_regressor_returns_one_number_per_row(reg):
+    model, sk, X = reg
+    status, body, res = post(model, "/predict", {"inputs": X[:5].tolist()})
+    assert status == 200
+    (values,) = body["outputs"].values()
+    np.testing.assert_allclose(values, sk.predict(X[:5]), rtol=1e-4)
+    assert res.prediction_sum == pytest.approx(float(sk.predict(X[:5]).sum()), rel=1e-4)
+
+
+def test_npy_body_gives_the_same_answer_as_json(iris):
+    model, _, X = iris
+    _, from_json, _ = post(model, "/predict", {"inputs": X[:3].tolist()})
+    status, from_npy, _ = post(model, "/predict", ev.npy_bytes(X[:3]), C.NPY_CONTENT_TYPE)
+    assert status == 200 and from_npy == from_json
+
+
+def test_float64_npy_is_cast(iris):
+    model, _, X = iris
+    status, _, _ = post(model, "/predict", ev.npy_bytes(X[:3].astype(np.float64)), C.NPY_CONTENT_TYPE)
+    assert status == 200
+
+
+@pytest.mark.parametrize(("body", "status", "kind", "path"), [
+    ("{not json", 400, "bad_json", "body"),
+    ("", 400, "bad_request", "body"),
+    ([1, 2], 400, "bad_request", "body"),
+    ({"rows": [[1, 2, 3, 4]]}, 400, "bad_request", "inputs"),
+    ({"inputs": [[1, 2, 3, 4]], "extra": 1}, 400, "bad_request", "extra"),
+    ({"inputs": "abc"}, 400, "bad_request", "inputs"),
+    ({"inputs": [[1, 2, 3, 4], [1, 2, 3]]}, 422, "bad_input", "inputs[1]"),
+    ({"inputs": [[1, 2, 3, 4], [1, 2, "x", 4]]}, 422, "bad_input", "inputs[1][2]"),
+    ({"inputs": [[1, 2, 3, 4], [1, 2, None, 4]]}, 422, "bad_input", "inputs[1][2]"),
+    ({"inputs": [[1, 2, 3]]}, 422, "bad_input", "inputs[0]"),
+    ({"inputs": [1, 2, 3, 4]}, 422, "bad_input", "inputs"),
+    ({"inputs": [[[1, 2, 3, 4]]]}, 422, "bad_input", "inputs"),
+    ({"inputs": []}, 422, "bad_input", "inputs"),
+    ({"inputs": [[1, 2, 1e300, 4]]}, 422, "bad_input", "inputs[0][2]"),
+    ({"inputs": {"nope": [[1, 2, 3, 4]]}}, 422, "bad_input", "inputs.nope"),
+    ({"inputs": [[1.0, 2, 3, 4]] * 33}, 413, "too_large", "inputs"),
+])
+def test_bad_requests_get_a_4xx_naming_the_field(iris, body, status, kind, path):
+    model, _, _ = iris
+    got_status, got, res = post(model, "/predict", body)
+    assert (got_status, got["code"], got["path"]) == (status, kind, path), got
+    assert got["message"] and res.kind == kind
+
+
+def test_json_booleans_among_numbers_are_cast_like_numpy_casts_them(iris):
+    model, _, _ = iris
+    assert post(model, "/predict", {"inputs": [[1, 2, True, 4]]})[0] == 200
+    status, body, _ = post(model, "/predict", {"inputs": [[True, False, True, True]]})
+    assert (status, body["path"]) == (422, "inputs[0][0]")  # all booleans: not numbers at all
+
+
+def test_nan_from_stdlib_json_is_refused_with_its_index(iris):
+    model, _, _ = iris
+    status, body, _ = post(model, "/predict", '{"inputs": [[1, 2, 3, 4], [1, NaN, 3, 4]]}')
+    assert status in (400, 422)  # orjson refuses NaN as JSON; the stdlib fallback reads it and we refuse it
+    assert body["path"] in ("body", "inputs[1][1]")
+
+
+def test_nonfinite_npy_value_is_refused_with_its_index(iris):
+    model, _, X = iris
+    x = X[:3].copy()
+    x[2, 1] = np.inf
+    status, body, _ = post(model, "/predict", ev.npy_bytes(x), C.NPY_CONTENT_TYPE)
+    assert (status, body["path"]) == (422, "body[2][1]")
+
+
+def test_broken_npy_and_wrong_media_type(iris):
+    model, _, _ = iris
+    assert post(model, "/predict", b"\x93NUMPY garbage", C.NPY_CONTENT_TYPE)[0] == 400
+    status, body, _ = post(model, "/predict", "a=1", "application/x-www-form-urlencoded")
+    assert (status, body["code"]) == (415, "unsupported_media_type")
+    obj = np.array([{"a": 1}], dtype=object)
+    assert post(model, "/predict", ev.npy_bytes(obj.astype(str)), C.NPY_CONTENT_TYPE)[0] == 422
+
+
+def test_body_over_lambda_limit_is_413(iris):
+    model, _, _ = iris
+    big = json.dumps({"inputs": [[1.0, 2.0, 3.0, 4.0]] * 10}) + " " * C.MAX_BODY_BYTES
+    status, body, _ = post(model, "/predict", big)
+    assert (status, body["code"]) == (413, "too_large")
+
+
+def test_routes_methods_and_documents(iris):
+    model, _, _ = iris
+    get = lambda p: inference.handle(model, Request("GET", p))  # noqa: E731
+    assert get("/health").status == 200
+    assert get("/health").payload["signature"]["inputs"][0]["name"] == "X"
+    doc = get("/openapi.json").payload
+    assert doc["openapi"].startswith("3.") and "/predict" in doc["paths"]
+    schema = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["inputs"]["items"]["maxItems"] == 4
+    meta = get("/v2/models/iris").payload
+    assert meta["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
+    assert get("/v2/models/other").status == 404
+    assert get("/nope").status == 404
+    res = get("/predict")
+    assert res.status == 405 and res.headers == {"Allow": "POST"}
+    assert inference.handle(model, Request("POST", "/predict/", body='{"inputs": [[1,2,3,4]]}')).status == 200
+
+
+def test_v2_infer_round_trip(iris):
+    model, clf, X = iris
+    req = {"id": "abc", "inputs": [{"name": "X", "shape": [3, 4], "datatype": "FP32",
+                                    "data": X[:3].reshape(-1).tolist()}],
+           "outputs": [{"name": "label"}]}
+    status, body, _ = post(model, "/v2/models/iris/infer", req)
+    assert status == 200
+    assert body["id"] == "abc" and body["model_name"] == "iris"
+    assert body["outputs"] == [{"name": "label", "datatype": "INT64", "shape": [3],
+                                "data": clf.predict(X[:3]).tolist()}]
+
+
+@pytest.mark.parametrize(("tensor", "path"), [
+    ({"name": "Y", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}, "inputs[0].name"),
+    ({"name": "X", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}, "inputs[0].datatype"),
+    ({"name": "X", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}, "inputs[0].datatype"),
+    ({"name": "X", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}, "inputs[0].data"),
+    ({"name": "X", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}, "inputs[0].data[0]"),
+    ({"name": "X", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]}, "inputs[0].shape"),
+    ({"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, "x", 4]}, "inputs[0].data[2]"),
+])
+def test_v2_bad_tensors_name_the_field(iris, tensor, path):
+    model, _, _ = iris
+    status, body, _ = post(model, "/v2/models/iris/infer", {"inputs": [tensor]})
+    assert (status, body["path"]) == (422, path), body
+
+
+def test_several_inputs_by_name_and_their_errors(two):
+    status, body, _ = post(two, "/predict", {"inputs": {"a": [[1, 2, 3]], "b": [[4, 5]]}})
+    assert status == 200 and body["outputs"]["y"] == [21.0]
+    status, body, _ = post(two, "/predict", {"inputs": [[1, 2, 3]]})
+    assert (status, body["path"]) == (422, "inputs")
+    status, body, _ = post(two, "/predict", {"inputs": {"a": [[1, 2, 3]]}})
+    assert (status, body["path"]) == (422, "inputs.b")
+    status, body, _ = post(two, "/predict", {"inputs": {"a": [[1, 2, 3]], "b": [[4, 5.5]]}})
+    assert (status, body["path"]) == (422, "inputs.b[0][1]")
+    status, body, _ = post(two, "/predict", {"inputs": {"a": [[1, 2, 3]], "b": [[4, 5], [6, 7]]}})
+    assert (status, body["path"]) == (422, "inputs")
+    status, body, _ = post(two, "/predict", {"inputs": {"a": [[1, 2, 3]], "b": [[4, 2**70]]}})
+    assert (status, body["path"]) == (422, "inputs.b[0][1]")
+    assert post(two, "/predict", ev.npy_bytes(np.zeros((1, 3), np.float32)), C.NPY_CONTENT_TYPE)[0] == 415
+
+
+def test_out_of_range_values_are_counted_per_feature(iris):
+    model, _, X = iris
+    x = X[:2].copy()
+    x[0, 0] = 100.0  # far above sepal length's q99
+    x[1, 3] = -5.0
+    _, _, res = post(model, "/predict", {"inputs": x.tolist()})
+    assert res.input_values == 8
+    assert res.out_of_range >= 2
+    assert res.oor_by_feature["sepal length (cm)"] >= 1 and res.oor_by_feature["petal width (cm)"] >= 1
+
+
+def test_model_failure_is_a_500_with_the_request_id(iris):
+    model, _, _ = iris
+
+    class Broken:
+        def run(self, *a, **k):
+            raise RuntimeError("kaboom")
+
+    real, model.session = model.session, Broken()
+    try:
+        status, body, res = post(model, "/predict", {"inputs": [[1, 2, 3, 4]]})
+    finally:
+        model.session = real
+    assert status == 500 and body["request_id"] == "r-1" and "r-1" in body["message"]
+    assert "kaboom" in res.error_trace
+
+
+def test_threads_follow_lambda_memory():
+    assert inference.threads_for_memory(None, 8) is None
+    assert inference.threads_for_memory(128, 8) == 1
+    assert inference.threads_for_memory(1769, 8) == 1
+    assert inference.threads_for_memory(3538, 8) == 2
+    assert inference.threads_for_memory(10240, 2) == 2
+
+
+def test_load_model_rejects_a_signature_that_does_not_match(tmp_path):
+    folder, _, _ = hm.iris(tmp_path / "m")
+    meta = json.loads((folder / C.MODEL_JSON).read_text())
+    meta["signature"]["inputs"][0]["name"] = "features"
+    (folder / C.MODEL_JSON).write_text(json.dumps(meta))
+    with pytest.raises(inference.ModelLoadError, match="do not match"):
+        inference.load_model(str(folder))
+    with pytest.raises(inference.ModelLoadError, match="cannot read"):
+        inference.load_model(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_npy_bodies_of_any_layout_read_the_same(iris, order, dtype):
+    model, _, X = iris
+    x = np.asarray(np.round(X[:5]), dtype=dtype, order=order)
+    status, body, _ = post(model, "/predict", ev.npy_bytes(x), C.NPY_CONTENT_TYPE)
+    _, expected, _ = post(model, "/predict", {"inputs": x.tolist()})
+    assert status == 200 and body == expected
+
+
+def test_truncated_npy_is_a_400(iris):
+    model, _, X = iris
+    raw = ev.npy_bytes(X[:5])
+    status, body, _ = post(model, "/predict", raw[:-3], C.NPY_CONTENT_TYPE)
+    assert (status, body["code"], body["path"]) == (400, "bad_request", "body")
+
+
+def test_fast_and_checked_json_paths_agree(iris):
+    """A body of plain numbers takes numpy's direct cast; one with a string anywhere takes the checked path."""
+    model, _, X = iris
+    rows = X[:32].tolist()
+    plain = json.dumps({"inputs": rows})
+    assert len(plain) > 2048  # big enough for the handler to take the direct path
+    assert inference._numbers_only(plain) and inference._numbers_only(plain.encode())
+    _, fast, _ = post(model, "/predict", plain)
+    req = Request("POST", "/predict", data={"inputs": rows})
+    checked = json.loads(inference.handle(model, req).body())
+    assert fast == checked
+    assert not inference._numbers_only('{"inputs": [[1, 2, 3, "4"]]}')
+    assert not inference._numbers_only('{"inputs": [[1, 2, 3, null]]}')
+    assert not inference._numbers_only('{"input": [[1, 2, 3, 4]]}')
+    rows[7][3] = None
+    status, body, _ = post(model, "/predict", json.dumps({"inputs": rows}))
+    assert (status, body["path"]) == (422, "inputs[7][3]") and "null" in body["message"]
+    rows[7][3] = 1e300  # beyond float32: numpy's direct cast makes it inf, which is refused by index
+    status, body, _ = post(model, "/predict", json.dumps({"inputs": rows}))
+    assert (status, body["path"]) == (422, "inputs[7][3]")
+
+
+def test_row_builder_keeps_label_names_verbatim():
+    labels = ['a"b', "}{", "__import__('os').system('x')", "a"]
+    build = inference._row_builder(labels)
+    assert build([1.0, 2.0, 3.0, 4.0]) == dict(zip(labels, [1.0, 2.0, 3.0, 4.0], strict=True))
+    many = [f"c{i}" for i in range(100)]
+    assert inference._row_builder(many)(list(range(100))) == dict(zip(many, range(100), strict=True))
