@@ -237,13 +237,17 @@ def deliver(event: dict[str, Any], refs: Any, post: Callable[[str, dict[str, Any
             continue
         for target in refs.targets(alarm.model):
             kind = target.get("kind", "webhook")
+            url = ""
             try:
-                status = post(refs.url(target["webhook"]), FORMATTERS[kind](alarm))
+                url = refs.url(target["webhook"])
+                status = post(url, FORMATTERS[kind](alarm))
                 log.info("sent %s %s to %s (HTTP %s)", alarm.alarm_name, alarm.state, kind, status)
                 sent += 1
             except Exception as e:  # one broken target must not stop the others
-                log.error("could not send %s to %s target %s: %s", alarm.alarm_name, kind, target["webhook"], e)
-                failures.append(f"{kind} {target['webhook']}: {e}")
+                # urllib names the URL in some errors ("unknown url type: '...'"); the URL is the secret
+                detail = str(e).replace(url, "<webhook url>") if url else str(e)
+                log.error("could not send %s to %s target %s: %s", alarm.alarm_name, kind, target["webhook"], detail)
+                failures.append(f"{kind} {target['webhook']}: {detail}")
     if failures:
         raise RuntimeError("chat delivery failed: " + "; ".join(failures))
     return sent

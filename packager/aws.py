@@ -63,8 +63,9 @@ class Aws:
             raise RegistryError("no AWS region is set",
                                 hint="set AWS_REGION (or AWS_DEFAULT_REGION, or region in ~/.aws/config), "
                                      "or push to an explicit registry with --to")
-        known = self.session.get_available_regions(service) + self.session.get_available_regions(
-            service, partition_name="aws-cn")
+        # every partition botocore knows (aws, aws-cn, aws-us-gov, ...), not only the commercial ones
+        known = [r for p in self.session.get_available_partitions()
+                 for r in self.session.get_available_regions(service, partition_name=p)]
         if known and region not in known:
             raise RegistryError(f"AWS region {region!r} does not exist for {service}",
                                 hint=f"check AWS_REGION / --to (regions look like eu-west-1, us-east-1); "

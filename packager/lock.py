@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from packager.errors import DeployError
 
@@ -76,9 +76,16 @@ def _dump(models: dict[str, LockEntry]) -> str:
 def update(path: Path, change: Callable[[dict[str, LockEntry]], dict[str, LockEntry]]) -> dict[str, LockEntry]:
     """Read, change and write the lock file under an exclusive file lock, atomically."""
     path = path.resolve()
-    with FileLock(str(path) + ".lock", timeout=60):
-        models = change(dict(read(path)))
-        write_atomic(path, _dump(models).encode())
+    try:
+        with FileLock(str(path) + ".lock", timeout=60):
+            models = change(dict(read(path)))
+            write_atomic(path, _dump(models).encode())
+    except Timeout as e:
+        raise DeployError(f"{path}: another process has held its lock for 60 s",
+                          hint="let the other `mlpack push` finish, then run this one again") from e
+    except OSError as e:
+        raise DeployError(f"{path}: cannot write the lock file: {e}",
+                          hint="check that its folder exists and is writable, or pass --lock FILE") from e
     return models
 
 

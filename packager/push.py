@@ -152,6 +152,9 @@ def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: P
                 action = "upload"
         if action == "upload":
             path = image.blob_path(step.digest)
+            if not path.is_file():
+                raise RegistryError(f"{image.layout}: blob {step.digest} is missing from the image layout",
+                                    hint="rebuild the image with `mlpack build`")
 
             def open_blob(path: Path = path) -> IO[bytes]:
                 return path.open("rb")

@@ -315,8 +315,12 @@ class RegistryClient:
         if r.status_code != 200:
             raise RegistryError(f"{self.registry}: the token service refused access to {scope} "
                                 f"(HTTP {r.status_code})", hint=_login_hint(self.registry))
-        data = r.json()
-        token = data.get("token") or data.get("access_token")
+        try:
+            data = r.json()
+        except ValueError as e:  # a captive portal or proxy page instead of the token service
+            raise RegistryError(f"{self.registry}: the token service {_short(realm)} did not answer with JSON",
+                                hint="check the registry address and any proxy in between") from e
+        token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
         if not token:
             raise RegistryError(f"{self.registry}: the token service answered without a token")
         self._auth[scope] = f"Bearer {token}"
@@ -554,11 +558,13 @@ class RegistryClient:
         if r.status_code == 201:
             self._check_digest_header(r, digest, action)
             return
-        if r.status_code == 404 or (r.status_code == 400 and "UPLOAD" in r.text.upper()):
-            raise _Retryable(f"{action}: upload session lost (HTTP {r.status_code})")
-        if r.status_code == 400 and "DIGEST" in r.text.upper():
+        codes = _error_codes(r)
+        # Check DIGEST_INVALID first: its message ("did not match uploaded content") mentions uploads too.
+        if r.status_code == 400 and "DIGEST_INVALID" in codes:
             raise RegistryError(f"{action}: the registry computed another digest for the data we sent",
                                 hint="the local blob is corrupt; rebuild the image with `mlpack build`")
+        if r.status_code == 404 or (r.status_code == 400 and codes & {"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"}):
+            raise _Retryable(f"{action}: upload session lost (HTTP {r.status_code})")
         raise self._fail(action, r)
 
     def _chunked(self, repository: str, digest: str, size: int, open_blob: Callable[[], IO[bytes]],
@@ -623,7 +629,7 @@ class RegistryClient:
                                     hint="run the push again; it uploads what is missing")
             if "TAG_INVALID" in r.text or "ImageTagAlreadyExists" in r.text or "IMMUTABLE" in r.text.upper():
                 raise RegistryError(f"{action}: tag {reference!r} already exists and the registry will not move it",
-                                    hint="bump model.version in mlpack.toml, or push with --to REPO (no tag)")
+                                    hint="bump model.version in mlpack.toml, or push to another repository with --to")
             raise self._fail(action, r)
         got = r.headers.get("docker-content-digest")
         if got and got != digest:
@@ -674,6 +680,15 @@ def _json_or_none(data: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _error_codes(r: httpx.Response) -> set[str]:
+    """The `code`s of an OCI distribution error body; empty when it has none."""
+    try:
+        r.read()
+        return {str(e.get("code")) for e in r.json().get("errors") or [] if isinstance(e, dict)}
+    except (ValueError, AttributeError, httpx.HTTPError):
+        return set()
 
 
 def _error_detail(r: httpx.Response) -> str:

@@ -25,6 +25,9 @@ GT = cw.ComparisonOperator.GREATER_THAN_THRESHOLD
 GE = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 # CloudWatch: an alarm's metric math may reference at most 10 metrics (hard limit); one is Rows.
 MAX_CLASSES_PER_DRIFT_ALARM = 9
+# Below this many predictions in a period, shares and means are noise (one request of one row is a
+# 100% share of one class): the drift alarms count such a period as not breaching.
+DRIFT_MIN_ROWS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +37,7 @@ class Thresholds:
     timeout_s: the function timeout (duration alarm = pct of it).
     concurrency_limit: reserved concurrency, or the account's limit when unreserved (default 1000).
     stage_name: the API stage whose metrics are watched.
+    drift_min_rows: periods with fewer predictions do not count as drift (too few to measure a share).
     Other fields: as documented in packager/spec.py AlarmsSection.
     """
 
@@ -49,6 +53,7 @@ class Thresholds:
     validation_failure_rate_pct: float = 5.0
     out_of_range_rate_pct: float = 5.0
     drift: float = 0.2
+    drift_min_rows: int = DRIFT_MIN_ROWS
     timeout_s: int = 29
     concurrency_limit: int = 1000
     stage_name: str = "v1"
@@ -178,7 +183,7 @@ def _drift_specs(
     if isinstance(drift, RegressionProfile):
         if drift.std <= 0:
             return []  # a constant training output has no scale to measure a shift against
-        expr = f"ABS(total / rows - {drift.mean!r}) / {drift.std!r}"
+        expr = _enough_rows(f"ABS(total / rows - {drift.mean!r}) / {drift.std!r}", t.drift_min_rows)
         total = _m(contract.METRIC_NAMESPACE, contract.M_PREDICTION_SUM, {contract.DIM_MODEL: model}, "Sum", period)
         return [
             AlarmSpec(
@@ -221,7 +226,7 @@ def _drift_specs(
                 what="drift" if len(chunks) == 1 else f"drift-{k}",
                 description=f"A class share (of {names}) moved more than {t.drift} from its training share",
                 metric=cw.MathExpression(
-                    expression=f"MAX([{', '.join(terms)}])",
+                    expression=_enough_rows(f"MAX([{', '.join(terms)}])", t.drift_min_rows),
                     using_metrics=using,
                     label="largest class share change",
                     period=period,
@@ -231,6 +236,11 @@ def _drift_specs(
             )
         )
     return out
+
+
+def _enough_rows(expr: str, min_rows: int) -> str:
+    """`expr` when the period had at least `min_rows` predictions, else 0 (below every drift threshold)."""
+    return f"IF(rows >= {min_rows}, {expr}, 0)" if min_rows > 1 else expr
 
 
 @dataclass(frozen=True, kw_only=True)

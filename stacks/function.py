@@ -42,7 +42,7 @@ class EcrImage:
         if not m:
             raise DeployError(
                 f"{origin}: repository {repository!r} is not an ECR repository; Lambda only runs images from ECR",
-                hint="push the model to ECR: `mlpack push PROJECT` without --registry (or registry.repository "
+                hint="push the model to ECR: `mlpack push PROJECT` without --to (or with [registry].repository "
                 "= '<account>.dkr.ecr.<region>.amazonaws.com/<repo>')",
             )
         return cls(account=m["account"], region=m["region"], repository_name=m["repo"], digest=digest)

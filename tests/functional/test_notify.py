@@ -194,6 +194,16 @@ def test_deliver_tries_every_target_then_fails_loudly():
     assert posts == ["https://ok.example"]
 
 
+def test_a_failed_delivery_never_logs_the_webhook_url(caplog):
+    # A URL stored without its scheme: urllib's error repeats it, and the URL is the secret.
+    secret = "hooks.example/services/T000/B000/s3cr3t-token"
+    refs = FakeRefs([{"kind": "slack", "webhook": "ssm:/team/slack"}], {"ssm:/team/slack": secret})
+    with pytest.raises(RuntimeError) as e:
+        notify.deliver(sns_event(PLAIN_ALARM), refs)
+    assert "s3cr3t-token" not in str(e.value) and "ssm:/team/slack" in str(e.value)
+    assert "could not send" in caplog.text and "s3cr3t-token" not in caplog.text
+
+
 def test_non_alarm_messages_are_skipped():
     event = {"Records": [{"Sns": {"TopicArn": TOPIC, "Message": "hello"}}]}
     assert notify.deliver(event, FakeRefs([], {}), post=lambda u, b: 200) == 0

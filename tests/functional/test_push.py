@@ -245,6 +245,21 @@ def test_chunked_upload_of_a_larger_layer(tmp_path, local_registry):
     assert skopeo_raw(f"{local_registry.host}/chunked/big:v1") == image.manifest_bytes
 
 
+def test_data_that_does_not_match_its_digest_is_refused_at_once(tmp_path, local_registry):
+    # DIGEST_INVALID's message mentions "uploaded content": it must not be taken for a lost upload
+    # session and retried until the attempts run out with a hint about reachability.
+    import io
+
+    from packager.errors import RegistryError
+
+    pauses: list[float] = []
+    client = RegistryClient(local_registry.host, retry=RetryPolicy(attempts=4, sleep=pauses.append))
+    data = b"these bytes have another digest"
+    with pytest.raises(RegistryError, match="computed another digest") as e:
+        client.upload_blob("corrupt/blob", "sha256:" + "1" * 64, len(data), lambda: io.BytesIO(data))
+    assert pauses == [] and "mlpack build" in str(e.value.hint)
+
+
 MAIN = "import sys; from packager.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -278,6 +293,15 @@ def test_concurrent_lock_writes_for_two_models_lose_nothing(tmp_path, local_regi
         w.join(60)
         assert w.exitcode == 0
     assert len(lock_mod.read(lock)) == 2 + 30
+
+
+def test_an_unwritable_lock_is_one_clear_line_after_the_push(tmp_path, capsys, local_registry):
+    project = make_project(tmp_path / "unwritable", "unwritable", "1")
+    (tmp_path / "a-file").write_text("not a folder")
+    lock = tmp_path / "a-file" / "mlpack.lock.json"
+    code, _, err = push(capsys, str(project), "--to", f"{local_registry.host}/mlpack/unwritable", "--lock", str(lock))
+    assert code != 0 and "Traceback" not in err
+    assert "pushed " in err and "could not record it" in err and "cannot write the lock file" in err
 
 
 def test_default_lock_is_at_the_repository_root(tmp_path, capsys, local_registry):
@@ -315,6 +339,17 @@ def test_model_identity_comes_from_the_image_labels_first(tmp_path, capsys, loca
     assert res["tag"] == "1"
     entry = lock_mod.read(lock)["labelled"]
     assert (entry.model_version, entry.model_sha256) == ("1", "ab" * 32)
+
+
+def test_a_layout_missing_a_blob_fails_clearly_and_pushes_no_manifest(tmp_path, capsys, local_registry):
+    project = make_project(tmp_path / "holed", "holed", "1")
+    image = oci.read_layout(project / "build/holed/image")
+    image.blob_path(image.layers[1].digest).unlink()
+    code, _, err = push(capsys, str(project), "--to", f"{local_registry.host}/mlpack/holed",
+                        "--lock", str(tmp_path / "l.json"))
+    assert code != 0 and "Traceback" not in err
+    assert "missing from the image layout" in err and "mlpack build" in err
+    assert RegistryClient(local_registry.host).head_manifest("mlpack/holed", image.manifest.digest) is None
 
 
 def test_destination_with_a_digest_is_refused(tmp_path, capsys):
@@ -402,6 +437,16 @@ def test_ecr_wrong_region_says_so(tmp_path, capsys, aws_env):
     assert code != 0 and "'mars-1' does not exist" in err
 
 
+def test_ecr_regions_of_every_partition_are_accepted():
+    import boto3
+
+    from packager.aws import Aws
+
+    for region in ("us-gov-west-1", "cn-north-1", "eu-west-1"):
+        session = boto3.Session(aws_access_key_id="k", aws_secret_access_key="s", region_name=region)
+        assert Aws(session)._client("ecr").meta.region_name == region
+
+
 def test_ecr_access_denied_names_the_iam_action():
     import boto3
     from botocore.stub import Stubber
@@ -428,6 +473,9 @@ def test_ecr_access_denied_names_the_iam_action():
 
         def get_available_regions(self, service, partition_name="aws"):
             return session.get_available_regions(service, partition_name=partition_name)
+
+        def get_available_partitions(self):
+            return session.get_available_partitions()
 
     aws = Aws(OneClientSession())  # type: ignore[arg-type]
     registry = EcrRegistry(account="123456789012", region="eu-west-1")

@@ -96,6 +96,7 @@ def test_arch_mismatch_and_non_ecr_repository_and_renamed_model_are_all_reported
     msg = str(e.value)
     assert "models.a.arch: the pushed image is x86_64 but models/a/mlpack.toml asks for runtime.arch = 'arm64'" in msg
     assert "models.b.repository: repository '127.0.0.1:5000/mlpack/b' is not an ECR repository" in msg
+    assert "`mlpack push PROJECT` without --to" in msg  # the flag that exists
     assert "models.c: models/c/mlpack.toml names model 'renamed', not 'c'" in msg
 
 

@@ -169,6 +169,17 @@ def test_token_service_gets_the_credentials_when_given():
     assert token_request.headers["authorization"] == "Basic " + base64.b64encode(b"ana:secret").decode()
 
 
+def test_a_token_service_that_answers_html_fails_clearly():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example":
+            return httpx.Response(200, text="<html>sign in to the wifi</html>")
+        return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="https://auth.example/token"'})
+
+    client = RegistryClient("reg.example", transport=httpx.MockTransport(handler), retry=NO_WAIT)
+    with pytest.raises(RegistryError, match="did not answer with JSON"):
+        client.get_manifest("x", "v1")
+
+
 def test_basic_challenge_uses_the_credentials_and_bad_ones_fail_clearly():
     reg = FakeRegistry()
     reg.auth = "basic"
