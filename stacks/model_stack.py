@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Stack
+from aws_cdk import aws_cloudwatch as cw
 from constructs import Construct
 
 from packager.lock import LockEntry
@@ -22,6 +23,7 @@ from stacks.notifications import ChatRef, ModelNotifications, NotificationsProps
 # Model-quality alarms roll back a gradual deployment; service alarms too, except the API's 4XX
 # rate, which clients drive.
 ROLLBACK_ALARMS = ("errors", "duration", "api-5xx", "validation-failures", "out-of-range")
+CODEDEPLOY_MAX_ALARMS = 10  # alarms per CodeDeploy deployment group
 
 
 class ModelStack(Stack):
@@ -112,7 +114,15 @@ class ModelStack(Stack):
         )
         self.deployment: GradualDeployment | None = None
         if spec.deploy.strategy != "all_at_once":
-            rollback = tuple(a for w, a in self.alarms.alarms.items() if w in ROLLBACK_ALARMS or w.startswith("drift"))
+            rollback: tuple[cw.IAlarm, ...] = tuple(a for w, a in self.alarms.alarms.items() if w in ROLLBACK_ALARMS)
+            drift: list[cw.IAlarm] = [a for w, a in self.alarms.alarms.items() if w.startswith("drift")]
+            if len(rollback) + len(drift) > CODEDEPLOY_MAX_ALARMS:
+                # a deployment group takes at most 10 alarms: many classes' drift alarms become one composite
+                drift = [cw.CompositeAlarm(
+                    self, "DriftAny", composite_alarm_name=f"mlpack-{spec.name}-drift-any",
+                    alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
+                    alarm_rule=cw.AlarmRule.any_of(*drift), actions_enabled=False)]
+            rollback += tuple(drift)
             self.deployment = GradualDeployment(
                 self,
                 "Deployment",
