@@ -15,11 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ import pytest
 from packager import local
 from tests.support import registry as registry_support
 from tests.support.images import copy_example
+from tests.support.inbox import inbox
 from tests.support.moto_server import ACCOUNT, running
 from tests.support.serving import Served
 from tests.support.stack_projects import write_cdk_json
@@ -188,36 +186,19 @@ def client(step: dict[str, Any], service: str) -> Any:
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-class _Inbox(BaseHTTPRequestHandler):
-    messages: queue.Queue[dict[str, Any]] = queue.Queue()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.messages.put(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_7_an_alarm_reaches_a_subscriber_of_the_model_topic(step):
     need(step, "deployed")
-    server = HTTPServer(("127.0.0.1", 0), _Inbox)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with inbox() as subscriber:
         sns = client(step, "sns")
         (topic,) = [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":mlpack-iris-alarms")]
-        sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=f"http://127.0.0.1:{server.server_port}/")
+        sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=subscriber.url)
         alarm = client(step, "cloudwatch").describe_alarms(AlarmNames=["mlpack-iris-drift"])["MetricAlarms"][0]
         assert alarm["AlarmActions"] == [topic]
         client(step, "cloudwatch").set_alarm_state(
             AlarmName="mlpack-iris-drift", StateValue="ALARM",
             StateReason="Threshold Crossed: 1 datapoint [0.41 (27/11/26 05:00:00)] was greater than the "
                         "threshold (0.2)")
-        envelope = _Inbox.messages.get(timeout=30)
+        envelope = subscriber.get(timeout=30)
         message = json.loads(envelope["Message"])
         assert envelope["TopicArn"] == topic
         assert message["AlarmName"] == "mlpack-iris-drift" and message["NewStateValue"] == "ALARM"
-    finally:
-        server.shutdown()

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.support import stack_projects as sp
+from tests.support.inbox import inbox
 from tests.support.moto_server import MotoServer, running
 
 pytestmark = pytest.mark.slow
@@ -118,30 +116,15 @@ def test_deployed_alarms_notify_the_model_topic(deployed):
         assert a["TreatMissingData"] == "notBreaching"
 
 
-class _Subscriber(BaseHTTPRequestHandler):
-    inbox: queue.Queue = queue.Queue()
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.inbox.put(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_alarm_state_change_reaches_a_topic_subscriber(deployed):
     """Through moto_ext's publishing (not CloudWatch's): alarm -> model topic -> http subscriber."""
     from handlers import notify
 
     endpoint, _ = deployed
-    server = HTTPServer(("127.0.0.1", 0), _Subscriber)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with inbox() as subscriber:
         sns = _client(endpoint, "sns")
         (topic,) = [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith("-iris-alarms")]
-        sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=f"http://127.0.0.1:{server.server_port}/")
+        sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=subscriber.url)
         cw = _client(endpoint, "cloudwatch")
         seen = []
         for state in ("ALARM", "OK"):
@@ -151,13 +134,11 @@ def test_alarm_state_change_reaches_a_topic_subscriber(deployed):
                 StateReason="Threshold Crossed: 1 out of the last 3 datapoints [7.5 (27/11/26 05:00:00)] "
                 "was greater than the threshold (1.0)",
             )
-            envelope = _Subscriber.inbox.get(timeout=20)
+            envelope = subscriber.get(timeout=20)
             assert envelope["TopicArn"] == topic
             event = notify.parse(json.loads(envelope["Message"]), envelope["TopicArn"])
             seen.append((event.model, event.what, event.state, event.value, event.threshold))
         assert seen == [("iris", "errors", "ALARM", 7.5, 1.0), ("iris", "errors", "OK", 7.5, 1.0)]
-    finally:
-        server.shutdown()
 
 
 def test_moto_ext_covers_every_resource_type_the_stacks_use():
