@@ -394,7 +394,10 @@ def _npy_fast(body: bytes) -> np.ndarray | None:
     m = _NPY_HEADER.fullmatch(body[10:10 + hlen].decode("latin-1"))
     if m is None:
         return None
-    dtype = np.dtype(m.group(1))
+    try:
+        dtype = np.dtype(m.group(1))
+    except TypeError:  # e.g. '<f3': a descr the pattern admits but numpy does not know
+        return None
     if dtype.kind not in "biuf":
         return None
     shape = tuple(int(d) for d in m.group(3).replace(" ", "").split(",") if d)
@@ -799,7 +802,7 @@ def parse_v2(model: Model, req: Request) -> tuple[dict[str, np.ndarray], list[st
         wanted = []
         for i, o in enumerate(req_out):
             oname = o.get("name") if isinstance(o, dict) else None
-            if oname not in model.output_by_name:
+            if not isinstance(oname, str) or oname not in model.output_by_name:
                 raise _bad(f"outputs[{i}].name", f"unknown output {oname!r}; the model's outputs are "
                            f"{', '.join(model.output_names)}")
             wanted.append(oname)

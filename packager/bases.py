@@ -250,15 +250,26 @@ def _from_docker_archive(path: Path, spec: str, arch: str) -> tuple[oci.Image, s
         if (work / "oci-layout").exists():  # docker 25+ writes an OCI layout inside the archive
             image, _ = _from_layout(work, spec, arch)
             return image, f"docker-archive:{path.resolve()}@{image.manifest.digest}"
+        inside = work.resolve()
+
+        def member(name: Any) -> Path:
+            # names come from the archive: an absolute path or ../ must not reach files outside it
+            p = (work / str(name)).resolve()
+            if not p.is_relative_to(inside) or not p.is_file():
+                raise ValueError(f"{name!r} is not a file in the archive")
+            return p
+
         try:
             manifest = json.loads((work / "manifest.json").read_text())
             entry = manifest[0]
-            config_bytes = (work / entry["Config"]).read_bytes()
-            layer_files = [work / name for name in entry["Layers"]]
+            config_bytes = member(entry["Config"]).read_bytes()
+            layer_files = [member(name) for name in entry["Layers"]]
+            config = json.loads(config_bytes)
+            if not isinstance(config, dict):
+                raise ValueError("the config is not a JSON object")
         except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
             raise BuildError(f"base {spec}: {path} has no valid manifest.json ({e})",
                              hint="make one with `docker save IMAGE -o FILE`") from e
-        config = json.loads(config_bytes)
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
         descs = []
         for i, lf in enumerate(layer_files):

@@ -232,7 +232,8 @@ class LocalFunction:
 def http_event(method: str, path: str, query: str, headers: dict[str, str], body: bytes, *,
                api: str = "rest") -> dict[str, Any]:
     """An API Gateway proxy event for one HTTP request: REST (payload 1.0) or HTTP API (2.0)."""
-    ctype = headers.get("content-type", "")
+    # header names arrive as the client spelled them (REST events keep that spelling)
+    ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "").lower()
     text = not body or any(ctype.startswith(t) for t in TEXT_TYPES) or ctype.endswith("+json")
     b64 = not text
     body_s = (base64.b64encode(body).decode() if b64 else body.decode("utf-8", "replace")) if body else None

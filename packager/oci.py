@@ -481,8 +481,12 @@ def _apply_layer(tar: tarfile.TarFile, root: Path, dir_modes: dict[Path, int]) -
         if not name:
             continue
         pp = PurePosixPath(name)
-        parent = _resolve_inside(root, str(pp.parent), follow_last=True) if str(pp.parent) != "." else root
         base = pp.name
+        # a last part of ".." (or a whiteout of it) would name the folder around the root
+        if ".." in pp.parts or (base.startswith(".wh.") and base[4:] in ("", ".", "..")):
+            raise BuildError(f"layer entry {m.name!r}: a path with '..' or an empty whiteout",
+                             hint="the image is malformed; run `mlpack check` on the layout")
+        parent = _resolve_inside(root, str(pp.parent), follow_last=True) if str(pp.parent) != "." else root
         if base == ".wh..wh..opq":
             if parent.is_dir():
                 for child in parent.iterdir():
@@ -551,7 +555,9 @@ def unpack(image: Image, dest: Path) -> Path:
         if "sha256:" + outer.hash.hexdigest() != desc.digest:
             raise BuildError(f"{path}: layer blob does not match its digest {desc.digest}",
                              hint="the layout is damaged; rebuild it")
+    real_root = rootfs.resolve()
     for d, mode in sorted(dir_modes.items(), key=lambda kv: -len(kv[0].parts)):
-        if d.is_dir() and not d.is_symlink():
+        # a later layer may have turned a parent into a symlink: never chmod what it points at
+        if d.is_dir() and d.resolve() == real_root / d.relative_to(rootfs):
             d.chmod(mode)
     return rootfs

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import queue
+import select
+import socket
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,6 +110,14 @@ class RuntimeApi:
                 n = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(n) if n else b""
 
+            def _client_gone(self) -> bool:
+                # a runtime killed while it waits for work leaves this long poll behind
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], 0)
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
             def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
                 for k, v in (headers or {}).items():
@@ -120,7 +131,7 @@ class RuntimeApi:
                 if self.path != f"{PREFIX}/invocation/next":
                     self._send(404, error_payload("NotFound", self.path))
                     return
-                inv = api._next()
+                inv = api._next(self._client_gone)
                 if inv is None:  # shutting down: the runtime sees a failure and exits
                     self._send(HTTPStatus.GONE, error_payload("Shutdown", "local runtime API stopped"))
                     return
@@ -180,15 +191,20 @@ class RuntimeApi:
         self._server.shutdown()
         self._server.server_close()
 
-    def _next(self) -> Invocation | None:
+    def _next(self, gone: Callable[[], bool] = lambda: False) -> Invocation | None:
         self.ready.set()
         while not self._stopping.is_set():
+            if gone():
+                return None
             try:
                 inv = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             if inv.done.is_set():
                 continue  # given up on while queued
+            if gone():
+                self._queue.put(inv)  # its runtime died while waiting: leave the work to the next one
+                return None
             with self._lock:
                 inv.started = time.monotonic()
                 inv.deadline_ms = int(time.time() * 1000 + inv.timeout_s * 1000)

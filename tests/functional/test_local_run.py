@@ -276,3 +276,33 @@ def test_iris_built_on_debian_served_isolated_agrees_with_sklearn(tmp_path):
         assert any("unshare --root" in line for line in served.lines)
     finally:
         assert served.stop() == 0
+
+
+@pytest.mark.parametrize("api", ["rest", "http"])
+def test_http_event_passes_json_as_text_whatever_the_header_case(api):
+    """API Gateway base64-encodes only binary media types; a client may spell Content-Type any way."""
+    event = local.http_event("POST", "/predict", "", {"Content-Type": "application/json"}, b'{"inputs": [[1]]}',
+                             api=api)
+    assert event["isBase64Encoded"] is False and event["body"] == '{"inputs": [[1]]}'
+    event = local.http_event("POST", "/predict", "", {"Content-Type": C.NPY_CONTENT_TYPE}, b"\x93NUMPY", api=api)
+    assert event["isBase64Encoded"] is True
+
+
+def test_a_runtime_that_died_while_waiting_for_work_takes_no_invocation():
+    """A runtime killed between invocations leaves its long poll behind; the next runtime gets the work."""
+    import socket
+
+    from packager.runtime_api import PREFIX, RuntimeApi
+
+    api = RuntimeApi().start()
+    try:
+        host, port = api.address.split(":")
+        dead = socket.create_connection((host, int(port)))
+        dead.sendall(f"GET {PREFIX}/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert api.ready.wait(5)
+        dead.close()
+        inv = api.submit(b"{}", 5)
+        r = httpx.get(f"http://{api.address}{PREFIX}/invocation/next", timeout=5)
+        assert r.headers["Lambda-Runtime-Aws-Request-Id"] == inv.request_id
+    finally:
+        api.stop()

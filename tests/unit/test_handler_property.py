@@ -37,10 +37,16 @@ npy_arrays = hnp.arrays(
                     hnp.unicode_string_dtypes(max_len=3), hnp.datetime64_dtypes()),
     shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6),
 )
-v2_bodies = st.fixed_dictionaries({"inputs": st.lists(st.fixed_dictionaries({
+v2_tensors = st.fixed_dictionaries({
     "name": st.sampled_from(["X", "Y", 3]), "shape": st.lists(st.integers(-2, 6), max_size=3),
     "datatype": st.sampled_from(["FP32", "INT64", "BYTES", "BOOL", "FP99"]),
-    "data": st.lists(numbers, max_size=12)}), max_size=2)}).map(json.dumps)
+    "data": st.lists(numbers, max_size=12)})
+# a valid tensor too, so that what is checked after the inputs ("outputs") is reached
+v2_valid = st.just({"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]})
+v2_bodies = st.fixed_dictionaries(
+    {"inputs": st.lists(v2_tensors | v2_valid, max_size=2)},
+    optional={"outputs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["label"]) | json_values})
+                                  | json_values, max_size=2)}).map(json.dumps)
 
 
 @pytest.fixture(scope="module")

@@ -289,3 +289,21 @@ def test_row_builder_keeps_label_names_verbatim():
     assert build([1.0, 2.0, 3.0, 4.0]) == dict(zip(labels, [1.0, 2.0, 3.0, 4.0], strict=True))
     many = [f"c{i}" for i in range(100)]
     assert inference._row_builder(many)(list(range(100))) == dict(zip(many, range(100), strict=True))
+
+
+def test_npy_header_with_a_dtype_numpy_does_not_know_is_a_400(iris):
+    model, _, _ = iris
+    header = "{'descr': '<f3', 'fortran_order': False, 'shape': (1, 4), }"
+    header = header.ljust(63) + "\n"
+    body = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(12)
+    status, out, _ = post(model, "/predict", body, content_type=C.NPY_CONTENT_TYPE)
+    assert (status, out["code"], out["path"]) == (400, "bad_request", "body")
+
+
+@pytest.mark.parametrize("name", [[1], {"a": 1}])
+def test_v2_requested_output_name_of_the_wrong_type_is_a_422(iris, name):
+    model, _, _ = iris
+    body = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+            "outputs": [{"name": name}]}
+    status, out, _ = post(model, "/v2/models/iris/infer", body)
+    assert (status, out["path"]) == (422, "outputs[0].name")

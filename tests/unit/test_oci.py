@@ -191,3 +191,69 @@ def test_check_command_passes_a_good_layout_and_names_a_bad_blob(tmp_path: Path)
     from packager.cli import main
 
     assert main(["check", str(tmp_path / "layout")]) == 1
+
+
+def _typed_layer(tmp_path: Path, members: list[tuple[str, bytes, str]], name: str) -> layers.Layer:
+    """A gzip layer written as given (no normalisation): (tar name, tar type, symlink target)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for n, kind, target in members:
+            info = tarfile.TarInfo(n)
+            info.type, info.linkname, info.mode = kind, target, 0o777
+            tar.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    plain = buf.getvalue()
+    gz = gzip.compress(plain, mtime=0)
+    p = tmp_path / f"{name}.tar.gz"
+    p.write_bytes(gz)
+    return layers.Layer(name="handler", path=p, digest=oci.sha256_bytes(gz), size=len(gz),
+                        diff_id=oci.sha256_bytes(plain), uncompressed_size=len(plain), created_by="typed")
+
+
+def test_unpack_never_chmods_outside_the_root_through_a_later_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "b").mkdir(parents=True)
+    (outside / "b").chmod(0o700)
+    l1 = _typed_layer(tmp_path, [("a", tarfile.DIRTYPE, ""), ("a/b", tarfile.DIRTYPE, "")], "l1")
+    l2 = _typed_layer(tmp_path, [("a", tarfile.SYMTYPE, str(outside))], "l2")
+    img = _layout(tmp_path, l1, l2)
+    oci.unpack(img, tmp_path / "bundle")
+    assert (outside / "b").stat().st_mode & 0o7777 == 0o700
+
+
+@pytest.mark.parametrize("member", [("..", tarfile.REGTYPE), ("var/..", tarfile.SYMTYPE), (".wh...", tarfile.REGTYPE)])
+def test_unpack_never_removes_the_folder_around_the_root(tmp_path: Path, member: tuple[str, bytes]) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "keep.txt").write_text("mine")
+    bad = _typed_layer(tmp_path, [(member[0], member[1], "x")], "bad")
+    img = _layout(tmp_path, bad)
+    try:
+        oci.unpack(img, bundle)
+    except BuildError as e:
+        assert ".." in str(e)
+    assert (bundle / "keep.txt").read_text() == "mine"
+    assert (bundle / "rootfs" / "var" / "task").is_dir()
+
+
+def test_docker_archive_entries_must_stay_inside_the_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """manifest.json names its config and layers by path: one pointing outside must not read host files."""
+    from packager import bases
+
+    monkeypatch.setenv("MLPACK_CACHE_DIR", str(tmp_path / "cache"))
+    secret = tmp_path / "secret.tar"
+    with tarfile.open(secret, "w") as tar:
+        info = tarfile.TarInfo("etc")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    outside_config = tmp_path / "config.json"
+    outside_config.write_text(json.dumps({"architecture": "amd64", "os": "linux",
+                                          "rootfs": {"type": "layers", "diff_ids": []}}))
+    archive = tmp_path / "base.tar"
+    manifest = json.dumps([{"Config": str(outside_config), "Layers": ["../../secret.tar"]}]).encode()
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    with pytest.raises(BuildError, match=r"manifest\.json"):
+        bases._from_docker_archive(archive, f"docker-archive:{archive}", "x86_64")
