@@ -1,6 +1,6 @@
 """Image build benchmarks, measured side by side in one run (figures go to docs/BENCHMARKS.md).
 
-    .venv/bin/python bench/bench_build.py [--repeat 5] [--base debian]
+    .venv/bin/python bench/bench_build.py [--repeat 5] [--base debian] [--quick] [--json]
 
 1. cold build: iris with an empty mlpack cache (debian base from mmdebstrap, wheels from pip's own
    cache or the index, export, layers, layout).
@@ -26,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import Row, add_flags, at_most, emit  # noqa: E402
 
 from packager import deps  # noqa: E402
 from packager import image as image_mod  # noqa: E402
@@ -71,66 +73,79 @@ def unstripped_tree_bytes(target: deps.Target, work: Path) -> int:
     return deps.tree_size(tree)
 
 
+def run(quick: bool, repeat: int | None = None, base: str = "debian") -> list[Row]:
+    repeat = repeat or (2 if quick else 5)
+    saved_cache = os.environ.get("MLPACK_CACHE_DIR")
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlpack-bench-") as tmp:
+            work = Path(tmp)
+            # an empty cache of our own: the cold figure must never come from the user's ~/.cache/mlpack
+            os.environ["MLPACK_CACHE_DIR"] = str(work / "cache")
+            project = copy_iris(work)
+
+            cold_s, first = build(project, base)
+            warm = []
+            for i in range(repeat):
+                retrain(project, c=0.5 + i * 0.25)
+                seconds, result = build(project, base)
+                changed = sum(a.digest != b.digest for a, b in zip(first.rows, result.rows, strict=True))
+                assert changed == 1, f"a model-only change changed {changed} layers"
+                assert result.deps_cache_hit
+                first = result
+                warm.append(seconds)
+            noop = [build(project, base)[0] for _ in range(repeat)]
+            # what a user waits for: a new `mlpack build` process (imports scikit-learn/skl2onnx for export)
+            cli_warm = []
+            mlpack = str(Path(sys.executable).parent / "mlpack")
+            for i in range(repeat):
+                retrain(project, c=2.0 + i * 0.25)
+                t0 = time.perf_counter()
+                subprocess.run([mlpack, "build", str(project), "--base", base], check=True, capture_output=True)
+                cli_warm.append(time.perf_counter() - t0)
+
+            target = deps.Target(python=first.report["python"], arch=first.report["arch"])
+            unstripped = unstripped_tree_bytes(target, work)
+            ours = deps.dependency_layer(["onnxruntime", "numpy"], target)
+            layer_row = next(r for r in first.rows if r.name == "deps")
+    finally:
+        if saved_cache is None:
+            os.environ.pop("MLPACK_CACHE_DIR", None)
+        else:
+            os.environ["MLPACK_CACHE_DIR"] = saved_cache
+
+    warm_med, cli_med = statistics.median(warm), statistics.median(cli_warm)
+    share = ours.stripped_bytes / unstripped
+    where = f"base={base}, python {target.python} {target.arch}"
+    whole = (layer_row.uncompressed_size or 0)
+    return [
+        Row("build", "iris cold build, empty mlpack cache (in-process)", cold_s, "s", "recorded", None,
+            f"{where}; pip's own wheel cache may be warm"),
+        Row("build", "iris warm rebuild after model-only change (in-process)", warm_med, "s",
+            *at_most(warm_med, 3, " s"), f"median of {repeat}; exactly 1 layer digest changed, deps cache hit"),
+        Row("build", "iris warm rebuild after model-only change (new `mlpack build` process)", cli_med, "s",
+            *at_most(cli_med, 3, " s"), f"median of {repeat}; includes Python + scikit-learn/skl2onnx imports"),
+        Row("build", "iris rebuild with nothing changed (in-process)", statistics.median(noop), "s",
+            note=f"median of {repeat}"),
+        Row("build", "unstripped `pip install --target onnxruntime numpy` tree", unstripped / 1e6, "MB",
+            note=where),
+        Row("build", "mlpack stripped onnxruntime+numpy tree" + (" (with bytecode)" if ours.bytecode else ""),
+            ours.stripped_bytes / 1e6, "MB"),
+        Row("build", "stripped tree / unstripped tree", share, "x", *at_most(share, 0.70),
+            f"{ours.stripped_bytes / 1e6:.1f} MB of {unstripped / 1e6:.1f} MB"),
+        Row("build", "onnxruntime+numpy layer, gzip", ours.layer.size / 1e6, "MB",
+            note=f"uncompressed tar {ours.layer.uncompressed_size / 1e6:.1f} MB"),
+        Row("build", "whole dependency layer, uncompressed", whole / 1e6, "MB",
+            note=f"{' '.join(first.report['dependencies']['requirements'])}; {whole / unstripped:.2f}x unstripped"),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=None, help="warm rebuilds to take the median of (default 5)")
     ap.add_argument("--base", default="debian")
+    add_flags(ap)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mlpack-bench-") as tmp:
-        work = Path(tmp)
-        os.environ["MLPACK_CACHE_DIR"] = str(work / "cache")
-        project = copy_iris(work)
-
-        cold_s, first = build(project, args.base)
-        warm = []
-        for i in range(args.repeat):
-            retrain(project, c=0.5 + i * 0.25)
-            seconds, result = build(project, args.base)
-            changed = sum(a.digest != b.digest for a, b in zip(first.rows, result.rows, strict=True))
-            assert changed == 1, f"a model-only change changed {changed} layers"
-            assert result.deps_cache_hit
-            first = result
-            warm.append(seconds)
-        noop = [build(project, args.base)[0] for _ in range(args.repeat)]
-        # what a user waits for: a new `mlpack build` process (imports scikit-learn/skl2onnx for export)
-        cli_warm = []
-        mlpack = str(Path(sys.executable).parent / "mlpack")
-        for i in range(args.repeat):
-            retrain(project, c=2.0 + i * 0.25)
-            t0 = time.perf_counter()
-            subprocess.run([mlpack, "build", str(project), "--base", args.base], check=True, capture_output=True)
-            cli_warm.append(time.perf_counter() - t0)
-
-        target = deps.Target(python=first.report["python"], arch=first.report["arch"])
-        unstripped = unstripped_tree_bytes(target, work)
-        ours = deps.dependency_layer(["onnxruntime", "numpy"], target)
-        layer_row = next(r for r in first.rows if r.name == "deps")
-
-    warm_med = statistics.median(warm)
-    rows = [
-        ("cold build, empty mlpack cache (s)", f"{cold_s:.1f}", ""),
-        (f"warm rebuild after model-only change, in-process, median of {args.repeat} (s)", f"{warm_med:.2f}",
-         f"{warm_med / 3.0:.2f} of the 3 s target"),
-        (f"same, as a new `mlpack build` process, median of {args.repeat} (s)", f"{statistics.median(cli_warm):.2f}",
-         f"{statistics.median(cli_warm) / 3.0:.2f} of the 3 s target"),
-        (f"rebuild with nothing changed, median of {args.repeat} (s)", f"{statistics.median(noop):.2f}", ""),
-        (f"unstripped pip tree onnxruntime+numpy, python {target.python} {target.arch} (MB)",
-         f"{unstripped / 1e6:.1f}", "1.00"),
-        ("mlpack stripped onnxruntime+numpy tree, with bytecode (MB)" if ours.bytecode
-         else "mlpack stripped onnxruntime+numpy tree (MB)",
-         f"{ours.stripped_bytes / 1e6:.1f}", f"{ours.stripped_bytes / unstripped:.2f} (target <= 0.70)"),
-        ("mlpack onnxruntime+numpy layer, uncompressed tar (MB)", f"{ours.layer.uncompressed_size / 1e6:.1f}",
-         f"{ours.layer.uncompressed_size / unstripped:.2f}"),
-        ("mlpack onnxruntime+numpy layer, gzip (MB)", f"{ours.layer.size / 1e6:.1f}",
-         f"{ours.layer.size / unstripped:.2f}"),
-        (f"whole dependency layer ({' '.join(first.report['dependencies']['requirements'])}), uncompressed (MB)",
-         f"{(layer_row.uncompressed_size or 0) / 1e6:.1f}", f"{(layer_row.uncompressed_size or 0) / unstripped:.2f}"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'value':>8}  ratio")
-    for name, value, ratio in rows:
-        print(f"{name:<{width}}  {value:>8}  {ratio}")
-    print(f"\nbase={args.base}, python {target.python}, {target.arch}; cold build used pip's own cache when warm")
+    emit(run(args.quick, args.repeat, args.base), args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Handler benchmarks, side by side in one run (figures go to docs/BENCHMARKS.md).
 
-    .venv/bin/python bench/bench_handler.py [--quick]
+    .venv/bin/python bench/bench_handler.py [--quick] [--runs 15] [--json]
 
 1. Warm path: an API Gateway (REST, payload 1.0) event in, the Lambda response out, metrics line
    written (to /dev/null), no network: handlers.events.handle, against a bare `session.run` on the same
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from common import Row, add_flags, at_most, emit  # noqa: E402
 
 from handlers import contract as C  # noqa: E402
 from handlers import events, inference, metrics  # noqa: E402
@@ -183,37 +184,47 @@ def _paired_processes(a_code: str, b_code: str, env: dict[str, str], runs: int) 
     return statistics.median(a), statistics.median(b), statistics.median(r)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="shorter rounds, fewer cold runs")
-    parser.add_argument("--runs", type=int, default=None, help="fresh processes per cold case (default 15)")
-    args = parser.parse_args()
-    runs = args.runs or (5 if args.quick else 15)
-    targets = {"iris b1 json": 3.5, "iris b32 json": 9, "mlp784 b1 json": 4, "mlp784 b32 json": 14,
-               "mlp784 b32 npy": 5}
+WARM_TARGETS = {"iris b1 json": 3.5, "iris b32 json": 9.0, "mlp784 b1 json": 4.0, "mlp784 b32 json": 14.0,
+                "mlp784 b32 npy": 5.0}
+COLD_TARGET = 1.15
+
+
+def run(quick: bool, runs: int | None = None) -> list[Row]:
+    runs = runs or (5 if quick else 15)
     with tempfile.TemporaryDirectory(prefix="bench-handler-") as tmp:
         work = Path(tmp)
-        warm = warm_rows(work, args.quick)
+        warm = warm_rows(work, quick)
         cold = cold_rows(work, runs)
-    print(f"python {sys.version.split()[0]}, onnxruntime {__import__('onnxruntime').__version__}, "
-          f"numpy {np.__version__}, orjson {__import__('orjson').__version__}, {os.cpu_count()} CPUs")
-    print()
-    print("warm path: API Gateway event -> response (+ EMF line), vs bare session.run; medians, microseconds;")
-    print("ratio = median of per-round ratios (alternating rounds)")
-    print(f"{'case':<18} {'session.run':>12} {'handler':>10} {'ratio':>7} {'target':>7} {'stdlib json':>12} "
-          f"{'ratio':>7}")
+    rows: list[Row] = []
     for name, bare, handler, ratio, std in warm:
-        t = targets.get(name)
-        std_s = f"{std[1]:12.1f} {std[2]:6.1f}x" if std else f"{'-':>12} {'-':>7}"
-        ok = "" if t is None else (" ok" if ratio <= t else " MISS")
-        print(f"{name:<18} {bare:12.1f} {handler:10.1f} {ratio:6.2f}x {t:6.1f}x{ok:<5} {std_s}")
-    print()
-    print(f"cold: fresh process to first answer; medians of {runs} alternating runs, milliseconds; "
-          "ratio = median of per-pair ratios")
-    print(f"{'case':<36} {'bare':>8} {'handler':>8} {'ratio':>7}")
+        limit = WARM_TARGETS.get(name)
+        target, met = at_most(ratio, limit, "x") if limit is not None else ("", None)
+        rows.append(Row("handler", f"warm {name}: handler / bare session.run", ratio, "x", target, met,
+                        f"{handler:.1f} us vs {bare:.1f} us (orjson)"))
+        if std is not None:
+            rows.append(Row("handler", f"warm {name} with stdlib json instead: handler / session.run", std[2], "x",
+                            note=f"{std[1]:.1f} us; why the handler ships orjson"))
     for name, bare, ours, ratio in cold:
-        print(f"{name:<36} {bare:8.1f} {ours:8.1f} {ratio:6.2f}x")
-    print("(cold target: handler <= 1.15x bare; the last row is what orjson's import adds)")
+        if name.startswith("import"):
+            rows.append(Row("handler", "cold: import numpy+onnxruntime+orjson / without orjson", ratio, "x",
+                            note=f"{ours:.0f} ms vs {bare:.0f} ms; median of {runs} pairs"))
+        else:
+            rows.append(Row("handler", f"cold init {name}: handler / bare onnxruntime", ratio, "x",
+                            *at_most(ratio, COLD_TARGET, "x"),
+                            f"{ours:.0f} ms vs {bare:.0f} ms, fresh processes; median of {runs} pairs"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=None, help="fresh processes per cold case (default 15, quick 5)")
+    add_flags(parser)
+    args = parser.parse_args()
+    rows = run(args.quick, args.runs)
+    if not args.json:
+        print(f"python {sys.version.split()[0]}, onnxruntime {__import__('onnxruntime').__version__}, "
+              f"numpy {np.__version__}, orjson {__import__('orjson').__version__}, {os.cpu_count()} CPUs\n")
+    emit(rows, args.json)
 
 
 if __name__ == "__main__":

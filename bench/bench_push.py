@@ -5,7 +5,7 @@
 2. Peak memory (max RSS of a fresh process) while pushing a 1 GB layer of random data, monolithic
    and chunked, against the same process's RSS before the push.
 
-    .venv/bin/python bench/bench_push.py [--layer-mb 1024] [--keep]
+    .venv/bin/python bench/bench_push.py [--layer-mb 1024] [--keep] [--quick] [--json]
 
 Prints a table. Data is generated locally into a temporary folder; nothing leaves 127.0.0.1.
 """
@@ -24,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import Row, add_flags, at_most, emit  # noqa: E402
 
 from packager import oci  # noqa: E402
 from packager import push as push_mod  # noqa: E402
@@ -117,47 +119,59 @@ print(json.dumps({"before_kb": before, "peak_kb": hwm_kb(),
 """
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layer-mb", type=int, default=1024, help="size of the big layer (default 1024)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    args = ap.parse_args()
+def counts(c: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in c.items()) + " blobs"
+
+
+def run(quick: bool, layer_mb: int | None = None, keep: bool = False) -> list[Row]:
+    layer_mb = layer_mb or (256 if quick else 1024)
     tmp = Path(tempfile.mkdtemp(prefix="bench-push-"))
     server = start_registry(tmp)
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[Row] = []
     try:
         v1, v2 = tmp / "v1", tmp / "v2"
         lambda_like(v1, "1")
         lambda_like(v2, "2")
         total = sum(d.size for d in oci.read_layout(v1).layers)
-        s, b, c = timed_push(v1, server.host, "mlpack/iris", "1")
-        rows.append(("first push (4 layers)", f"{b / 1e6:.2f} MB", f"{s:.2f} s", f"{c}"))
-        first_bytes, first_s = b, s
+        first_s, first_b, c = timed_push(v1, server.host, "mlpack/iris", "1")
+        rows.append(Row("push", "first push, Lambda-shaped iris image: bytes sent", first_b / 1e6, "MB",
+                        note=f"4 layers, {total / 1e6:.1f} MB; {counts(c)}"))
+        rows.append(Row("push", "first push: time", first_s, "s", note="local registry on 127.0.0.1"))
         s, b, c = timed_push(v2, server.host, "mlpack/iris", "2")
-        rows.append(("push after model-only change", f"{b / 1e6:.3f} MB", f"{s:.2f} s",
-                     f"{c}; {first_bytes / max(b, 1):.0f}x fewer bytes, {first_s / s:.0f}x faster"))
+        rows.append(Row("push", "push after model-only change: bytes sent", b / 1e6, "MB",
+                        "only the model layer travels", b < 0.01 * first_b,
+                        f"{counts(c)}; {first_b / max(b, 1):.0f}x fewer bytes"))
+        rows.append(Row("push", "push after model-only change: time", s, "s", note=f"{first_s / s:.0f}x faster"))
         s, b, c = timed_push(v2, server.host, "mlpack/iris", "2")
-        rows.append(("push with nothing changed", f"{b / 1e6:.3f} MB", f"{s:.2f} s", f"{c}"))
-        rows.append(("(image layers total)", f"{total / 1e6:.2f} MB", "", ""))
+        rows.append(Row("push", "push with nothing changed: bytes sent", b / 1e6, "MB", note=f"{s:.2f} s; {counts(c)}"))
 
         big = tmp / "big"
-        big_layout(big, args.layer_mb << 20)
+        big_layout(big, layer_mb << 20)
         for mode in ("monolithic", "chunked"):
             out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(big), server.host,
                                   f"bench/big-{mode}", mode], check=True, capture_output=True, text=True)
             r = json.loads(out.stdout)
-            rows.append((f"{args.layer_mb} MB layer, {mode}", f"{r['bytes'] / 1e6:.0f} MB", f"{r['seconds']:.1f} s",
-                         f"peak RSS {r['peak_kb'] / 1024:.0f} MB (before push {r['before_kb'] / 1024:.0f} MB)"))
+            peak = r["peak_kb"] / 1024
+            rows.append(Row("push", f"{layer_mb} MB layer, {mode} upload: peak RSS of the pushing process", peak,
+                            "MB", *at_most(peak, 100, " MB"),
+                            f"RSS before the push {r['before_kb'] / 1024:.0f} MB; {r['bytes'] / 1e6:.0f} MB "
+                            f"sent in {r['seconds']:.1f} s"))
     finally:
         server.stop()
-        if not args.keep:
+        if not keep:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
-    width = [max(len(r[i]) for r in [*rows, ("what", "sent", "time", "notes")]) for i in range(4)]
-    print("  ".join(h.ljust(w) for h, w in zip(("what", "sent", "time", "notes"), width, strict=True)))
-    for r in rows:
-        print("  ".join(x.ljust(w) for x, w in zip(r, width, strict=True)))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--layer-mb", type=int, default=None, help="size of the big layer (default 1024, quick 256)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    add_flags(ap)
+    args = ap.parse_args()
+    emit(run(args.quick, args.layer_mb, args.keep), args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Synth time of the CDK app for 1, 10 and 50 models, and the marginal cost per model.
 
-    .venv/bin/python bench/bench_synth.py [--sizes 1 10 50] [--repeat 3] [--cli]
+    .venv/bin/python bench/bench_synth.py [--sizes 1 10 50] [--repeat 3] [--cli] [--quick] [--json]
 
 Generates fixture projects (tests/support/stack_projects.py: classifiers with 3 classes, every
 alarm, api_key auth, a chat target on every fifth model) in a temporary folder, then in one Python
@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "true")
+
+from common import Row, add_flags, at_most, emit  # noqa: E402
 
 from tests.support import stack_projects as sp  # noqa: E402
 
@@ -67,41 +69,48 @@ def synth_cli(root: Path) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50])
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--cli", action="store_true", help="also time `cdk synth` through the CLI")
-    args = ap.parse_args()
+def run(quick: bool, sizes: list[int] | None = None, repeat: int | None = None, cli: bool = False) -> list[Row]:
+    sizes = sizes or ([1, 10] if quick else [1, 10, 50])
+    repeat = repeat or (1 if quick else 3)
     t0 = time.perf_counter()
     import aws_cdk  # noqa: F401  (jsii start-up: a Node process and the aws-cdk-lib bundle)
 
     import stacks.assembly  # noqa: F401
 
     startup = time.perf_counter() - t0
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    measured = []
+    with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         base = Path(tmp)
         synth_in_process(make_root(base, 1), base / "warm-up")  # first synth loads lazily imported modules
-        for n in args.sizes:
+        for n in sizes:
             root = make_root(base, n)
             times = []
-            for r in range(args.repeat):
+            for r in range(repeat):
                 seconds, count = synth_in_process(root, base / f"out-{n}-{r}")
                 times.append(seconds)
-            cli = synth_cli(root) if args.cli else None
-            rows.append((n, count, statistics.median(times), min(times), cli))
-    print(f"jsii + aws-cdk-lib import (once per process): {startup:.2f} s")
-    print(
-        f"{'models':>6} {'stacks':>6} {'synth median s':>15} {'min s':>7} {'per model s':>12}"
-        + (f" {'cdk synth CLI s':>16}" if args.cli else "")
-    )
-    for n, count, med, low, cli in rows:
-        line = f"{n:>6} {count:>6} {med:>15.2f} {low:>7.2f} {med / n:>12.3f}"
-        print(line + (f" {cli:>16.2f}" if cli is not None else ""))
-    if len(rows) >= 2:
-        (n0, _, t_lo, _, _), (n1, _, t_hi, _, _) = rows[0], rows[-1]
-        print(f"marginal cost per model ({n0} -> {n1} models): {(t_hi - t_lo) / (n1 - n0):.3f} s")
+            measured.append((n, count, statistics.median(times), min(times), synth_cli(root) if cli else None))
+    rows = [Row("synth", "jsii + aws-cdk-lib import, once per process", startup, "s")]
+    for n, count, med, low, cli_s in measured:
+        note = f"{count} stacks; median of {repeat}, min {low:.2f} s; {med / n:.3f} s per model"
+        if cli_s is not None:
+            note += f"; whole `cdk synth` CLI {cli_s:.2f} s"
+        rows.append(Row("synth", f"synth {n} model{'s' if n > 1 else ''} (in-process)", med, "s", note=note))
+    if len(measured) >= 2:
+        (n0, _, t_lo, _, _), (n1, _, t_hi, _, _) = measured[0], measured[-1]
+        marginal = (t_hi - t_lo) / (n1 - n0)
+        rows.append(Row("synth", f"marginal synth cost per model ({n0} -> {n1} models)", marginal, "s",
+                        *at_most(marginal, 0.5, " s")))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="model counts (default 1 10 50, quick 1 10)")
+    ap.add_argument("--repeat", type=int, default=None, help="synths per size (default 3, quick 1)")
+    ap.add_argument("--cli", action="store_true", help="also time `cdk synth` through the CLI")
+    add_flags(ap)
+    args = ap.parse_args()
+    emit(run(args.quick, args.sizes, args.repeat, args.cli), args.json)
 
 
 if __name__ == "__main__":
