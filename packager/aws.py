@@ -54,7 +54,13 @@ class Aws:
     """boto3 behind one door. `session` is the seam (tests hand in a moto-backed session)."""
 
     def __init__(self, session: boto3.Session | None = None, *, region: str | None = None) -> None:
-        self.session = session or boto3.Session()
+        if session is None:
+            try:
+                session = boto3.Session()
+            except bce.ProfileNotFound as e:
+                raise RegistryError(f"cannot use AWS: {e}",
+                                    hint="set AWS_PROFILE to a profile in ~/.aws/config, or unset it") from e
+        self.session = session
         self.region = region or self.session.region_name
 
     def _client(self, service: str, region: str | None = None) -> Any:

@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         click.secho(f"error: {e}", fg="red", err=True)
         return e.exit_code
+    except OSError as e:  # a file or folder we were told to use: name it, no traceback
+        if debug:
+            traceback.print_exc()
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        click.secho(f"error: {e.strerror or e}{where}", fg="red", err=True)
+        return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

@@ -299,7 +299,7 @@ def _load_samples(spec: ModelSpec) -> Arrays | np.ndarray:
             raise ExportError(f"{where}: input {name!r} is not an array: {e}") from e
         label = f"input {name!r}" if name else "the samples"
         if a.ndim == 0 or a.shape[0] == 0:
-            raise ExportError(f"{where}: {label} has no rows (shape {a.shape})",
+            raise ExportError(f"{where}: {label} {'has' if name else 'have'} no rows (shape {a.shape})",
                               hint="give at least 1 row, ideally 100+")
         if a.dtype.kind not in "biuf":
             raise ExportError(f"{where}: {label} is not numeric (dtype {a.dtype})",
@@ -651,7 +651,10 @@ def _compare(name: str, expected: np.ndarray, got: np.ndarray, *, exact: bool, r
                 "summary": summary, "worst": worst}
     e64, g64 = e.astype(np.float64), g.astype(np.float64)
     err = np.abs(e64 - g64)
-    allowed = atol + rtol * np.abs(e64)
+    allowed = atol + rtol * np.abs(np.nan_to_num(e64))
+    # NaN on one side only is a mismatch; NaN on both sides agrees (comparisons with NaN are False)
+    nan_e, nan_g = np.isnan(e64), np.isnan(g64)
+    err = np.where(nan_e & nan_g, 0.0, np.where(nan_e | nan_g, np.inf, err))
     bad_cells = err > allowed
     bad_rows = np.any(bad_cells, axis=1)
     excess = np.max(np.where(bad_cells, err - allowed, -np.inf), axis=1)
@@ -659,7 +662,8 @@ def _compare(name: str, expected: np.ndarray, got: np.ndarray, *, exact: bool, r
     worst = [{"row": int(r), "column": int(np.argmax(err[r] - allowed[r])),
               "expected": float(e64[r, np.argmax(err[r] - allowed[r])]),
               "got": float(g64[r, np.argmax(err[r] - allowed[r])])} for r in order]
-    max_abs = float(err.max()) if err.size else 0.0
+    finite_err = err[np.isfinite(err)]
+    max_abs = float(finite_err.max()) if finite_err.size else 0.0
     n_bad = int(bad_rows.sum())
     summary = (f"max abs error {max_abs:.3g} within rtol={rtol:g} atol={atol:g} over {rows} rows" if not n_bad
                else f"{n_bad}/{rows} rows out of tolerance (max abs error {max_abs:.3g})")

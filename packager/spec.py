@@ -411,8 +411,6 @@ def _cross_checks(spec: ModelSpec, problems: list[str]) -> None:
         problems.append("model.label_names: names must be unique")
     if len(set(spec.model.feature_names)) != len(spec.model.feature_names):
         problems.append("model.feature_names: names must be unique")
-    if spec.runtime.timeout_s > 29 and spec.api.auth != "none":
-        pass  # allowed: direct invokes may run longer; the stack warns about the API's 29 s cap
     rc, pc = spec.runtime.reserved_concurrency, spec.runtime.provisioned_concurrency
     if rc is not None and pc > rc:
         problems.append(f"runtime.provisioned_concurrency: must not exceed runtime.reserved_concurrency ({pc} > {rc})")

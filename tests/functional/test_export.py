@@ -425,3 +425,34 @@ def test_failed_reexport_keeps_the_previous_files(tmp_path: Path) -> None:
     with pytest.raises(ExportError):
         export(spec_mod.load(root))
     assert {f: (out / f).read_bytes() for f in before} == before
+
+
+def test_nan_on_one_side_is_a_parity_mismatch_and_on_both_agrees() -> None:
+    from packager.export import _compare
+
+    expected = np.array([[1.0, np.nan], [2.0, 3.0]])
+    one_side = _compare("y", expected, np.array([[1.0, 5.0], [2.0, 3.0]]), exact=False, rtol=1e-4, atol=1e-5)
+    assert not one_side["passed"] and one_side["mismatches"] == 1 and one_side["worst"][0]["row"] == 0
+    both = _compare("y", expected, expected.copy(), exact=False, rtol=1e-4, atol=1e-5)
+    assert both["passed"] and both["max_abs_err"] == 0.0
+    json.dumps(both, allow_nan=False)  # what model.json holds stays valid JSON
+
+
+def test_an_unknown_aws_profile_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from packager.aws import Aws
+    from packager.errors import RegistryError
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(RegistryError, match="no-such-profile"):
+        Aws()
+
+
+def test_an_unwritable_output_folder_is_a_message_not_a_traceback(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    model = LogisticRegression(max_iter=500).fit(X_IRIS, IRIS.target)
+    root = sklearn_project(tmp_path / "p", model, X_IRIS)
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["export", str(root), "-o", str(tmp_path / "file" / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and "file" in err
