@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import Row, add_flags, emit  # noqa: E402
+from common import COLD_BARE, COLD_HANDLER, Row, add_flags, emit  # noqa: E402
 
 from handlers import contract as C  # noqa: E402
 from tests.support import events as ev  # noqa: E402
@@ -59,18 +59,6 @@ m.load_state_dict(torch.load({path!r}, weights_only=True))
 m.eval()
 with torch.no_grad():
     m(torch.tensor({row!r}, dtype=torch.float32))
-"""
-BARE = """
-import numpy, onnxruntime
-s = onnxruntime.InferenceSession({onnx!r}, providers=["CPUExecutionProvider"])
-s.run(None, {{{name!r}: numpy.array({row!r}, dtype=numpy.float32)}})
-"""
-HANDLER = """
-import os
-os.environ[{env!r}] = {folder!r}
-import handlers.predict as p
-r = p.handler({event!r}, None)
-assert r["statusCode"] == 200, r
 """
 SAVE_TORCH = """
 import sys, torch
@@ -112,8 +100,8 @@ def prepare(work: Path) -> list[tuple[str, str, str, str, str]]:
         meta = json.loads((folder / C.MODEL_JSON).read_text())
         input_name = meta["signature"]["inputs"][0]["name"]
         event = ev.rest_v1("POST", "/predict", {"inputs": row})
-        handler = HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
-        bare = BARE.format(onnx=str(folder / C.MODEL_FILE), name=input_name, row=row)
+        handler = COLD_HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
+        bare = COLD_BARE.format(onnx=str(folder / C.MODEL_FILE), name=input_name, row=row)
         cases.append((name, label, fw, handler, bare))
     return cases
 

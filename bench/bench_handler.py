@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from common import Row, add_flags, at_most, emit  # noqa: E402
+from common import COLD_BARE, COLD_HANDLER, Row, add_flags, at_most, emit  # noqa: E402
 
 from handlers import contract as C  # noqa: E402
 from handlers import events, inference, metrics  # noqa: E402
@@ -133,19 +133,6 @@ def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, A
     return out
 
 
-BARE = """
-import time; t0 = time.perf_counter()
-import numpy, onnxruntime
-s = onnxruntime.InferenceSession({onnx!r}, providers=["CPUExecutionProvider"])
-s.run(None, {{{name!r}: numpy.array({row!r}, dtype=numpy.float32)}})
-"""
-HANDLER = """
-import os, json
-os.environ[{env!r}] = {folder!r}
-import handlers.predict as p
-r = p.handler({event!r}, None)
-assert r["statusCode"] == 200, r
-"""
 IMPORTS = "import numpy, onnxruntime{extra}"
 
 
@@ -164,9 +151,9 @@ def cold_rows(work: Path, runs: int) -> list[tuple[str, float, float, float]]:
                                ("mlp784", mlp_dir, [[0.5] * 784])):
         meta = json.loads((folder / C.MODEL_JSON).read_text())
         name = meta["signature"]["inputs"][0]["name"]
-        bare = BARE.format(onnx=str(folder / C.MODEL_FILE), name=name, row=row)
+        bare = COLD_BARE.format(onnx=str(folder / C.MODEL_FILE), name=name, row=row)
         event = ev.rest_v1("POST", "/predict", {"inputs": row})
-        ours = HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
+        ours = COLD_HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
         process_ms(bare, env), process_ms(ours, env)  # warm the page cache and bytecode
         out.append((label, *_paired_processes(bare, ours, env, runs)))
     out.append(("import numpy+onnxruntime (+orjson)",

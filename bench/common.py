@@ -130,3 +130,19 @@ def machine() -> dict[str, str]:
         "commit": commit,
         "load average at start": load,
     }
+
+
+# Fresh-process programs for cold-init comparisons (filled with str.format): a bare onnxruntime
+# session + one run, and mlpack's handler answering one event from a model folder.
+COLD_BARE = """
+import numpy, onnxruntime
+s = onnxruntime.InferenceSession({onnx!r}, providers=["CPUExecutionProvider"])
+s.run(None, {{{name!r}: numpy.array({row!r}, dtype=numpy.float32)}})
+"""
+COLD_HANDLER = """
+import os
+os.environ[{env!r}] = {folder!r}
+import handlers.predict as p
+r = p.handler({event!r}, None)
+assert r["statusCode"] == 200, r
+"""
