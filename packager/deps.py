@@ -30,6 +30,7 @@ import filelock
 
 from packager import layers
 from packager.errors import BuildError
+from packager.fsutil import write_atomic
 
 TASK_ROOT = "var/task"
 PIP_PLATFORMS = {
@@ -320,20 +321,14 @@ def dependency_layer(requirements: list[str], target: Target, *, previous_report
                           "uncompressed_size": layer.uncompressed_size, "created_by": layer.created_by,
                           "files": layer.files},
                 "installed_bytes": unstripped, "stripped_bytes": stripped}
-        _atomic_write(layers_dir / f"{key}.json", json.dumps(meta, indent=1, sort_keys=True))
+        write_atomic(layers_dir / f"{key}.json", json.dumps(meta, indent=1, sort_keys=True).encode())
         lock = {"lock_key": lkey, "requirements": list(reqs), "python": target.python, "arch": target.arch,
                 "distributions": [d.to_json() for d in dists]}
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(lock_path, json.dumps(lock, indent=1, sort_keys=True))
+        write_atomic(lock_path, json.dumps(lock, indent=1, sort_keys=True).encode())
     return DepsResult(layer=layer, distributions=dists, requirements=reqs, target=target,
                       lock_key=lkey, cache_hit=False, bytecode=bytecode,
                       key=key, unstripped_bytes=unstripped, stripped_bytes=stripped)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _cached_layer(root: Path, key: str, pins: tuple[Distribution, ...]) -> tuple[layers.Layer, int, int] | None:

@@ -28,8 +28,8 @@ import numpy as np
 import onnx
 
 from handlers import contract
-from packager import lock
 from packager.errors import ExportError, ParityError
+from packager.fsutil import write_atomic
 from packager.spec import ModelSpec, is_factory
 
 Arrays = dict[str, np.ndarray]
@@ -882,7 +882,7 @@ def _write(out_dir: Path, model_bytes: bytes, metadata: dict[str, Any]) -> None:
     """model.onnx first, model.json last: model.json names model.onnx's digest, so a reader never takes
     a mismatched pair for an export (read_artifact checks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock.write_atomic(out_dir / contract.MODEL_FILE, model_bytes)
+    write_atomic(out_dir / contract.MODEL_FILE, model_bytes)
     text = json.dumps(metadata, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    lock.write_atomic(out_dir / contract.MODEL_JSON, text.encode())
+    write_atomic(out_dir / contract.MODEL_JSON, text.encode())
     os.utime(out_dir)

@@ -24,6 +24,7 @@ from typing import Any
 from handlers import contract
 from packager import bases, deps, layers, oci
 from packager.errors import BuildError
+from packager.fsutil import write_atomic
 from packager.spec import ModelSpec
 
 MAX_UNCOMPRESSED = 10 * 1024**3  # Lambda's limit for a container image
@@ -331,9 +332,7 @@ def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
         "layers": [r.to_json() for r in rows],
         "warnings": warnings,
     }
-    tmp_report = report_path.with_name(report_path.name + ".tmp")
-    tmp_report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_report, report_path)
+    write_atomic(report_path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
     return BuildResult(image=image, layout=layout, report_path=report_path, report=report, rows=tuple(rows),
                        exported=not exported.skipped, deps_cache_hit=dep.cache_hit, warnings=tuple(warnings))
 

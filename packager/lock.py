@@ -12,9 +12,7 @@ at the same time lose nothing. No network, no AWS.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from packager.errors import DeployError
+from packager.fsutil import write_atomic
 
 LOCK_FILE = "mlpack.lock.json"
 LOCK_FORMAT = "mlpack.lock/1"
@@ -97,22 +96,6 @@ def record(path: Path, name: str, entry: LockEntry) -> dict[str, LockEntry]:
         return models
 
     return update(path, put)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file so readers see either the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def as_json(models: dict[str, LockEntry]) -> dict[str, Any]:

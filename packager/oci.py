@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from packager.errors import BuildError
+from packager.fsutil import write_atomic
 
 OCI_LAYOUT_VERSION = "1.0.0"
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -134,10 +135,7 @@ def put_blob_bytes(layout: Path, data: bytes) -> str:
     digest = sha256_bytes(data)
     dest = blob_path(layout, digest)
     if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        write_atomic(dest, data)
     return digest
 
 
