@@ -6,14 +6,14 @@
    written (to /dev/null), no network: handlers.events.handle, against a bare `session.run` on the same
    array. iris (logistic regression, 4 features) at batch 1 and 32; an MLP with 784 inputs exported
    from PyTorch (784 -> 256 -> 128 -> 10, ReLU) at batch 1 and 32 with a JSON body, and at batch 32
-   with a .npy body. The same rows with the standard library's json instead of orjson show why the
-   handler ships orjson.
+   with a .npy body. The same JSON rows with simdjson's path for rows of numbers turned off (orjson
+   only), and with the standard library's json instead of either, show why the handler ships both.
    Targets (issue 4): iris <= 3.5x at batch 1, <= 9x at 32; MLP <= 4x at 1, at 32 <= 14x (JSON) and
    <= 5x (.npy).
 2. Cold init in a fresh process: `import handlers.predict` (model.json, session, everything the handler
    precomputes) + one API Gateway request, against a bare `import numpy, onnxruntime` + session + run
    of the same model. Whole-process wall time, medians. Target: <= 1.15x. Also: what importing
-   orjson adds to a process that already imports numpy and onnxruntime.
+   orjson and simdjson adds to a process that already imports numpy and onnxruntime.
 
 Prints a table; nothing here is a test.
 """
@@ -76,20 +76,28 @@ def paired(base: Any, other: Any, *, min_time: float, rounds: int) -> tuple[floa
     return statistics.median(a), statistics.median(b), statistics.median(r)
 
 
-class StdlibJson:
-    """Swap the handler's codec for the standard library's, to measure what orjson buys."""
+class Codec:
+    """Run the handler with fewer of its JSON libraries, to measure what each one buys: without simdjson
+    (its path for rows of numbers off: orjson decodes everything), or with the standard library's json
+    instead of both."""
+
+    def __init__(self, *, simdjson: bool = True, orjson: bool = True) -> None:
+        self.simdjson, self.orjson = simdjson, orjson
 
     def __enter__(self) -> None:
-        self.saved = (inference.loads, inference.dumps, events.loads, metrics.dumps)
+        self.saved = (inference._PARSER, inference.loads, inference.dumps, events.loads, metrics.dumps)
+        if not self.simdjson:
+            inference._PARSER = None
+        if not self.orjson:
 
-        def dumps(obj: Any) -> bytes:
-            return json.dumps(obj, default=lambda o: o.tolist(), separators=(",", ":")).encode()
+            def dumps(obj: Any) -> bytes:
+                return json.dumps(obj, default=lambda o: o.tolist(), separators=(",", ":")).encode()
 
-        inference.loads = events.loads = json.loads  # Result.body looks inference.dumps up at call time
-        inference.dumps = metrics.dumps = dumps
+            inference.loads = events.loads = json.loads  # Result.body looks inference.dumps up at call time
+            inference.dumps = metrics.dumps = dumps
 
     def __exit__(self, *exc: Any) -> None:
-        inference.loads, inference.dumps, events.loads, metrics.dumps = self.saved
+        inference._PARSER, inference.loads, inference.dumps, events.loads, metrics.dumps = self.saved
 
 
 def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, Any]]:
@@ -125,11 +133,15 @@ def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, A
             return events.handle(m, e, evt, "bench")
 
         bare_us, ours_us, ratio = paired(bare, ours, min_time=min_time, rounds=rounds)
-        std = None
+        without = {}
         if "json" in name:
-            with StdlibJson():
-                std = paired(bare, ours, min_time=min_time, rounds=max(5, rounds // 3))
-        out.append((name, bare_us, ours_us, ratio, std))
+            for what, codec in (("orjson only, no simdjson", Codec(simdjson=False)),
+                                ("stdlib json, no orjson or simdjson", Codec(simdjson=False, orjson=False))):
+                if what.startswith("orjson only") and len(event["body"]) <= inference._ROWS_FAST_MIN:
+                    continue  # a body this small never takes simdjson's path
+                with codec:
+                    without[what] = paired(bare, ours, min_time=min_time, rounds=max(5, rounds // 3))
+        out.append((name, bare_us, ours_us, ratio, without))
     return out
 
 
@@ -156,8 +168,9 @@ def cold_rows(work: Path, runs: int) -> list[tuple[str, float, float, float]]:
         ours = COLD_HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
         process_ms(bare, env), process_ms(ours, env)  # warm the page cache and bytecode
         out.append((label, *_paired_processes(bare, ours, env, runs)))
-    out.append(("import numpy+onnxruntime (+orjson)",
-                 *_paired_processes(IMPORTS.format(extra=""), IMPORTS.format(extra=", orjson"), env, runs)))
+    out.append(("import numpy+onnxruntime (+orjson, simdjson)",
+                 *_paired_processes(IMPORTS.format(extra=""), IMPORTS.format(extra=", orjson, simdjson"), env,
+                                    runs)))
     return out
 
 
@@ -183,17 +196,17 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
         warm = warm_rows(work, quick)
         cold = cold_rows(work, runs)
     rows: list[Row] = []
-    for name, bare, handler, ratio, std in warm:
+    for name, bare, handler, ratio, without in warm:
         limit = WARM_TARGETS.get(name)
         target, met = at_most(ratio, limit, "x") if limit is not None else ("", None)
         rows.append(Row("handler", f"warm {name}: handler / bare session.run", ratio, "x", target, met,
-                        f"{handler:.1f} us vs {bare:.1f} us (orjson)"))
-        if std is not None:
-            rows.append(Row("handler", f"warm {name} with stdlib json instead: handler / session.run", std[2], "x",
-                            note=f"{std[1]:.1f} us; why the handler ships orjson"))
+                        f"{handler:.1f} us vs {bare:.1f} us"))
+        for what, (_, us, r) in without.items():
+            rows.append(Row("handler", f"warm {name} with {what}: handler / session.run", r, "x",
+                            note=f"{us:.1f} us; what the missing library buys"))
     for name, bare, ours, ratio in cold:
         if name.startswith("import"):
-            rows.append(Row("handler", "cold: import numpy+onnxruntime+orjson / without orjson", ratio, "x",
+            rows.append(Row("handler", "cold: import numpy+onnxruntime+orjson+simdjson / without both", ratio, "x",
                             note=f"{ours:.0f} ms vs {bare:.0f} ms; median of {runs} pairs"))
         else:
             rows.append(Row("handler", f"cold init {name}: handler / bare onnxruntime", ratio, "x",
@@ -210,7 +223,8 @@ def main() -> None:
     rows = run(args.quick, args.runs)
     if not args.json:
         print(f"python {sys.version.split()[0]}, onnxruntime {__import__('onnxruntime').__version__}, "
-              f"numpy {np.__version__}, orjson {__import__('orjson').__version__}, {os.cpu_count()} CPUs\n")
+              f"numpy {np.__version__}, orjson {__import__('orjson').__version__}, "
+              f"pysimdjson {__import__('importlib.metadata').metadata.version('pysimdjson')}, {os.cpu_count()} CPUs\n")
     emit(rows, args.json)
 
 

@@ -2,8 +2,8 @@
 signature, run it, shape the response. Pure functions over a `Model` and a `Request`; no event
 formats (events.py), no stdout (metrics.py), no environment variables (predict.py).
 
-Imports only the standard library, numpy, onnxruntime and (when the image ships it) orjson;
-never packager/ or stacks/.
+Imports only the standard library, numpy, onnxruntime and (when the image ships them) orjson and
+pysimdjson; never packager/ or stacks/.
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ try:  # chosen by measurement: orjson decodes a 32x784 float body about 7x faste
     import orjson
 except ImportError:  # pragma: no cover - the image always ships it; this keeps handlers/ importable
     orjson = None
+
+simdjson: Any
+try:  # chosen by measurement: reads rows of numbers into one buffer, never a Python float per value
+    import simdjson
+except ImportError:  # pragma: no cover - as for orjson
+    simdjson = None
 
 perf = time.perf_counter
 
@@ -83,7 +89,7 @@ class ModelLoadError(Exception):
 
 
 class TensorSpec:
-    __slots__ = ("dims", "dtype", "kind", "name", "rank", "shape", "v2_type")
+    __slots__ = ("dims", "dtype", "kind", "name", "rank", "row_width", "shape", "v2_type")
 
     def __init__(self, raw: dict[str, Any]) -> None:
         self.name: str = raw["name"]
@@ -94,6 +100,9 @@ class TensorSpec:
         self.rank = len(self.shape)
         self.dims = [(i, d) for i, d in enumerate(self.shape) if isinstance(d, int) and i > 0]
         self.v2_type = V2_TYPES.get(dtype, dtype.upper())
+        # a float input of rows of a fixed width: JSON bodies of such rows can take _rows_fast
+        self.row_width: int | None = (self.shape[1] if self.kind == "f" and self.rank == 2
+                                      and isinstance(self.shape[1], int) else None)
 
     def shape_text(self) -> str:
         return "[" + ", ".join(str(d) for d in self.shape) + "]"
@@ -581,6 +590,15 @@ def parse_predict(model: Model, req: Request) -> dict[str, np.ndarray]:
                                f"a .npy body works only for single-input models; this one has inputs "
                                f"{model.input_names_text}: send JSON", "headers.content-type")
         return {model.single.name: to_array(model, model.single, _decode_npy(req), "body")}
+    spec, body = model.single, req.body
+    if (spec is not None and spec.row_width is not None and body is not None
+            and _ROWS_FAST_MIN < len(body) <= C.MAX_BODY_BYTES):
+        read = _rows_fast(body, spec.row_width)
+        if read is not None:
+            try:
+                return {spec.name: to_array(model, spec, read, "inputs")}
+            except RequestError:
+                pass  # refused: the checked path below refuses it too, naming the value as the client wrote it
     obj = decode_json(req)
     if not isinstance(obj, dict):
         raise RequestError(400, "bad_request", f'expected a JSON object like {{"inputs": [[...]]}}, got '
@@ -617,6 +635,55 @@ def parse_predict(model: Model, req: Request) -> dict[str, np.ndarray]:
     if len(rows) > 1:
         raise _bad("inputs", f"inputs have different batch sizes: {sorted(rows)}")
     return feeds
+
+
+# Below this, orjson and np.array are as fast or faster (measured: one row of 100 numbers, 2 KB, took the same
+# time either way; 32 rows of 4, 2.5 KB, took longer with simdjson, which pays per row)
+_ROWS_FAST_MIN = 4096
+_PARSER = simdjson.Parser() if simdjson is not None else None
+_BOMS = ("\ufeff", b"\xef")
+
+
+def _rows_fast(body: bytes | str, width: int) -> np.ndarray | None:
+    """{"inputs": [[n, ...], ...]} with rows of `width` numbers, as a float64 array read by simdjson straight
+    from the text: about half the time of making a Python float of each value and then an array of those.
+
+    None for anything else (other keys, strings, booleans, null, ragged or deeper rows, numbers simdjson
+    cannot read, invalid JSON, no simdjson): the checked path decides those, so an answer never depends
+    on which path a body took."""
+    if _PARSER is None or body[:1] in _BOMS:  # simdjson skips a byte order mark; orjson refuses it
+        return None
+    doc = rows = row = None
+    try:
+        doc = _PARSER.parse(body)
+        if type(doc) is not simdjson.Object or len(doc) != 1:
+            return None
+        rows = doc["inputs"]  # KeyError when the one key is another
+        if type(rows) is not simdjson.Array:
+            return None
+        n = len(rows)
+        if n == 0:
+            return None
+        for row in rows:
+            if type(row) is not simdjson.Array or len(row) != width:
+                return None
+        # n rows of `width` elements, but an element may itself be a list: as_buffer would flatten it. No
+        # strings can hold a "[" (as_buffer takes numbers only, the one key is "inputs"), so the text has
+        # exactly n + 1 of them unless something is nested deeper. One memchr scan in n + 2 steps.
+        bracket: Any = "[" if isinstance(body, str) else b"["
+        at = -1
+        for _ in range(n + 2):
+            at = body.find(bracket, at + 1)
+            if at < 0:
+                break
+        else:
+            return None
+        flat = rows.as_buffer(of_type="d")  # TypeError for a string, boolean or null among the numbers
+    except (ValueError, TypeError, KeyError, RuntimeError):  # RuntimeError: the parser is still in use
+        return None
+    finally:
+        doc = rows = row = None  # proxies into the parser's document: the next parse needs them gone
+    return np.frombuffer(flat, dtype=np.float64).reshape(n, width)
 
 
 def _numbers_only(body: Any) -> bool:

@@ -5,7 +5,7 @@ everything a request could need; `handler` then only hands the event to events.h
 inference.handle, one metrics line). A failure to load the model raises at import, which the
 runtime reports as an init error, as Lambda does.
 
-Imports only the standard library, numpy, onnxruntime and orjson; never packager/ or stacks/.
+Imports only the standard library, numpy, onnxruntime, orjson and pysimdjson; never packager/ or stacks/.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ def _threads() -> int | None:
 
 
 def init() -> tuple[inference.Model, metrics.Emitter]:
-    # JSON numbers beyond float32's range overflow to inf in the cast and are refused as non-finite;
-    # numpy's warning about that cast would only add noise to the function's logs
-    warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+    # JSON numbers beyond float32's range overflow to inf in the cast, and the finiteness check's sum may
+    # overflow or meet inf - inf; such values are refused by index, and numpy's warnings about them would
+    # only add noise to the function's logs
+    for what in ("overflow encountered in cast", "overflow encountered in reduce",
+                 "invalid value encountered in reduce"):
+        warnings.filterwarnings("ignore", what, RuntimeWarning)
     model_dir = os.environ.get(C.ENV_MODEL_DIR) or C.MODEL_DIR
     model = inference.load_model(model_dir, max_batch=_int_env(C.ENV_MAX_BATCH, C.DEFAULT_MAX_BATCH)
                                  or C.DEFAULT_MAX_BATCH, intra_op_threads=_threads())

@@ -38,7 +38,7 @@ PIP_PLATFORMS = {
     "arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
 }
 # What inference never needs. Bump STRIP_VERSION when these change: it is part of the cache key.
-STRIP_VERSION = "2"
+STRIP_VERSION = "3"
 STRIP_DIRS = ("__pycache__", "tests", "test")  # wherever they appear
 STRIP_PATHS = (
     "bin",  # console scripts: their shebangs name the build machine's interpreter
@@ -60,6 +60,10 @@ STRIP_GLOBS = (
     # numpy's test-only extension modules (imported by its test suite, never by numpy itself)
     "numpy/_core/_simd.*.so",
     "numpy/_core/_*_tests.*.so",
+    # pysimdjson ships the C++ and Cython sources it was built from (7.6 MB) next to its extension
+    "simdjson/*.cpp",
+    "simdjson/*.h",
+    "simdjson/*.pyx",
     # the Python extension does not link the separate C API library (checked with readelf)
     "onnxruntime/capi/libonnxruntime.so.*",
     # METADATA stays (onnxruntime reads it); these hold build-machine paths or stale hashes

@@ -141,6 +141,9 @@ def test_unpacked_image_runs_the_model_under_chroot(iris: tuple[Path, dict[str, 
     rootfs = oci.unpack(img, tmp_path / "bundle")
     env = list(img.config_json["config"]["Env"])
     code = ("import json, numpy as np, onnxruntime as ort, awslambdaric, handlers.predict; "
+            "from handlers import inference; "  # the JSON libraries are optional there: the image must ship them
+            "assert inference.orjson is not None and inference._PARSER is not None; "
+            "assert inference._rows_fast('{\"inputs\": [[1, 2]]}', 2).tolist() == [[1.0, 2.0]]; "
             "s = ort.InferenceSession('/var/task/model/model.onnx'); "
             "x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], np.float32); "
             "print(json.dumps(s.run(None, {s.get_inputs()[0].name: x})[0].tolist()))")
@@ -191,6 +194,8 @@ def test_dependency_layer_is_stripped_and_compiled(iris: tuple[Path, dict[str, A
     assert not [n for n in names if "/tests/" in n or n.endswith(".pyi")]
     assert not [n for n in names if n.startswith("var/task/onnxruntime/transformers")]
     assert not [n for n in names if n.startswith("var/task/bin/")]
+    assert not [n for n in names if n.startswith("var/task/simdjson/") and n.endswith((".cpp", ".h", ".pyx"))]
+    assert any(n.startswith("var/task/csimdjson") and n.endswith(".so") for n in names)
     assert any(n.startswith("var/task/onnxruntime-") and n.endswith(".dist-info/METADATA") for n in names)
     # the debian base's python (3.11) matches this machine's, so bytecode is there
     assert any(n.startswith("var/task/numpy/__pycache__/__init__.cpython-311") for n in names)

@@ -1,0 +1,143 @@
+"""The simdjson path for JSON rows of numbers (inference._rows_fast) against the checked path.
+
+The property: whichever path a body takes, the answer is the same, byte for byte. Each test runs a body
+twice, with the fast path on (and its size threshold lowered to 0, so that small bodies take it too) and
+with it off, and compares status and response body."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from handlers import inference
+from handlers.inference import Request
+from tests.support import handler_models as hm
+
+# predict.init silences these for the function (tests call inference directly)
+pytestmark = [pytest.mark.filterwarnings(f"ignore:{w}:RuntimeWarning") for w in (
+    "overflow encountered in cast", "overflow encountered in reduce", "invalid value encountered in reduce")]
+WIDTH = 6
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return inference.load_model(str(hm.mlp(tmp_path_factory.mktemp("mlp"), n_in=WIDTH, hidden=8)), max_batch=8)
+
+
+def answer(model, body, *, fast: bool, monkeypatch) -> tuple[int, bytes]:
+    with monkeypatch.context() as m:
+        m.setattr(inference, "_ROWS_FAST_MIN", 0)
+        if not fast:
+            m.setattr(inference, "_PARSER", None)
+        res = inference.handle(model, Request("POST", "/predict", body=body, content_type="application/json"))
+    return res.status, res.body()
+
+
+def both_ways(model, body, monkeypatch) -> tuple[int, bytes]:
+    fast = answer(model, body, fast=True, monkeypatch=monkeypatch)
+    checked = answer(model, body, fast=False, monkeypatch=monkeypatch)
+    assert fast == checked, body[:300]
+    return fast
+
+
+def test_the_fast_path_is_there_and_reads_rows_exactly(model):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, WIDTH)).astype(np.float32)
+    x[0, 0], x[0, 1], x[0, 2] = -0.0, 3.4e38, 1e-45  # signed zero, near float32's max, its smallest subnormal
+    body = json.dumps({"inputs": x.tolist()})
+    rows = inference._rows_fast(body, WIDTH)
+    assert rows is not None and rows.dtype == np.float64 and rows.shape == (5, WIDTH)
+    assert np.array_equal(rows.astype(np.float32), x) and np.signbit(rows[0, 0])
+    assert np.array_equal(inference._rows_fast(body.encode(), WIDTH), rows)  # bytes (base64 events) too
+    ints = '{"inputs": [[1, -2, 3, 4, 5, 18446744073709551615]]}'
+    assert inference._rows_fast(ints, WIDTH).tolist() == [[1, -2, 3, 4, 5, 2.0**64]]
+    # the parser is reused; a second document parses after the first one's proxies are gone
+    assert inference._rows_fast(body, WIDTH) is not None
+
+
+@pytest.mark.parametrize("body", [
+    '{"inputs": [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5]]}',  # ragged
+    '{"inputs": [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, [6]]]}',  # nested one deeper: flattening would hide it
+    '{"inputs": [[1, 2, 3, [], [4, 5], 6]]}',  # an empty list and a pair: the flat count still matches
+    '{"inputs": [[1, 2, 3, 4, 5, 6], 7]}',
+    '{"inputs": [[[1, 2, 3, 4, 5, 6]]]}',
+    '{"inputs": [1, 2, 3, 4, 5, 6]}',
+    '{"inputs": []}',
+    '{"inputs": [[]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, "6"]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, null]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, true]]}',  # numpy casts a boolean among numbers; the checked path decides
+    '{"inputs": [[true, false, true, true, false, true]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, 1e400]]}',  # beyond double
+    '{"inputs": [[1, 2, 3, 4, 5, 1e39]]}',  # beyond float32: refused, naming the value as written
+    '{"inputs": [[1, 2, 3, 4, 5, 100000000000000000000000000000000]]}',  # beyond 64-bit integers
+    '{"inputs": [[1, 2, 3, 4, 5, NaN]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, Infinity]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, 06]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, 6,]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, 6]]} x',
+    '{"inputs": [[1, 2, 3, 4, 5, 6]]',
+    '\ufeff{"inputs": [[1, 2, 3, 4, 5, 6]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, 6]], "inputs": [[6, 5, 4, 3, 2, 1]]}',
+    '{"inputs": [[1, 2, 3, 4, 5, 6]], "extra": 1}',
+    '{"inputs": [[1, 2, 3, 4, 5, 6]], "x[": 1}',
+    '{"input": [[1, 2, 3, 4, 5, 6]]}',
+    '{"inputs": {"input": [[1, 2, 3, 4, 5, 6]]}}',
+    '[[1, 2, 3, 4, 5, 6]]',
+    '{"inputs": [[1, 2, 3, 4, 5, 6]] /* c */}',
+    '{"inputs": [[1, 2, 3, 4, 5, 6]' + ", [1, 2, 3, 4, 5, 6]" * 8 + "]}",  # over max_batch: 413
+])
+def test_what_the_fast_path_declines_or_refuses_gets_the_checked_answer(model, body, monkeypatch):
+    status, _ = both_ways(model, body, monkeypatch)
+    # what the checked path accepts here: numpy casts booleans among numbers, orjson keeps the last of two
+    # equal keys, and inputs may be named
+    accepted = ("5, true]", "100000000000000000000000000000000", '"inputs": [[6, 5', '{"inputs": {"input"')
+    assert status == 200 if any(a in body for a in accepted) else status in (400, 413, 422)
+
+
+def test_a_good_body_in_any_layout_gets_the_same_answer(model, monkeypatch):
+    rows = np.random.default_rng(2).random((3, WIDTH)).tolist()
+    for body in (json.dumps({"inputs": rows}), json.dumps({"inputs": rows}, indent=4),
+                 "\n\t " + json.dumps({"inputs": rows}, separators=(",", ":")) + " \r\n"):
+        assert both_ways(model, body, monkeypatch)[0] == 200
+        assert both_ways(model, body.encode(), monkeypatch)[0] == 200
+
+
+numbers = st.one_of(st.floats(width=64), st.floats(width=32), st.integers(-(2**70), 2**70))
+odd = st.one_of(st.none(), st.booleans(), st.text(max_size=2), st.lists(numbers, max_size=2), st.just([]))
+
+
+@st.composite
+def bodies(draw):
+    """Mostly well-formed rows, then at most a few of the mistakes clients make."""
+    n = draw(st.integers(1, 10))
+    rows = draw(st.lists(st.lists(numbers, min_size=WIDTH, max_size=WIDTH), min_size=n, max_size=n))
+    for _ in range(draw(st.integers(0, 2))):
+        i = draw(st.integers(0, n - 1))
+        change = draw(st.sampled_from(["value", "drop", "add", "row"]))
+        if not isinstance(rows[i], list) or not rows[i]:
+            rows[i] = draw(odd)
+        elif change == "value":
+            rows[i][draw(st.integers(0, WIDTH - 1))] = draw(odd)
+        elif change == "drop":
+            rows[i].pop()
+        elif change == "add":
+            rows[i].append(draw(numbers))
+        else:
+            rows[i] = draw(odd)
+    doc = {"inputs": rows}
+    if draw(st.booleans()):
+        doc[draw(st.sampled_from(["inputs2", "outputs", "["]))] = draw(odd)
+    text = json.dumps(doc, indent=draw(st.sampled_from([None, 1])))  # NaN and Infinity as Python writes them
+    return text.encode() if draw(st.booleans()) else text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies())
+def test_random_bodies_get_the_same_answer_either_way(model, body, monkeypatch):
+    both_ways(model, body, monkeypatch)
