@@ -72,6 +72,7 @@ V2_TYPES = {
 # takes integral floats (checked separately), strings and bools only go where they belong
 _ACCEPT = {"f": "fiu", "i": "iuf", "u": "iuf", "b": "b", "U": "U", "O": "U"}
 _V2_KIND = {"BOOL": "b", "BYTES": "U"}
+_V2_DTYPES = {v2: np.dtype(name) for name, v2 in V2_TYPES.items() if v2 != "BYTES"}
 
 
 class RequestError(Exception):
@@ -94,7 +95,11 @@ class TensorSpec:
     def __init__(self, raw: dict[str, Any]) -> None:
         self.name: str = raw["name"]
         dtype = str(raw["dtype"])
-        self.dtype = np.dtype(object) if dtype in ("str", "string", "object") else np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(object) if dtype in ("str", "string", "object") else np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"tensor {self.name!r}: dtype {dtype!r} is not one numpy knows "
+                             f"(re-export the model with this mlpack)") from None
         self.kind: str = "O" if self.dtype.kind == "O" else self.dtype.kind
         self.shape: list[int | str] = list(raw["shape"])
         self.rank = len(self.shape)
@@ -255,7 +260,12 @@ def load_model(model_dir: str, *, max_batch: int = C.DEFAULT_MAX_BATCH,
                                        providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ModelLoadError(f"cannot load {onnx_path}: {e}") from e
-    model = Model(meta, session, max_batch=max_batch)
+    try:
+        model = Model(meta, session, max_batch=max_batch)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a hand-edited or foreign model.json
+        what = f"missing {e}" if isinstance(e, KeyError) else str(e)
+        raise ModelLoadError(f"{meta_path} does not describe the model ({what}); export it again with "
+                             "`mlpack export`") from e
     actual = sorted(i.name for i in session.get_inputs())
     declared = sorted(t.name for t in model.inputs)
     if actual != declared:
@@ -429,9 +439,10 @@ def _index_path(path: str, idx: Any) -> str:
 
 
 def to_array(model: Model, spec: TensorSpec, value: Any, path: str, *, shape: list[int] | None = None,
-             source_kind: str | None = None, numbers_only: bool = False) -> np.ndarray:
+             declared: str | None = None, numbers_only: bool = False) -> np.ndarray:
     """A JSON value (nested lists) or a decoded array -> a validated array of the input's dtype.
 
+    declared: a v2 tensor's datatype; its values must fit it as well as the input's dtype.
     numbers_only: the caller has checked that the JSON text holds nothing but numbers here, so numpy
     may convert straight to the input's dtype (one pass over the values instead of two)."""
     if numbers_only and isinstance(value, list):
@@ -456,7 +467,7 @@ def to_array(model: Model, spec: TensorSpec, value: Any, path: str, *, shape: li
             arr = arr.reshape(shape)
     if not numbers_only:
         kind = arr.dtype.kind
-    if kind not in _ACCEPT[spec.kind] or (source_kind is not None and kind not in _ACCEPT[source_kind]):
+    if kind not in _ACCEPT[spec.kind]:
         if arr.size == 0 and kind == "f":
             pass  # an empty list has no values to be wrong; the shape check below names it
         elif isinstance(value, list):
@@ -481,24 +492,24 @@ def to_array(model: Model, spec: TensorSpec, value: Any, path: str, *, shape: li
     if n > model.max_batch:
         raise RequestError(413, "too_large", f"batch of {n} rows is over the maximum of {model.max_batch}; "
                            "split it into smaller requests", path)
+    if declared is not None:
+        _check_declared(arr, declared, value, path)
     if spec.kind in "fc":
         if arr.dtype != spec.dtype:
             # a value beyond float32's range becomes inf here and is refused just below; numpy's
             # overflow warning is silenced by predict.py (a context manager would cost more than the cast)
             arr = arr.astype(spec.dtype)
         if not math.isfinite(arr.sum()) and not np.isfinite(arr).all():
-            idx = np.argwhere(~np.isfinite(arr))[0]
-            raise _bad(_index_path(path, idx), f"must be a finite {spec.dtype} number (got "
-                       f"{_orig(value, idx, arr)})")
+            where, orig = _at(path, value, arr, np.argwhere(~np.isfinite(arr))[0])
+            raise _bad(where, f"must be a finite {spec.dtype} number (got {orig})")
     elif spec.kind in "iu":
         if kind == "f" and (not np.isfinite(arr).all() or not (arr == np.floor(arr)).all()):
-            idx = np.argwhere(~np.isfinite(arr) | (arr != np.floor(arr)))[0]
-            raise _bad(_index_path(path, idx), f"must be an integer for {spec.dtype} (got "
-                       f"{_orig(value, idx, arr)})")
+            where, orig = _at(path, value, arr, np.argwhere(~np.isfinite(arr) | (arr != np.floor(arr)))[0])
+            raise _bad(where, f"must be an integer for {spec.dtype} (got {orig})")
         info = np.iinfo(spec.dtype.type)
         if arr.dtype != spec.dtype and arr.size and (arr.min() < info.min or arr.max() > info.max):
-            idx = np.argwhere((arr < info.min) | (arr > info.max))[0]
-            raise _bad(_index_path(path, idx), f"is out of range for {spec.dtype}")
+            where, orig = _at(path, value, arr, np.argwhere((arr < info.min) | (arr > info.max))[0])
+            raise _bad(where, f"is out of range for {spec.dtype} (got {orig})")
         arr = arr.astype(spec.dtype, copy=False)
     elif spec.kind == "O":
         arr = arr.astype(object)
@@ -509,16 +520,47 @@ def to_array(model: Model, spec: TensorSpec, value: Any, path: str, *, shape: li
     return arr
 
 
-def _orig(value: Any, idx: Any, arr: np.ndarray) -> str:
+def _at(path: str, value: Any, arr: np.ndarray, idx: Any) -> tuple[str, str]:
+    """Where element `idx` of `arr` is in the request, and its value as the client wrote it. A v2
+    tensor's data may be flat, or nested in another shape, while `arr` already has the tensor's shape."""
+    aidx = tuple(int(i) for i in idx)
+    vidx = aidx
     if isinstance(value, list):
+        vshape, v = [], value
+        while isinstance(v, list) and v:
+            vshape.append(len(v))
+            v = v[0]
+        if tuple(vshape) != arr.shape and math.prod(vshape) == arr.size:
+            vidx = tuple(int(i) for i in np.unravel_index(np.ravel_multi_index(aidx, arr.shape), vshape))
         try:
             v = value
-            for i in idx:
-                v = v[int(i)]
-            return json.dumps(v)
+            for i in vidx:
+                v = v[i]
+            return _index_path(path, vidx), json.dumps(v)
         except (IndexError, TypeError, ValueError):
             pass
-    return str(arr[tuple(idx)])
+    return _index_path(path, vidx), str(arr[aidx])
+
+
+def _check_declared(arr: np.ndarray, declared: str, value: Any, path: str) -> None:
+    """A v2 tensor's values must fit the datatype it declares, as Triton and KServe require: integers for
+    INT*/UINT* and within their range, numbers within FP16/FP32's range. BOOL and BYTES tensors reach only
+    bool and string inputs (parse_v2), whose own checks apply. A boolean among numbers is read as a number,
+    as /predict reads it."""
+    want = _V2_DTYPES[declared]
+    if arr.size == 0 or want.kind not in "iuf" or arr.dtype.kind not in "iuf":
+        return
+    if want.kind in "iu":
+        if arr.dtype.kind == "f" and (not np.isfinite(arr).all() or not (arr == np.floor(arr)).all()):
+            where, orig = _at(path, value, arr, np.argwhere(~np.isfinite(arr) | (arr != np.floor(arr)))[0])
+            raise _bad(where, f"must be an integer: the tensor's datatype is {declared} (got {orig})")
+        lo: float = int(np.iinfo(want).min)
+        hi: float = int(np.iinfo(want).max)
+    else:
+        lo, hi = float(np.finfo(want).min), float(np.finfo(want).max)
+    if arr.min() < lo or arr.max() > hi:
+        where, orig = _at(path, value, arr, np.argwhere((arr < lo) | (arr > hi))[0])
+        raise _bad(where, f"is out of range for {declared}, the tensor's datatype (got {orig})")
 
 
 def _jtype(v: Any) -> str:
@@ -853,8 +895,7 @@ def parse_v2(model: Model, req: Request) -> tuple[dict[str, np.ndarray], list[st
         data = t["data"]
         if not isinstance(data, list):
             raise _bad(f"{p}.data", f"must be a list, got {_jtype(data)}")
-        feeds[name] = to_array(model, spec, data, f"{p}.data", shape=shape,
-                               source_kind=dt_kind)
+        feeds[name] = to_array(model, spec, data, f"{p}.data", shape=shape, declared=dt)
     for spec in model.inputs:
         if spec.name not in feeds:
             raise _bad("inputs", f"missing input {spec.name!r} ({spec.v2_type} {spec.shape_text()})")

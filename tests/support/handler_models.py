@@ -181,3 +181,26 @@ def two_inputs(out: Path) -> Path:
         "profile": {"rows": 0, "inputs": {}, "outputs": {}},
     }
     return _write(out, model.SerializeToString(), meta)
+
+
+def flags(out: Path) -> Path:
+    """y = not x: a bool [batch, 2] -> bool [batch, 2]; a model whose input only takes true and false."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Not", ["x"], ["y"])], "flags",
+        [helper.make_tensor_value_info("x", TensorProto.BOOL, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.BOOL, ["batch", 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    meta = {
+        "name": "flags", "task": "regression",
+        "signature": {"inputs": [{"name": "x", "dtype": "bool", "shape": ["batch", 2]}],
+                      "outputs": [{"name": "y", "dtype": "bool", "shape": ["batch", 2]}]},
+        "roles": {"label": None, "scores": None, "scores_kind": None},
+        "feature_names": {"x": ["x0", "x1"]}, "label_names": [],
+        "profile": {"rows": 0, "inputs": {}, "outputs": {}},
+    }
+    return _write(out, model.SerializeToString(), meta)

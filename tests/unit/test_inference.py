@@ -307,3 +307,72 @@ def test_v2_requested_output_name_of_the_wrong_type_is_a_422(iris, name):
             "outputs": [{"name": name}]}
     status, out, _ = post(model, "/v2/models/iris/infer", body)
     assert (status, out["path"]) == (422, "outputs[0].name")
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: m["signature"]["inputs"][0].update(dtype="float33"), "'float33' is not one numpy knows"),
+    (lambda m: m.pop("signature"), "missing 'signature'"),
+    (lambda m: m["signature"]["outputs"][0].pop("shape"), "missing 'shape'"),
+])
+def test_a_model_json_the_handler_cannot_read_is_a_load_error_naming_it(tmp_path, edit, words):
+    folder, _, _ = hm.iris(tmp_path / "m")
+    meta = json.loads((folder / C.MODEL_JSON).read_text())
+    edit(meta)
+    (folder / C.MODEL_JSON).write_text(json.dumps(meta))
+    with pytest.raises(inference.ModelLoadError) as info:
+        inference.load_model(str(folder))
+    assert words in str(info.value) and C.MODEL_JSON in str(info.value)
+
+
+def _v2(model, tensor):
+    return post(model, f"/v2/models/{model.name}/infer", {"inputs": [tensor]})
+
+
+@pytest.mark.parametrize(("datatype", "data", "path", "words"), [
+    ("INT64", [1, 2, 1.5, 4], "inputs[0].data[2]", "must be an integer: the tensor's datatype is INT64 (got 1.5)"),
+    ("UINT8", [1, 2, 300, 4], "inputs[0].data[2]", "out of range for UINT8, the tensor's datatype (got 300)"),
+    ("INT8", [1, -129, 3, 4], "inputs[0].data[1]", "out of range for INT8"),
+    ("FP16", [1, 2, 3, 70000], "inputs[0].data[3]", "out of range for FP16"),
+    ("FP32", [1, 2, 3, 1e39], "inputs[0].data[3]", "out of range for FP32"),
+])
+def test_v2_values_must_fit_the_declared_datatype(iris, datatype, data, path, words):
+    """Triton and KServe refuse data that does not fit the tensor's datatype; so does mlpack, even where
+    the model's own input (float32 here) would take the value."""
+    model, _, _ = iris
+    status, body, _ = _v2(model, {"name": "X", "shape": [1, 4], "datatype": datatype, "data": data})
+    assert (status, body["path"]) == (422, path) and words in body["message"], body
+
+
+def test_v2_integral_values_of_an_integer_datatype_pass(iris):
+    model, clf, X = iris
+    status, body, _ = _v2(model, {"name": "X", "shape": [1, 4], "datatype": "INT64", "data": [5.0, 3, 1, 0]})
+    assert status == 200, body
+    status, body, _ = _v2(model, {"name": "X", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]})
+    assert status == 200 and body["outputs"][0]["data"] == clf.predict(X[:1]).tolist()
+
+
+def test_v2_errors_point_into_the_data_as_it_was_sent(iris):
+    """data may be flat or nested in another shape than the tensor's: the index names the value sent."""
+    model, _, _ = iris
+    flat = [1, 2, 3, 4, 5, 6, 1e39, 8]
+    status, body, _ = _v2(model, {"name": "X", "shape": [2, 4], "datatype": "FP64", "data": flat})
+    assert (status, body["path"]) == (422, "inputs[0].data[6]") and "1e+39" in body["message"], body
+    nested = [[1, 2], [3, 4], [5, 6], [1e39, 8]]
+    status, body, _ = _v2(model, {"name": "X", "shape": [2, 4], "datatype": "FP64", "data": nested})
+    assert (status, body["path"]) == (422, "inputs[0].data[3][0]"), body
+    status, body, _ = _v2(model, {"name": "X", "shape": [2, 4], "datatype": "INT64",
+                                  "data": [1, 2, 3, 4, 5, 6, 7.5, 8]})
+    assert (status, body["path"]) == (422, "inputs[0].data[6]") and "7.5" in body["message"], body
+
+
+def test_v2_bool_tensors_take_only_true_and_false(tmp_path):
+    model = inference.load_model(str(hm.flags(tmp_path / "flags")))
+    ok = {"name": "x", "shape": [2, 2], "datatype": "BOOL", "data": [True, False, False, False]}
+    status, body, _ = _v2(model, ok)
+    assert status == 200 and body["outputs"][0]["data"] == [False, True, True, True]
+    status, body, _ = _v2(model, {**ok, "data": [True, False, 1, False]})
+    assert (status, body["path"]) == (422, "inputs[0].data[2]") and "true or false" in body["message"], body
+    status, body, _ = _v2(model, {**ok, "data": [[True, False], [False, "yes"]]})
+    assert (status, body["path"]) == (422, "inputs[0].data[1][1]"), body
+    status, body, _ = _v2(model, {**ok, "datatype": "FP32", "data": [1, 0, 1, 0]})
+    assert (status, body["path"]) == (422, "inputs[0].datatype"), body
