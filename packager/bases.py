@@ -270,7 +270,14 @@ def _from_docker_archive(path: Path, spec: str, arch: str) -> tuple[oci.Image, s
         except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
             raise BuildError(f"base {spec}: {path} has no valid manifest.json ({e})",
                              hint="make one with `docker save IMAGE -o FILE`") from e
-        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_files):
+            # every layer must be checked against the config: an image whose config does not describe its
+            # layers is refused by umoci, and by Lambda
+            listed = len(diff_ids) if isinstance(diff_ids, list) else "no"
+            raise BuildError(f"base {spec}: {path}'s config lists {listed} rootfs.diff_ids for "
+                             f"{len(layer_files)} layer(s)", hint="the archive is damaged; save it again")
         descs = []
         for i, lf in enumerate(layer_files):
             raw = lf.read_bytes()
@@ -280,7 +287,7 @@ def _from_docker_archive(path: Path, spec: str, arch: str) -> tuple[oci.Image, s
             else:
                 diff = oci.sha256_bytes(raw)
                 gz = gzip.compress(raw, compresslevel=layers.GZIP_LEVEL, mtime=0)
-            if i < len(diff_ids) and diff != diff_ids[i]:
+            if diff != diff_ids[i]:
                 raise BuildError(f"base {spec}: layer {lf.name} does not match the config's diff_id {diff_ids[i]}",
                                  hint="the archive is damaged; save it again")
             digest = oci.put_blob_bytes(st, gz)

@@ -342,7 +342,11 @@ def _cached_layer(root: Path, key: str, pins: tuple[Distribution, ...]) -> tuple
     try:
         meta = json.loads(meta_path.read_text())
         lm = meta["layer"]
-    except (OSError, ValueError, KeyError):
+        layer = layers.Layer(name="deps", path=blob, digest=str(lm["digest"]), size=int(lm["size"]),
+                             diff_id=str(lm["diff_id"]), uncompressed_size=int(lm["uncompressed_size"]),
+                             created_by=str(lm["created_by"]), files=int(lm.get("files", 0)))
+        sizes = int(meta.get("installed_bytes", 0)), int(meta.get("stripped_bytes", 0))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unreadable or not ours: build anew
         return None
     if not blob.is_file():
         return None
@@ -350,11 +354,8 @@ def _cached_layer(root: Path, key: str, pins: tuple[Distribution, ...]) -> tuple
     with blob.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    if "sha256:" + h.hexdigest() != lm["digest"]:
+    if "sha256:" + h.hexdigest() != layer.digest:
         blob.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
         return None
-    layer = layers.Layer(name="deps", path=blob, digest=lm["digest"], size=lm["size"], diff_id=lm["diff_id"],
-                         uncompressed_size=lm["uncompressed_size"], created_by=lm["created_by"],
-                         files=lm.get("files", 0))
-    return layer, int(meta.get("installed_bytes", 0)), int(meta.get("stripped_bytes", 0))
+    return layer, *sizes
