@@ -33,12 +33,31 @@ class Prepared:
 
 
 def _rmtree(path: Path) -> None:
-    # an unpacked image has read-only folders; make each writable and retry
+    """Remove a work folder holding an unpacked image, whose folders may be read-only: make each
+    writable and retry. Only real folders inside `path` are ever chmod-ed: os.chmod follows symlinks
+    (and Linux has no lchmod), so chmod-ing an image's link would change whatever it points to, a
+    host file included. Checked with lstat just before; the work folder is ours, so nothing else
+    swaps a folder for a link in between."""
+    root = os.path.abspath(path)
+    tried: set[str] = set()
+
+    def make_writable(p: str) -> bool:
+        if os.path.commonpath([root, p]) != root or not stat.S_ISDIR(os.lstat(p).st_mode):
+            return False
+        os.chmod(p, stat.S_IRWXU)
+        return True
+
     def fix(func: Any, p: str, _exc: Any) -> None:
+        p = os.path.abspath(p)
+        if p in tried:  # fixed once and failed again: leave it rather than loop
+            return
+        tried.add(p)
         with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            os.chmod(p, stat.S_IRWXU)
-            func(p)
+            make_writable(os.path.dirname(p))  # unlink and rmdir need a writable parent
+            if func is not os.rmdir and make_writable(p):
+                shutil.rmtree(p, onerror=fix)  # a folder that could not be listed: list it now
+            else:
+                func(p)
 
     shutil.rmtree(path, onerror=fix)
 
