@@ -98,6 +98,7 @@ M_PREDICTIONS = "Predictions"  # Count per class ([Model, Class]); class shares 
 M_PREDICTION_SUM = "PredictionSum"  # None, regressors: sum of predictions (mean = PredictionSum / Rows)
 M_MODEL_ERRORS = "ModelErrors"  # Count, failures inside onnxruntime (500s)
 M_COLD_START = "ColdStart"  # Count, 1 on the first request of an execution environment
+M_NOTIFICATION_FAILURES = "NotificationFailures"  # Count, chat targets an alarm did not reach (notifier; [Model])
 
 VALIDATION_KINDS = (
     "bad_json",  # 400

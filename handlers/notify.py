@@ -5,20 +5,26 @@ Runs in Lambda's managed Python runtime (zip package built from this one file by
 Which targets a model has is read from SSM (/mlpack/<model>/chat, written by the model's stack as
 references); each webhook URL is read at run time from SSM Parameter Store or Secrets Manager and
 never appears in a template. Formatting is pure functions over the message; AWS access goes through
-boto3, which the runtime provides and which is imported only when the handler runs.
+boto3, which the runtime provides and which is imported only when the handler runs. Delivery
+retries what a retry can fix and fails the invocation only when nothing was delivered (see deliver).
 
 Imports only the standard library (and boto3 lazily); never packager/ or stacks/.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
 import re
+import sys
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
 log = logging.getLogger("mlpack.notify")
@@ -190,12 +196,109 @@ FORMATTERS: dict[str, Callable[[AlarmEvent], dict[str, Any]]] = {
 }
 
 
-def post_json(url: str, payload: dict[str, Any], timeout: float = 10.0) -> int:
+# Delivery and its retries. SNS invokes this function asynchronously, and Lambda retries a failed
+# event twice, re-sending to every target: a target that already got the message would get it again.
+# So a failing target is retried here (only for errors a retry can fix), and the event fails only
+# when nothing at all was delivered. Every wait and request fits in the invocation's budget: what
+# Lambda has left (the stack sets a 30 s timeout) minus RESERVE_S.
+ATTEMPTS = 3  # per target, the first included
+BACKOFF_S = (0.5, 1.5)  # wait before the 2nd and the 3rd attempt
+MAX_RETRY_AFTER_S = 5.0  # a 429's Retry-After is honoured up to this
+ATTEMPT_TIMEOUT_S = 5.0  # one HTTP request (worst case per target: 3 x 5 s + 5 s + 5 s)
+MIN_ATTEMPT_S = 1.0  # with less time left, an attempt is not started
+RESERVE_S = 3.0  # kept free before the function's timeout for the log and metric lines
+DEFAULT_BUDGET_S = 20.0  # without a Lambda context (tests, local runs)
+
+# The metric that shows targets a message did not reach. The same names as in handlers/contract.py (a
+# test checks): this file ships alone in the notifier's zip, without contract.py.
+METRIC_NAMESPACE = "mlpack"
+DIM_MODEL = "Model"
+M_NOTIFICATION_FAILURES = "NotificationFailures"
+
+Post = Callable[[str, dict[str, Any], float], int]
+
+
+def post_json(url: str, payload: dict[str, Any], timeout: float = ATTEMPT_TIMEOUT_S) -> int:
     req = urllib.request.Request(
         url, data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return int(resp.status)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        e.close()  # its body is never read: free the connection now
+        raise
+
+
+def retryable(e: BaseException) -> bool:
+    """Worth another attempt: network errors, timeouts, HTTP 429 and 5xx. Not other 4xx (the same
+    request would be refused the same way) nor anything else (a malformed URL, a formatting bug)."""
+    if isinstance(e, urllib.error.HTTPError):
+        return e.code == 429 or e.code >= 500
+    return isinstance(e, (OSError, http.client.HTTPException))  # URLError, TimeoutError, resets
+
+
+def _wait_s(e: BaseException, attempt: int) -> float:
+    wait = BACKOFF_S[min(attempt, len(BACKOFF_S)) - 1]
+    if isinstance(e, urllib.error.HTTPError) and e.code == 429 and e.headers is not None:
+        with contextlib.suppress(ValueError):  # absent, or an HTTP date: keep the backoff
+            wait = max(wait, min(float(e.headers.get("Retry-After", "")), MAX_RETRY_AFTER_S))
+    return wait
+
+
+def _post_with_retries(
+    post: Post,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    label: str,
+    deadline: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> int:
+    """post() until it succeeds, the error is not worth retrying, ATTEMPTS are used up or the next
+    attempt would not fit before deadline; then the last error is raised."""
+    attempt = 1
+    while True:
+        left = deadline - clock()
+        if left < MIN_ATTEMPT_S:
+            raise TimeoutError(f"no time left in this invocation for attempt {attempt}")
+        try:
+            return post(url, payload, min(ATTEMPT_TIMEOUT_S, left))
+        except Exception as e:
+            wait = _wait_s(e, attempt)
+            if attempt >= ATTEMPTS or not retryable(e) or clock() + wait + MIN_ATTEMPT_S > deadline:
+                raise
+            log.warning("%s: attempt %d failed (%s), retrying in %.1f s", label, attempt, _scrub(e, url), wait)
+        sleep(wait)
+        attempt += 1
+
+
+def _scrub(e: BaseException, url: str) -> str:
+    # urllib names the URL in some errors ("unknown url type: '...'"); the URL is the secret
+    return str(e).replace(url, "<webhook url>") if url else str(e)
+
+
+def emit_failures(model: str, failed: list[str], out: TextIO | None = None) -> None:
+    """One CloudWatch Embedded Metric Format line: NotificationFailures (targets not reached) for
+    [Model], with the failed targets (references and errors, never URLs) as a searchable field."""
+    doc = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": METRIC_NAMESPACE,
+                    "Dimensions": [[DIM_MODEL]],
+                    "Metrics": [{"Name": M_NOTIFICATION_FAILURES, "Unit": "Count"}],
+                }
+            ],
+        },
+        DIM_MODEL: model,
+        M_NOTIFICATION_FAILURES: len(failed),
+        "failedTargets": failed,
+    }
+    # stdout, not logging: Lambda's log formatter would prefix the line and CloudWatch would not parse it
+    print(json.dumps(doc), file=out or sys.stdout, flush=True)
 
 
 class AwsRefs:
@@ -224,9 +327,24 @@ class AwsRefs:
         return secret
 
 
-def deliver(event: dict[str, Any], refs: Any, post: Callable[[str, dict[str, Any]], int] = post_json) -> int:
-    """Send every alarm in an SNS event to its model's chat targets. Returns the number of messages
-    sent; raises after trying every target if any failed (so the failure shows in the Errors metric)."""
+def deliver(
+    event: dict[str, Any],
+    refs: Any,
+    post: Post = post_json,
+    *,
+    budget_s: float = DEFAULT_BUDGET_S,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    out: TextIO | None = None,
+) -> int:
+    """Send every alarm in an SNS event to its model's chat targets; returns the number of messages sent.
+
+    A target failing with an error worth retrying is tried again (ATTEMPTS, BACKOFF_S) within
+    budget_s. A target that still fails is logged by its reference (never its URL) and counted in
+    the NotificationFailures metric. Raises only when something failed and nothing at all was
+    delivered: then Lambda's retry of the event cannot send anyone a duplicate.
+    """
+    deadline = clock() + budget_s
     sent, failures = 0, []
     for record in event.get("Records", []):
         sns = record.get("Sns") or {}
@@ -235,22 +353,57 @@ def deliver(event: dict[str, Any], refs: Any, post: Callable[[str, dict[str, Any
         except (KeyError, ValueError, TypeError) as e:
             log.warning("not a CloudWatch alarm message, skipped: %s", e)
             continue
-        for target in refs.targets(alarm.model):
+        failed: list[str] = []
+        try:
+            targets = refs.targets(alarm.model)
+        except Exception as e:  # an SSM error: boto3 has retried already
+            log.error("could not read the chat targets of %s: %s", alarm.model, e)
+            targets, failed = [], [f"chat targets of {alarm.model}: {e}"]
+        for target in targets:
             kind = target.get("kind", "webhook")
+            ref = str(target.get("webhook", ""))
             url = ""
             try:
-                url = refs.url(target["webhook"])
-                status = post(url, FORMATTERS[kind](alarm))
-                log.info("sent %s %s to %s (HTTP %s)", alarm.alarm_name, alarm.state, kind, status)
+                url = refs.url(ref)
+                status = _post_with_retries(
+                    post,
+                    url,
+                    FORMATTERS[kind](alarm),
+                    label=f"{alarm.alarm_name} to {kind} target {ref}",
+                    deadline=deadline,
+                    sleep=sleep,
+                    clock=clock,
+                )
+                log.info("sent %s %s to %s target %s (HTTP %s)", alarm.alarm_name, alarm.state, kind, ref, status)
                 sent += 1
             except Exception as e:  # one broken target must not stop the others
-                # urllib names the URL in some errors ("unknown url type: '...'"); the URL is the secret
-                detail = str(e).replace(url, "<webhook url>") if url else str(e)
-                log.error("could not send %s to %s target %s: %s", alarm.alarm_name, kind, target["webhook"], detail)
-                failures.append(f"{kind} {target['webhook']}: {detail}")
+                detail = _scrub(e, url)
+                log.error("could not send %s to %s target %s: %s", alarm.alarm_name, kind, ref, detail)
+                failed.append(f"{kind} {ref}: {detail}")
+        if failed:
+            emit_failures(alarm.model, failed, out)
+            failures.extend(failed)
+    # Per event, not per record: SNS puts one record in each event, and were there several, raising
+    # for one would re-send the others.
+    if failures and not sent:
+        raise RuntimeError("chat delivery failed for every target: " + "; ".join(failures))
     if failures:
-        raise RuntimeError("chat delivery failed: " + "; ".join(failures))
+        log.error(
+            "chat delivery incomplete: %d sent, %d failed (%s); not raising, as a retry would re-send to the "
+            "targets that got it",
+            sent,
+            len(failures),
+            "; ".join(failures),
+        )
     return sent
+
+
+def budget(context: Any) -> float:
+    """Seconds an invocation may spend delivering: what Lambda has left minus RESERVE_S."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return DEFAULT_BUDGET_S
+    return max(float(remaining()) / 1000 - RESERVE_S, 0.0)
 
 
 _refs: AwsRefs | None = None
@@ -260,4 +413,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     global _refs
     if _refs is None:
         _refs = AwsRefs()
-    return {"sent": deliver(event, _refs)}
+    return {"sent": deliver(event, _refs, budget_s=budget(context))}

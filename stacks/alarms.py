@@ -75,8 +75,10 @@ def _m(namespace: str, name: str, dims: dict[str, str], stat: str, period: Durat
     return cw.Metric(namespace=namespace, metric_name=name, dimensions_map=dims, statistic=stat, period=period)
 
 
-def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfile | None) -> list[AlarmSpec]:
-    """Every alarm of one model, in a fixed order."""
+def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfile | None, *,
+                chat: bool = False) -> list[AlarmSpec]:
+    """Every alarm of one model, in a fixed order. chat: the model has chat targets, so the notifier's
+    failures to reach them get an alarm too (it reaches the owners by email)."""
     period = Duration.minutes(t.period_minutes)
     fn = {"FunctionName": f"mlpack-{model}"}
     api = {"ApiName": f"mlpack-{model}", "Stage": t.stage_name}
@@ -173,6 +175,15 @@ def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfil
         ),
     ]
     specs.extend(_drift_specs(model, t, drift, period))
+    if chat:
+        specs.append(AlarmSpec(
+            what="chat-delivery",
+            description="The notifier could not deliver an alarm to a chat target (see its log)",
+            metric=mine(contract.M_NOTIFICATION_FAILURES),
+            threshold=1,
+            comparison=GE,
+            evaluation_periods=1,  # each failure is one lost message: no waiting for a trend
+        ))
     return specs
 
 

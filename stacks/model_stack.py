@@ -107,7 +107,8 @@ class ModelStack(Stack):
             "Alarms",
             props=alarms_mod.ModelAlarmsProps(
                 model_name=spec.name,
-                specs=tuple(alarms_mod.alarm_specs(spec.name, thresholds, info.drift)),
+                specs=tuple(alarms_mod.alarm_specs(spec.name, thresholds, info.drift,
+                                                   chat=bool(spec.notifications.chat))),
                 topic=self.notifications.topic,
                 ok_actions=spec.notifications.ok_actions,
             ),

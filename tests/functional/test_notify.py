@@ -169,44 +169,228 @@ def test_deliver_sends_each_alarm_to_each_target_in_its_format():
     )
     posts = []
     sent = notify.deliver(
-        sns_event(PLAIN_ALARM, MATH_OK), refs, post=lambda url, body: posts.append((url, body)) or 200
+        sns_event(PLAIN_ALARM, MATH_OK), refs, post=lambda url, body, timeout: posts.append((url, body)) or 200
     )
     assert sent == 4 and refs.asked == ["churn-v2", "churn-v2"]
     assert [u for u, _ in posts] == ["https://hooks.example/s", "https://hooks.example/t"] * 2
     assert "blocks" in posts[0][1] and posts[1][1]["type"] == "message"
 
 
-def test_deliver_tries_every_target_then_fails_loudly():
-    refs = FakeRefs(
-        [{"kind": "slack", "webhook": "ssm:/broken"}, {"kind": "webhook", "webhook": "ssm:/ok"}],
-        {"ssm:/broken": "https://broken.example", "ssm:/ok": "https://ok.example"},
-    )
-    posts = []
-
-    def post(url, body):
-        if "broken" in url:
-            raise OSError("connection refused")
-        posts.append(url)
-        return 200
-
-    with pytest.raises(RuntimeError, match="slack ssm:/broken: connection refused"):
-        notify.deliver(sns_event(PLAIN_ALARM), refs, post=post)
-    assert posts == ["https://ok.example"]
-
-
-def test_a_failed_delivery_never_logs_the_webhook_url(caplog):
+def test_a_failed_delivery_never_logs_the_webhook_url(caplog, capsys):
     # A URL stored without its scheme: urllib's error repeats it, and the URL is the secret.
     secret = "hooks.example/services/T000/B000/s3cr3t-token"
     refs = FakeRefs([{"kind": "slack", "webhook": "ssm:/team/slack"}], {"ssm:/team/slack": secret})
     with pytest.raises(RuntimeError) as e:
-        notify.deliver(sns_event(PLAIN_ALARM), refs)
+        notify.deliver(sns_event(PLAIN_ALARM), refs, sleep=_no_sleep)
     assert "s3cr3t-token" not in str(e.value) and "ssm:/team/slack" in str(e.value)
     assert "could not send" in caplog.text and "s3cr3t-token" not in caplog.text
+    out = capsys.readouterr().out
+    assert "NotificationFailures" in out and "ssm:/team/slack" in out and "s3cr3t-token" not in out
 
 
 def test_non_alarm_messages_are_skipped():
     event = {"Records": [{"Sns": {"TopicArn": TOPIC, "Message": "hello"}}]}
-    assert notify.deliver(event, FakeRefs([], {}), post=lambda u, b: 200) == 0
+    assert notify.deliver(event, FakeRefs([], {}), post=lambda u, b, t: 200) == 0
+
+
+# --- delivery failures and retries ----------------------------------------------------------------
+# SNS invokes the notifier asynchronously and Lambda retries a failed event twice, re-sending to every
+# target: raising after a partial delivery would send duplicates to the targets that got the message.
+
+
+class _ScriptedHook(BaseHTTPRequestHandler):
+    """Answers each path with the next status of its script (the last one repeats); None = close the
+    connection without an answer."""
+
+    scripts: dict = {}
+    received: list = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(self.path)
+        script = self.scripts[self.path]
+        status = script.pop(0) if len(script) > 1 else script[0]
+        if status is None:
+            self.close_connection = True
+            return
+        self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "2")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hooks():
+    """A local webhook server: hooks(path=[statuses], ...) -> (refs for deliver(), base URL)."""
+    server = HTTPServer(("127.0.0.1", 0), _ScriptedHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    _ScriptedHook.received = []
+
+    def make(**scripts):
+        _ScriptedHook.scripts = {f"/{name}": list(statuses) for name, statuses in scripts.items()}
+        targets = [{"kind": "webhook", "webhook": f"ssm:/{name}"} for name in scripts]
+        return FakeRefs(targets, {f"ssm:/{name}": f"{base}/{name}" for name in scripts})
+
+    yield make
+    server.shutdown()
+    server.server_close()
+
+
+def _no_sleep(seconds):
+    pass
+
+
+def _received(path):
+    return _ScriptedHook.received.count(path)
+
+
+def _failure_metrics(capsys):
+    """The NotificationFailures EMF lines printed so far."""
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    return [d for d in docs if "NotificationFailures" in json.dumps(d.get("_aws", {}))]
+
+
+def test_a_target_failing_twice_with_503_is_retried_and_gets_the_message_once(hooks, capsys):
+    refs = hooks(flaky=[503, 503, 200], steady=[200])
+    waits = []
+    assert notify.deliver(sns_event(PLAIN_ALARM), refs, sleep=waits.append) == 2
+    assert _received("/flaky") == 3 and _received("/steady") == 1
+    assert len(waits) == 2 and all(0 < w <= notify.MAX_RETRY_AFTER_S for w in waits)
+    assert _failure_metrics(capsys) == []
+
+
+def test_a_dropped_connection_is_retried(hooks):
+    refs = hooks(flaky=[None, 200])
+    assert notify.deliver(sns_event(PLAIN_ALARM), refs, sleep=_no_sleep) == 1
+    assert _received("/flaky") == 2
+
+
+def test_429_waits_as_long_as_the_server_asks(hooks):
+    refs = hooks(limited=[429, 200])
+    waits = []
+    assert notify.deliver(sns_event(PLAIN_ALARM), refs, sleep=waits.append) == 1
+    assert waits == [2.0]
+
+
+def test_a_4xx_target_is_not_retried_and_a_partial_failure_does_not_raise(hooks, caplog, capsys):
+    refs = hooks(gone=[404], steady=[200])
+    assert notify.deliver(sns_event(PLAIN_ALARM), refs, sleep=_no_sleep) == 1
+    assert _received("/gone") == 1 and _received("/steady") == 1
+    (line,) = _failure_metrics(capsys)
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "mlpack" and directive["Dimensions"] == [["Model"]]
+    assert directive["Metrics"] == [{"Name": "NotificationFailures", "Unit": "Count"}]
+    assert line["Model"] == "churn-v2" and line["NotificationFailures"] == 1
+    assert line["failedTargets"] == ["webhook ssm:/gone: HTTP Error 404: Not Found"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("ssm:/gone" in m and "HTTP Error 404" in m for m in errors)
+    assert "127.0.0.1" not in caplog.text  # the URLs are secrets
+
+
+def test_a_target_that_keeps_failing_is_given_up_after_the_last_attempt(hooks, capsys):
+    refs = hooks(down=[500], steady=[200])
+    assert notify.deliver(sns_event(PLAIN_ALARM), refs, sleep=_no_sleep) == 1
+    assert _received("/down") == notify.ATTEMPTS and _received("/steady") == 1
+    assert [m["NotificationFailures"] for m in _failure_metrics(capsys)] == [1]
+
+
+def test_when_nothing_is_delivered_the_event_fails_so_lambda_retries_it(hooks, capsys):
+    refs = hooks(down=[502], gone=[410])
+    with pytest.raises(RuntimeError, match="failed for every target") as e:
+        notify.deliver(sns_event(PLAIN_ALARM), refs, sleep=_no_sleep)
+    assert "webhook ssm:/down: HTTP Error 502" in str(e.value) and "webhook ssm:/gone: HTTP Error 410" in str(e.value)
+    assert _received("/down") == notify.ATTEMPTS and _received("/gone") == 1
+    assert [m["NotificationFailures"] for m in _failure_metrics(capsys)] == [2]
+
+
+def test_a_target_list_that_cannot_be_read_fails_the_event():
+    class NoTargets(FakeRefs):
+        def targets(self, model):
+            raise OSError("SSM unavailable")
+
+    with pytest.raises(RuntimeError, match="chat targets of churn-v2: SSM unavailable"):
+        notify.deliver(sns_event(PLAIN_ALARM), NoTargets([], {}), post=lambda u, b, t: 200)
+
+
+class _FakeClock:
+    """Time that passes only when the code under test waits or a request takes its whole timeout."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_retries_stop_before_the_invocation_runs_out_of_time():
+    clock = _FakeClock()
+    timeouts = []
+
+    def hanging(url, body, timeout):  # every request times out after its full timeout
+        timeouts.append(timeout)
+        clock.now += timeout
+        raise TimeoutError("timed out")
+
+    targets = [{"kind": "webhook", "webhook": f"ssm:/{i}"} for i in range(4)]
+    refs = FakeRefs(targets, {t["webhook"]: f"https://hooks.example/{i}" for i, t in enumerate(targets)})
+    budget = notify.budget(_LambdaContext(remaining_ms=30_000))  # the stack's timeout
+    with pytest.raises(RuntimeError, match="no time left"):
+        notify.deliver(sns_event(PLAIN_ALARM), refs, post=hanging, budget_s=budget, sleep=clock.sleep, clock=clock)
+    assert clock.now <= budget < 30
+    assert len(timeouts) > notify.ATTEMPTS  # the first target was retried, then the budget ran out
+    assert all(0 < t <= notify.ATTEMPT_TIMEOUT_S for t in timeouts)
+
+
+class _LambdaContext:
+    def __init__(self, remaining_ms):
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self):
+        return self.remaining_ms
+
+
+def test_the_budget_is_what_lambda_has_left_minus_a_reserve():
+    assert notify.budget(_LambdaContext(30_000)) == 30 - notify.RESERVE_S
+    assert notify.budget(_LambdaContext(1_000)) == 0.0
+    assert notify.budget(None) == notify.DEFAULT_BUDGET_S
+
+
+def test_the_metric_names_match_the_contract():
+    # notify.py ships alone in the notifier's zip, so it cannot import handlers/contract.py
+    from handlers import contract
+
+    assert notify.METRIC_NAMESPACE == contract.METRIC_NAMESPACE
+    assert notify.DIM_MODEL == contract.DIM_MODEL
+    assert notify.M_NOTIFICATION_FAILURES == contract.M_NOTIFICATION_FAILURES
+
+
+def test_only_network_errors_429_and_5xx_are_worth_retrying():
+    import http.client
+    import urllib.error
+
+    def http_error(code):
+        return urllib.error.HTTPError("https://x", code, "status", None, None)
+
+    for e in (
+        http_error(429),
+        http_error(500),
+        http_error(503),
+        TimeoutError(),
+        ConnectionResetError(),
+        urllib.error.URLError("refused"),
+        http.client.RemoteDisconnected("closed"),
+    ):
+        assert notify.retryable(e), e
+    for e in (http_error(400), http_error(403), http_error(404), ValueError("unknown url type"), KeyError("kind")):
+        assert not notify.retryable(e), e
 
 
 @pytest.fixture
@@ -268,3 +452,4 @@ def test_handler_reads_refs_from_ssm_and_secrets_manager_and_posts(aws, monkeypa
         assert bodies["/plain"]["alarm_name"] == "mlpack-churn-v2-api-latency"
     finally:
         server.shutdown()
+        server.server_close()

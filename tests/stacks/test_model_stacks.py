@@ -329,7 +329,7 @@ def _alarms(template) -> dict[str, dict]:
 
 def test_every_alarm_is_named_and_wired_to_the_topic(templates):
     expected = {
-        "mlpack-iris": [*SERVICE, "drift"],
+        "mlpack-iris": [*SERVICE, "drift", "chat-delivery"],  # iris has chat targets
         "mlpack-houses": [*SERVICE, "drift"],
         "mlpack-digits": [*SERVICE, "drift-1", "drift-2"],
     }
@@ -368,8 +368,13 @@ def test_alarm_thresholds_come_from_the_config(templates):
         text = json.dumps(iris[f"mlpack-iris-{what}"]["Metrics"])
         assert f'"MetricName": "{metric}"' in text and '"Namespace": "mlpack"' in text
         assert '{"Name": "Model", "Value": "iris"}' in text
-    for a in iris.values():
-        assert a["EvaluationPeriods"] == 3
+    for name, a in iris.items():
+        assert a["EvaluationPeriods"] == (1 if name == "mlpack-iris-chat-delivery" else 3)
+    delivery = iris["mlpack-iris-chat-delivery"]  # one lost chat message is enough
+    assert (delivery["MetricName"], delivery["Namespace"], delivery["Threshold"]) == \
+        ("NotificationFailures", "mlpack", 1)
+    assert delivery["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert not [n for n in digits if n.endswith("chat-delivery")]  # digits has no chat targets
 
 
 def test_classifier_drift_compares_each_class_share_with_training(templates):
