@@ -9,6 +9,8 @@ message saying what to run. No AWS calls, no Docker.
 Other context keys: "mlpack:account_concurrency" (default 1000; the concurrency alarm's limit for
 functions without reserved concurrency), "mlpack:bootstrapless" (true: no bootstrap stack needed;
 used by the deploy smoke test; only works while no stack has file assets, i.e. no chat notifier).
+Context values are validated first (read_context): a bad one stops synth with exit 2 and a line
+naming the key, the value and what to put instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 
@@ -27,21 +32,106 @@ from stacks.plan import plan
 ROOT = Path(__file__).resolve().parent
 
 
-def _list(value: object) -> list[str]:
-    if isinstance(value, str):  # -c on the command line gives a string, maybe JSON
-        return [str(v) for v in json.loads(value)] if value.startswith("[") else [value]
-    return [str(v) for v in value] if isinstance(value, list) else ["examples/*"]
+DEFAULT_PROJECTS = ("examples/*",)
+DEFAULT_LOCK = "mlpack.lock.json"
+DEFAULT_ACCOUNT_CONCURRENCY = 1000
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's context values, validated: raw context -> Settings happens only in read_context."""
+
+    projects: tuple[str, ...] = DEFAULT_PROJECTS
+    lock: Path = Path(DEFAULT_LOCK)
+    account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY
+    bootstrapless: bool = False
+
+
+class ContextError(MlpackError):
+    """Context values that are not valid; carries every problem, one line each."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _problem(key: str, must: str, got: object, example: str) -> str:
+    return f"context {key} must be {must} (got {got!r}): set it in cdk.json or pass -c {key}={example}"
+
+
+def read_context(get: Callable[[str], Any]) -> Settings:
+    """Validate the mlpack:* context values (cdk.json gives JSON values, -c gives strings); unset
+    ones take their defaults. Raises ContextError naming every bad value at once."""
+    problems: list[str] = []
+
+    projects: tuple[str, ...] = DEFAULT_PROJECTS
+    raw = get("mlpack:projects")
+    if raw is not None:
+        value: Any = raw
+        if isinstance(raw, str) and raw.lstrip().startswith("["):  # -c gives a string, maybe JSON
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = None
+        elif isinstance(raw, str):
+            value = [raw]  # one glob
+        if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+            projects = tuple(value)
+        else:
+            must = "a glob or a JSON list of globs"
+            problems.append(_problem("mlpack:projects", must, raw, """'["models/*"]'"""))
+
+    lock = Path(DEFAULT_LOCK)
+    raw = get("mlpack:lock")
+    if raw is not None:
+        if isinstance(raw, str) and raw.strip():
+            lock = Path(raw)
+        else:
+            problems.append(_problem("mlpack:lock", "the path of the lock file", raw, "PATH"))
+
+    concurrency = DEFAULT_ACCOUNT_CONCURRENCY
+    raw = get("mlpack:account_concurrency")
+    if raw is not None:
+        number = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            number = raw
+        elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
+            number = int(raw.strip())
+        if number is not None and number > 0:
+            concurrency = number
+        else:
+            problems.append(_problem("mlpack:account_concurrency", "a positive integer", raw, "N"))
+
+    bootstrapless = False
+    raw = get("mlpack:bootstrapless")
+    if raw is not None:
+        text = str(raw).strip().lower()  # str(True) == "True"
+        if text in TRUE or text in FALSE:
+            bootstrapless = text in TRUE
+        else:
+            problems.append(_problem("mlpack:bootstrapless", "true or false", raw, "true"))
+
+    if problems:
+        raise ContextError(problems)
+    return Settings(projects=projects, lock=lock, account_concurrency=concurrency, bootstrapless=bootstrapless)
 
 
 def main() -> None:
     app = cdk.App()
-    ctx = app.node.try_get_context
     try:
+        settings = read_context(app.node.try_get_context)
         the_plan = plan(
             Path(os.getcwd()) if (Path.cwd() / "cdk.json").is_file() else ROOT,
-            patterns=_list(ctx("mlpack:projects") or ["examples/*"]),
-            lock_path=Path(str(ctx("mlpack:lock") or "mlpack.lock.json")),
+            patterns=list(settings.projects),
+            lock_path=settings.lock,
         )
+    except ContextError as e:
+        for problem in e.problems:
+            print(f"mlpack: {problem}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except MlpackError as e:
         print(f"mlpack: {e}", file=sys.stderr)
         sys.exit(2)
@@ -49,12 +139,11 @@ def main() -> None:
         print(note, file=sys.stderr)
     if not the_plan.models:
         print("mlpack: no pushed model to deploy (run `mlpack push PROJECT` first)", file=sys.stderr)
-    bootstrapless = str(ctx("mlpack:bootstrapless") or "").lower() in ("1", "true", "yes")
     add_stacks(
         app,
         the_plan,
-        account_concurrency=int(ctx("mlpack:account_concurrency") or 1000),
-        synthesizer=cdk.BootstraplessSynthesizer if bootstrapless else None,
+        account_concurrency=settings.account_concurrency,
+        synthesizer=cdk.BootstraplessSynthesizer if settings.bootstrapless else None,
     )
     app.synth()
 
