@@ -121,7 +121,10 @@ def prepare(target: Path, *, isolate: bool, memory_mb: int | None, timeout_s: in
             if isolate:
                 cmd = local.isolated_command(rootfs, image.config_json, arch=image.arch, name=name,
                                              memory_mb=memory_mb, timeout_s=timeout_s, extra_env=extra)
-                note = None
+                emu = local.emulator(image.arch)
+                note = (f"the {image.arch} image runs emulated by {emu.name} on this {local.HOST_ARCH} machine: "
+                        "its answers are real, its timings are not (expect it several times slower than "
+                        f"{image.arch} hardware)") if emu else None
             else:
                 view = local.task_root_view(work / "task", handlers_dir=task / "handlers", model_dir=task / "model")
                 cmd = local.task_root_command(view, name=name, memory_mb=memory_mb, timeout_s=timeout_s,
@@ -157,7 +160,7 @@ def _read_data(data: str) -> tuple[bytes, str]:
 _COMMON = [
     click.argument("target", type=click.Path(exists=True, file_okay=False, path_type=Path)),
     click.option("--isolate", is_flag=True, help="Run the image's whole root file system under unshare + chroot "
-                 "(Linux, same architecture as this machine)."),
+                 "(Linux; an image of another architecture runs emulated when qemu-user-static is installed)."),
     click.option("--memory", "memory_mb", type=click.IntRange(128, 10240),
                  help="AWS_LAMBDA_FUNCTION_MEMORY_SIZE (sets onnxruntime's threads; default runtime.memory_mb)."),
     click.option("--timeout", "timeout_s", type=click.IntRange(1, 900),

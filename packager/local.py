@@ -86,18 +86,52 @@ def task_root_command(task_root: Path, *, name: str, memory_mb: int = 1024, time
                           description=f"{task_root} under {python} -m awslambdaric (this machine's packages)")
 
 
+QEMU_ARCH = {"arm64": "aarch64", "x86_64": "x86_64"}
+EMULATOR_IN_ROOT = "/.mlpack-emulator"  # where the emulator is copied inside an unpacked image
+
+
+def emulator(arch: str) -> Path | None:
+    """A user-mode emulator that runs `arch` programs on this machine (qemu-user-static: a static binary,
+    so it also runs inside the image's root), or None when the host runs them natively or has none."""
+    if arch == HOST_ARCH or arch not in QEMU_ARCH:
+        return None
+    name = f"qemu-{QEMU_ARCH[arch]}-static"
+    found = shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/local/bin/{name}")
+                                        if os.access(p, os.X_OK)), None)
+    return Path(found) if found else None
+
+
 def isolation_problem(arch: str) -> str | None:
     """Why this host cannot run an image's root file system itself, or None."""
     if sys.platform != "linux":
         return "--isolate needs Linux (unshare and chroot)"
-    if arch != HOST_ARCH:
-        return (f"the image is {arch} and this machine is {HOST_ARCH}: its programs cannot run here. Run without "
-                "--isolate (the image's handler and model under this machine's Python packages), or run on an "
+    if arch != HOST_ARCH and emulator(arch) is None:
+        return (f"the image is {arch} and this machine is {HOST_ARCH}: its programs cannot run here. Install "
+                "qemu-user-static (Debian/Ubuntu: apt install qemu-user-static) and mlpack runs it emulated, or run "
+                "without --isolate (the image's handler and model under this machine's Python packages), or on an "
                 f"{arch} machine (for arm64: a Graviton instance or an arm64 CI runner)")
     for tool in (UNSHARE,):
         if not os.access(tool, os.X_OK):
             return f"{tool} is missing (Debian package util-linux / coreutils)"
     return None
+
+
+def _in_root(rootfs: Path, path: str) -> Path:
+    """`path` as the image sees it, with symbolic links resolved inside rootfs (never on the host)."""
+    parts = [p for p in path.split("/") if p]
+    at = rootfs
+    for _ in range(64):
+        if not parts:
+            return at
+        nxt = at / parts.pop(0)
+        if nxt.is_symlink():
+            target = os.readlink(nxt)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                at = rootfs
+            continue
+        at = nxt
+    raise LocalRunError(f"{path}: too many symbolic links in the image")
 
 
 def isolated_command(rootfs: Path, config: dict[str, Any], *, arch: str, name: str, memory_mb: int = 1024,
@@ -119,6 +153,25 @@ def isolated_command(rootfs: Path, config: dict[str, Any], *, arch: str, name: s
     workdir = inner.get("WorkingDir") or contract.TASK_ROOT
     env.update(lambda_env(name=name, memory_mb=memory_mb, timeout_s=timeout_s, task_root=contract.TASK_ROOT))
     env.update(extra_env or {})
+    emu = emulator(arch)
+    how = "unshare --root"
+    if emu is not None:
+        # qemu-user runs one program; what that program execs is not emulated (no binfmt_misc here), so
+        # the entry point must be the program itself, not a script that starts it
+        program = _in_root(rootfs, entry[0])
+        try:
+            with program.open("rb") as f:
+                is_elf = f.read(4) == b"\x7fELF"
+        except OSError as e:
+            raise LocalRunError(f"the image's entry point {entry[0]} cannot be read: {e}") from e
+        if not is_elf:
+            raise LocalRunError(f"cannot run the {arch} image emulated: its entry point {entry[0]} is a script, "
+                                "and the programs a script starts would not be emulated",
+                                hint=f"build it with --base debian (its entry point is python itself), or run it on "
+                                     f"an {arch} machine")
+        shutil.copy2(emu, rootfs / EMULATOR_IN_ROOT.lstrip("/"))
+        entry = [EMULATOR_IN_ROOT, *entry]
+        how = f"unshare --root, emulated by {emu.name}"
     for d in ("dev", "proc", "tmp"):
         (rootfs / d).mkdir(exist_ok=True)
     # inside the namespaces: give the root a /dev and /proc, then enter it in WorkingDir. The image may
@@ -127,8 +180,7 @@ def isolated_command(rootfs: Path, config: dict[str, Any], *, arch: str, name: s
               f'&& exec {UNSHARE} --root="$r" --wd="$w" "$@"')
     argv = (UNSHARE, "-r", "-m", "-p", "-f", "--kill-child", "/bin/sh", "-c", script, "sh", str(rootfs), workdir,
             *entry)
-    return RuntimeCommand(argv=argv, env=env, cwd=rootfs,
-                          description=f"{' '.join(entry)} in {rootfs} (unshare --root)")
+    return RuntimeCommand(argv=argv, env=env, cwd=rootfs, description=f"{' '.join(entry)} in {rootfs} ({how})")
 
 
 @dataclass

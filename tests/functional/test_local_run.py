@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -248,18 +249,25 @@ def test_serve_stops_everything_on_ctrl_c(iris):
             os.kill(child, 0)
 
 
+OTHER_ARCH = {"x86_64": "arm64", "arm64": "x86_64"}.get(local.HOST_ARCH, "arm64")
+
+
 @pytest.mark.slow
-def test_iris_built_on_debian_served_isolated_agrees_with_sklearn(tmp_path):
-    """The whole image (its python, its packages) under unshare, over HTTP, against scikit-learn."""
+@pytest.mark.parametrize("arch", [local.HOST_ARCH, OTHER_ARCH])
+def test_iris_built_on_debian_served_isolated_agrees_with_sklearn(tmp_path, arch):
+    """The whole image (its python, its packages) under unshare, over HTTP, against scikit-learn; the image
+    of the other architecture under qemu-user-static (which scripts/setup installs), so that its own
+    onnxruntime and numpy wheels are run, not only built."""
     import joblib
     from sklearn.datasets import load_iris
 
     from tests.support.images import copy_example
 
-    if local.isolation_problem(local.HOST_ARCH):
-        pytest.skip(local.isolation_problem(local.HOST_ARCH))
+    if sys.platform != "linux":
+        pytest.skip(local.isolation_problem(arch))
+    assert local.isolation_problem(arch) is None, local.isolation_problem(arch)
     project = copy_example("iris", tmp_path)
-    env = {**os.environ, "MLPACK_BASE": "debian", "MLPACK_ARCH": local.HOST_ARCH}
+    env = {**os.environ, "MLPACK_BASE": "debian", "MLPACK_ARCH": arch}
     served = Served([str(project), "--isolate"], env=env, wait_s=900)
     try:
         X = load_iris().data
@@ -281,8 +289,24 @@ def test_iris_built_on_debian_served_isolated_agrees_with_sklearn(tmp_path):
         assert labels == names[sk.predict(X)].tolist()
         np.testing.assert_allclose(probs, sk.predict_proba(X), rtol=1e-4, atol=1e-5)
         assert any("unshare --root" in line for line in served.lines)
+        if arch != local.HOST_ARCH:
+            assert any(f"emulated by qemu-{local.QEMU_ARCH[arch]}-static" in line for line in served.lines)
     finally:
         assert served.stop() == 0
+
+
+def test_an_image_of_another_arch_needs_an_emulator_and_a_program_as_entry_point(tmp_path, monkeypatch):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "entry.sh").write_text("#!/bin/sh\nexec /usr/bin/python3 -m awslambdaric \"$@\"\n")
+    (rootfs / "bin" / "entry").symlink_to("/entry.sh")  # resolved inside the image, not on this machine
+    config = {"config": {"Entrypoint": ["/bin/entry"], "Cmd": [C.HANDLER]}}
+    with pytest.raises(local.LocalRunError, match="is a script") as info:
+        local.isolated_command(rootfs, config, arch=OTHER_ARCH, name="iris")
+    assert "--base debian" in info.value.hint
+    monkeypatch.setattr(local, "emulator", lambda arch: None)
+    problem = local.isolation_problem(OTHER_ARCH)
+    assert problem and "apt install qemu-user-static" in problem and "without --isolate" in problem
 
 
 @pytest.mark.parametrize("api", ["rest", "http"])
