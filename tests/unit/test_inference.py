@@ -376,3 +376,27 @@ def test_v2_bool_tensors_take_only_true_and_false(tmp_path):
     assert (status, body["path"]) == (422, "inputs[0].data[1][1]"), body
     status, body, _ = _v2(model, {**ok, "datatype": "FP32", "data": [1, 0, 1, 0]})
     assert (status, body["path"]) == (422, "inputs[0].datatype"), body
+
+
+def test_integers_just_beyond_int64_are_refused_not_wrapped(two, iris):
+    """2**63 fits a float64 exactly but not an int64: comparing it with int64's maximum as a float (which
+    rounds up to 2**63) would let it through and wrap it to -2**63."""
+    for big in (2**63, float(2**63)):
+        status, body, _ = post(two, "/predict", {"inputs": {"a": [[1, 2, 3]], "b": [[big, 1]]}})
+        assert (status, body["path"]) == (422, "inputs.b[0][0]") and "out of range for int64" in body["message"]
+    status, body, _ = post(two, "/predict", {"inputs": {"a": [[1, 2, 3]], "b": [[-(2**63), 2**63 - 1]]}})
+    assert status == 200, body
+    model, _, _ = iris
+    status, body, _ = _v2(model, {"name": "X", "shape": [1, 4], "datatype": "INT64", "data": [2**63, 1, 2, 3]})
+    assert (status, body["path"]) == (422, "inputs[0].data[0]") and "out of range for INT64" in body["message"]
+    status, body, _ = _v2(model, {"name": "X", "shape": [1, 4], "datatype": "UINT64",
+                                  "data": [float(2**64), 1, 2, 3]})
+    assert (status, body["path"]) == (422, "inputs[0].data[0]") and "out of range for UINT64" in body["message"]
+
+
+def test_fp16_range_is_what_rounds_to_a_finite_fp16(iris):
+    model, _, _ = iris
+    ok = {"name": "X", "shape": [1, 4], "datatype": "FP16", "data": [65519, 1, 2, -65519]}
+    assert _v2(model, ok)[0] == 200
+    status, body, _ = _v2(model, {**ok, "data": [65519, 1, 2, -65520]})
+    assert (status, body["path"]) == (422, "inputs[0].data[3]")

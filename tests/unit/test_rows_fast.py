@@ -123,7 +123,7 @@ def bodies(draw):
         if not isinstance(rows[i], list) or not rows[i]:
             rows[i] = draw(odd)
         elif change == "value":
-            rows[i][draw(st.integers(0, WIDTH - 1))] = draw(odd)
+            rows[i][draw(st.integers(0, len(rows[i]) - 1))] = draw(odd)
         elif change == "drop":
             rows[i].pop()
         elif change == "add":
@@ -141,3 +141,19 @@ def bodies(draw):
 @given(body=bodies())
 def test_random_bodies_get_the_same_answer_either_way(model, body, monkeypatch):
     both_ways(model, body, monkeypatch)
+
+
+def test_integers_beyond_2_53_round_the_same_way_on_every_path(model, monkeypatch):
+    """A JSON number is a double first on every path, integers too: 2**60 + 2**36 + 1 rounds to float32
+    through its double (2**60), whatever else the body holds and whichever path reads it."""
+    row = [1152921573326323713, 1, 2, 3, 4, 5]
+    bodies = ['{"inputs": [%s]}' % json.dumps(row), '{"\\u0069nputs": [%s]}' % json.dumps(row),
+              '{"inputs": [%s, [1.5, 1, 2, 3, 4, 5]]}' % json.dumps(row)]
+    answers = set()
+    for body in bodies:
+        for min_numbers_only in (0, 10**9):  # the checked path's direct cast, and its general one
+            monkeypatch.setattr(inference, "_NUMBERS_ONLY_MIN", min_numbers_only)
+            status, out = both_ways(model, body, monkeypatch)
+            assert status == 200
+            answers.add(json.dumps(json.loads(out)["outputs"]["logits"][0]))
+    assert len(answers) == 1
