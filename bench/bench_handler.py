@@ -5,9 +5,10 @@
 1. Warm path: an API Gateway (REST, payload 1.0) event in, the Lambda response out, metrics line
    written (to /dev/null), no network: handlers.events.handle, against a bare `session.run` on the same
    array. iris (logistic regression, 4 features) at batch 1 and 32; an MLP with 784 inputs exported
-   from PyTorch (784 -> 256 -> 128 -> 10, ReLU) at batch 1 and 32 with a JSON body, and at batch 32
-   with a .npy body. The same JSON rows with simdjson's path for rows of numbers turned off (orjson
-   only), and with the standard library's json instead of either, show why the handler ships both.
+   from PyTorch (784 -> 256 -> 128 -> 10, ReLU) at batch 1 and 32 with a JSON body, at batch 32 with a
+   .npy body, and at batch 32 as an Open Inference Protocol (v2) request (no target). The same JSON
+   requests with simdjson's paths turned off (orjson only), and with the standard library's json
+   instead of either, show why the handler ships both.
    Targets (issue 4): iris <= 3.5x at batch 1, <= 9x at 32; MLP <= 4x at 1, at 32 <= 14x (JSON) and
    <= 5x (.npy).
 2. Cold init in a fresh process: `import handlers.predict` (model.json, session, everything the handler
@@ -118,6 +119,10 @@ def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, A
         if label == "mlp784":
             cases.append((f"{label} b32 npy", model, emitter, X[:32],
                           ev.rest_v1("POST", "/predict", ev.npy_bytes(X[:32]), content_type=C.NPY_CONTENT_TYPE)))
+            tensor = {"name": model.inputs[0].name, "shape": [32, 784], "datatype": "FP32",
+                      "data": X[:32].reshape(-1).tolist()}
+            cases.append((f"{label} b32 v2 json", model, emitter, X[:32],
+                          ev.rest_v1("POST", f"/v2/models/{model.name}/infer", {"inputs": [tensor]})))
     out = []
     min_time, rounds = (0.02, 9) if quick else (0.05, 31)
     for name, model, emitter, rows, event in cases:

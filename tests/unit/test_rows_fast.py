@@ -1,7 +1,8 @@
-"""The simdjson path for JSON rows of numbers (inference._rows_fast) against the checked path.
+"""The simdjson paths (inference._rows_fast for /predict rows, inference._v2_fast for v2 tensors' data)
+against the checked path.
 
 The property: whichever path a body takes, the answer is the same, byte for byte. Each test runs a body
-twice, with the fast path on (and its size threshold lowered to 0, so that small bodies take it too) and
+twice, with the fast path on (and its size thresholds lowered to 0, so that small bodies take it too) and
 with it off, and compares status and response body."""
 
 from __future__ import annotations
@@ -28,18 +29,19 @@ def model(tmp_path_factory):
     return inference.load_model(str(hm.mlp(tmp_path_factory.mktemp("mlp"), n_in=WIDTH, hidden=8)), max_batch=8)
 
 
-def answer(model, body, *, fast: bool, monkeypatch) -> tuple[int, bytes]:
+def answer(model, body, *, fast: bool, monkeypatch, path: str = "/predict") -> tuple[int, bytes]:
     with monkeypatch.context() as m:
         m.setattr(inference, "_ROWS_FAST_MIN", 0)
+        m.setattr(inference, "_V2_BUFFER_MIN", 0)
         if not fast:
             m.setattr(inference, "_PARSER", None)
-        res = inference.handle(model, Request("POST", "/predict", body=body, content_type="application/json"))
+        res = inference.handle(model, Request("POST", path, body=body, content_type="application/json"))
     return res.status, res.body()
 
 
-def both_ways(model, body, monkeypatch) -> tuple[int, bytes]:
-    fast = answer(model, body, fast=True, monkeypatch=monkeypatch)
-    checked = answer(model, body, fast=False, monkeypatch=monkeypatch)
+def both_ways(model, body, monkeypatch, path: str = "/predict") -> tuple[int, bytes]:
+    fast = answer(model, body, fast=True, monkeypatch=monkeypatch, path=path)
+    checked = answer(model, body, fast=False, monkeypatch=monkeypatch, path=path)
     assert fast == checked, body[:300]
     return fast
 
@@ -147,8 +149,9 @@ def test_integers_beyond_2_53_round_the_same_way_on_every_path(model, monkeypatc
     """A JSON number is a double first on every path, integers too: 2**60 + 2**36 + 1 rounds to float32
     through its double (2**60), whatever else the body holds and whichever path reads it."""
     row = [1152921573326323713, 1, 2, 3, 4, 5]
-    bodies = ['{"inputs": [%s]}' % json.dumps(row), '{"\\u0069nputs": [%s]}' % json.dumps(row),
-              '{"inputs": [%s, [1.5, 1, 2, 3, 4, 5]]}' % json.dumps(row)]
+    text = json.dumps(row)
+    bodies = ['{"inputs": [' + text + "]}", '{"\\u0069nputs": [' + text + "]}",
+              '{"inputs": [' + text + ", [1.5, 1, 2, 3, 4, 5]]}"]
     answers = set()
     for body in bodies:
         for min_numbers_only in (0, 10**9):  # the checked path's direct cast, and its general one
@@ -157,3 +160,98 @@ def test_integers_beyond_2_53_round_the_same_way_on_every_path(model, monkeypatc
             assert status == 200
             answers.add(json.dumps(json.loads(out)["outputs"]["logits"][0]))
     assert len(answers) == 1
+
+
+# --- v2 --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """Inputs a (float32 [batch, 3]) and b (int64 [batch, 2]): both kinds of buffer."""
+    return inference.load_model(str(hm.two_inputs(tmp_path_factory.mktemp("two"))), max_batch=8)
+
+
+def v2(model, body, monkeypatch):
+    return both_ways(model, body, monkeypatch, path=f"/v2/models/{model.name}/infer")
+
+
+def test_v2_data_is_read_into_arrays_of_the_inputs_kind(two, monkeypatch):
+    body = json.dumps({"id": "r1", "inputs": [
+        {"name": "a", "shape": [2, 3], "datatype": "FP32", "data": [1.5, 2, 3, 4, 5, 6]},
+        {"name": "b", "shape": [2, 2], "datatype": "INT64", "data": [2**62 + 1, 1, 2, 3]}]})
+    monkeypatch.setattr(inference, "_V2_BUFFER_MIN", 0)
+    obj = inference._v2_fast(two, body)
+    a, b = (t["data"] for t in obj["inputs"])
+    assert a.dtype == np.float64 and a.tolist() == [1.5, 2, 3, 4, 5, 6]
+    assert b.dtype == np.int64 and b.tolist() == [2**62 + 1, 1, 2, 3]  # exact: no trip through a double
+    assert obj == {**json.loads(body), "inputs": obj["inputs"]} and list(obj) == ["id", "inputs"]
+    assert [list(t) for t in obj["inputs"]] == [["name", "shape", "datatype", "data"]] * 2
+    assert v2(two, body, monkeypatch)[0] == 200
+
+
+A = {"name": "a", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}
+B = {"name": "b", "shape": [2, 2], "datatype": "INT64", "data": [1, 2, 3, 4]}
+
+
+@pytest.mark.parametrize("body", [
+    json.dumps({"inputs": [A, B]}),
+    json.dumps({"inputs": [{**A, "data": [[1, 2, 3], [4, 5, 6]]}, B]}),  # nested as the shape: allowed
+    json.dumps({"inputs": [{**A, "data": [1, 2, [3], 4, 5, 6]}, B]}),  # deeper: as_buffer would flatten it
+    json.dumps({"inputs": [{**A, "data": [1, 2, [], [3, 4], 5, 6]}, B]}),
+    json.dumps({"inputs": [{**A, "data": [1, 2, "3", 4, 5, 6]}, B]}),
+    json.dumps({"inputs": [{**A, "data": [1, 2, None, 4, 5, 6]}, B]}),
+    json.dumps({"inputs": [{**A, "data": [1, 2, True, 4, 5, 6]}, B]}),
+    json.dumps({"inputs": [A, {**B, "data": [1, 2, 3, 4.5]}]}),  # not an integer for int64
+    json.dumps({"inputs": [A, {**B, "data": [1, 2, 3, 2**63]}]}),  # beyond int64
+    json.dumps({"inputs": [A, {**B, "data": [1, 2, 3, 2**64]}]}),  # beyond uint64: simdjson cannot read it
+    json.dumps({"inputs": [{**A, "data": [1, 2, 3, 4, 5, 1e39]}, B]}),  # beyond float32
+    json.dumps({"inputs": [{**A, "datatype": "INT8", "data": [1, 2, 3, 4, 5, 300]}, B]}),
+    json.dumps({"inputs": [{**A, "shape": [3, 3]}, B]}),
+    json.dumps({"inputs": [A, B], "id": "[x]"}),  # a "[" in a string: the checked path takes it
+    json.dumps({"inputs": [A, B], "outputs": [{"name": "y"}], "parameters": {"k": [1, 2]}}),
+    json.dumps({"inputs": [A, B], "outputs": [{"name": "nope"}]}),
+    json.dumps({"inputs": [A, A, B]}),
+    json.dumps({"inputs": [A]}),
+    json.dumps({"inputs": []}),
+    json.dumps({"inputs": [A, B, 7]}),
+    json.dumps({"inputs": {"a": A}}),
+    '{"inputs": [' + json.dumps(A) + ", " + json.dumps(B) + '], "inputs": []}',  # orjson keeps the last
+    '{"inputs": [' + json.dumps(A)[:-1] + ', "data": [6, 5, 4, 3, 2, 1]}, ' + json.dumps(B) + "]}",
+    '{"inputs": [' + json.dumps(A)[:-1] + ', "name": "zz"}, ' + json.dumps(B) + "]}",  # the last name counts
+    '{"id": "1", "inputs": [' + json.dumps(A) + ", " + json.dumps(B) + '], "id": 2}',
+    '\ufeff' + json.dumps({"inputs": [A, B]}),
+    json.dumps({"inputs": [A, B]}) + " x",
+])
+def test_v2_bodies_get_the_checked_answer(two, body, monkeypatch):
+    v2(two, body, monkeypatch)
+    v2(two, body.encode(), monkeypatch)
+
+
+numbers_or_not = st.one_of(numbers, numbers, numbers, odd)
+
+
+@st.composite
+def v2_bodies(draw):
+    tensors = []
+    for name, width, datatype in draw(st.permutations([("a", 3, "FP32"), ("b", 2, "INT64")])):
+        rows = draw(st.integers(1, 3))
+        data = draw(st.lists(numbers_or_not, min_size=rows * width, max_size=rows * width))
+        if draw(st.booleans()):
+            data = [data[i:i + width] for i in range(0, len(data), width)]
+        tensor = {"name": draw(st.sampled_from([name, name, "zz"])),
+                  "shape": draw(st.sampled_from([[rows, width], [rows, width], [width, rows]])),
+                  "datatype": draw(st.sampled_from([datatype, datatype, "FP64", "INT32", "UINT8", "BOOL"])),
+                  "data": data}
+        tensors.append(tensor)
+    doc = {"inputs": tensors[:draw(st.integers(1, 2))]}
+    if draw(st.booleans()):
+        doc["outputs"] = [{"name": draw(st.sampled_from(["y", "zz"]))}]
+    if draw(st.booleans()):
+        doc["id"] = draw(st.text(max_size=3))
+    text = json.dumps(doc)
+    return text.encode() if draw(st.booleans()) else text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=v2_bodies())
+def test_random_v2_bodies_get_the_same_answer_either_way(two, body, monkeypatch):
+    v2(two, body, monkeypatch)
