@@ -508,7 +508,11 @@ def to_array(model: Model, spec: TensorSpec, value: Any, path: str, *, shape: li
             # a value beyond float32's range becomes inf here and is refused just below; numpy's
             # overflow warning is silenced by predict.py (a context manager would cost more than the cast)
             arr = arr.astype(spec.dtype)
-        if not math.isfinite(arr.sum()) and not np.isfinite(arr).all():
+        # on a few values Python's isfinite beats numpy's reductions (as in _profile); on many, a sum is one
+        # pass, and only a non-finite sum needs the element-wise look
+        finite = (all(map(math.isfinite, arr.ravel().tolist())) if arr.size <= 32
+                  else math.isfinite(arr.sum()) or bool(np.isfinite(arr).all()))
+        if not finite:
             where, orig = _at(path, value, arr, np.argwhere(~np.isfinite(arr))[0])
             raise _bad(where, f"must be a finite {spec.dtype} number (got {orig})")
     elif spec.kind in "iu":
