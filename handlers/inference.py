@@ -169,7 +169,6 @@ class Model:
         roles = meta.get("roles") or {}
         self.task: str = meta.get("task", "regression")
         self.label_names: list[str] = [str(n) for n in meta.get("label_names") or []]
-        self.label_array = np.array(self.label_names, dtype=object)
         self.scores_index = (self.output_names.index(roles["scores"])
                              if roles.get("scores") in self.output_names else None)
         self.label_index = (self.output_names.index(roles["label"])
@@ -190,7 +189,7 @@ class Model:
                 lo = np.array([_num(f.get("q01"), -math.inf) for f in feats], dtype=bdt)
                 hi = np.array([_num(f.get("q99"), math.inf) for f in feats], dtype=bdt)
                 self.bounds[spec.name] = (lo, hi, lo.tolist(), hi.tolist())
-        # documents that never change: serialized once
+        # documents that never change: built once
         self.health_doc = {"status": "ok", "model": self.name, "version": self.version,
                            "task": self.task, "signature": sig, "label_names": self.label_names,
                            "max_batch_size": max_batch}
@@ -202,7 +201,6 @@ class Model:
         from handlers import openapi  # only needed here, at init
 
         self.openapi_doc = openapi.document(self)
-        self.v2_prefix = f"/v2/models/{self.name}"
 
 
 def _row_builder(labels: list[str]) -> Any:
@@ -577,8 +575,8 @@ def _check_declared(arr: np.ndarray, declared: str, value: Any, path: str) -> No
     bool and string inputs (parse_v2), whose own checks apply. A boolean among numbers is read as a number,
     as /predict reads it."""
     want = _V2_DTYPES[declared]
-    if arr.size == 0 or want.kind not in "iuf" or arr.dtype.kind not in "iuf":
-        return
+    if arr.size == 0 or want.kind not in "iuf" or arr.dtype.kind not in "iuf" or want == np.float64:
+        return  # (every JSON number is a finite double)
     if want.kind in "iu":
         fault = _int_fault(arr, want)
     else:  # out of range = becomes inf in the datatype (65519 still rounds to FP16's 65504; 65520 does not)
@@ -685,7 +683,6 @@ def parse_predict(model: Model, req: Request) -> dict[str, np.ndarray]:
             raise _bad("inputs", f"this model has {len(model.inputs)} inputs ({model.input_names_text}): "
                        'send {"inputs": {"<name>": [...], ...}}')
         # worth its scans only on bodies big enough for the saved pass over the values to matter
-        body = req.body
         fast = (model.single.kind == "f" and req.data is None and body is not None
                 and len(body) > _NUMBERS_ONLY_MIN and _numbers_only(body))
         return {model.single.name: to_array(model, model.single, inputs, "inputs", numbers_only=fast)}
@@ -818,29 +815,22 @@ def _v2_fast(model: Model, body: bytes | str) -> dict[str, Any] | None:
         arrays += 1
         tensors: list[Any] = []
         for tensor in raw_inputs:
-            names = keys(tensor) if type(tensor) is simdjson.Object else None
-            if names is None:
-                if type(tensor) is simdjson.Object:
-                    return None
+            if type(tensor) is not simdjson.Object:
                 tensors.append(plain(tensor))
                 continue
+            names = keys(tensor)
+            if names is None:
+                return None
             t = {k: plain(tensor[k]) for k in names if k != "data"}
-            name = t.get("name")
-            spec = model.input_by_name.get(name) if isinstance(name, str) else None
             if "data" in names:
                 data = tensor["data"]
-                t["data"] = None
-                if type(data) is simdjson.Array and spec is not None and spec.kind in "fiu" \
-                        and len(data) >= _V2_BUFFER_MIN:
-                    float_input = spec.kind == "f"
-                    try:  # TypeError for anything but numbers; ValueError for an integer beyond int64
-                        buf = data.as_buffer(of_type="d" if float_input else "i")
-                        t["data"] = np.frombuffer(buf, dtype=np.float64 if float_input else np.int64)
-                        arrays += 1
-                    except (TypeError, ValueError):
-                        pass
-                if t["data"] is None:
+                name = t.get("name")
+                array = _data_array(data, model.input_by_name.get(name) if isinstance(name, str) else None)
+                if array is None:
                     t["data"] = plain(data)
+                else:
+                    t["data"] = array
+                    arrays += 1
             tensors.append({k: t[k] for k in names})  # the client's key order, as orjson keeps it
         obj["inputs"] = tensors
         if not _brackets_at_most(body, arrays):
@@ -850,6 +840,20 @@ def _v2_fast(model: Model, body: bytes | str) -> dict[str, Any] | None:
     finally:
         doc = raw_inputs = tensor = data = None  # proxies into the parser's document: the next parse needs them gone
     return {k: obj[k] for k in top}
+
+
+def _data_array(data: Any, spec: TensorSpec | None) -> np.ndarray | None:
+    """A v2 tensor's data (a simdjson proxy) as a flat array for a numeric input: float64 for a float
+    input, int64 for an integer one, so no value changes on the way; None when it is short, not a list
+    or not all numbers (TypeError) or holds an integer beyond int64 (ValueError)."""
+    if type(data) is not simdjson.Array or spec is None or spec.kind not in "fiu" or len(data) < _V2_BUFFER_MIN:
+        return None
+    float_input = spec.kind == "f"
+    try:
+        buf = data.as_buffer(of_type="d" if float_input else "i")
+    except (TypeError, ValueError):
+        return None
+    return np.frombuffer(buf, dtype=np.float64 if float_input else np.int64)
 
 
 def _numbers_only(body: Any) -> bool:

@@ -35,8 +35,8 @@ class Emitter:
               {"Name": C.M_OUT_OF_RANGE, "Unit": "Count"}, {"Name": C.M_VALIDATION_FAILURES, "Unit": "Count"}]
         model_dim = [[C.DIM_MODEL]]
         # directives are built once; only values and the timestamp change per request
-        self._ok = {"Namespace": namespace, "Dimensions": model_dim, "Metrics": ok}
-        self._ok_sum = {"Namespace": namespace, "Dimensions": model_dim,
+        ok_doc = {"Namespace": namespace, "Dimensions": model_dim, "Metrics": ok}
+        ok_sum_doc = {"Namespace": namespace, "Dimensions": model_dim,
                         "Metrics": [*ok, {"Name": C.M_PREDICTION_SUM, "Unit": "None"}]}
         self._class = {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_CLASS]],
                        "Metrics": [{"Name": C.M_PREDICTIONS, "Unit": "Count"}]}
@@ -53,8 +53,8 @@ class Emitter:
             return dumps(list(ds)).decode()
 
         self._ok_text = {
-            (False, False): directives(self._ok), (False, True): directives(self._ok, self._class),
-            (True, False): directives(self._ok_sum), (True, True): directives(self._ok_sum, self._class)}
+            (False, False): directives(ok_doc), (False, True): directives(ok_doc, self._class),
+            (True, False): directives(ok_sum_doc), (True, True): directives(ok_sum_doc, self._class)}
         self._ok_tail = (f'{{"{C.DIM_MODEL}":{model_json},"{C.M_REQUESTS}":1,"{C.M_LATENCY}":%r,'
                          f'"{C.M_COLD_START}":%d,"{C.M_MODEL_ERRORS}":0,"{C.M_INFERENCE_LATENCY}":%r,'
                          f'"{C.M_BATCH_SIZE}":%d,"{C.M_ROWS}":%d,"{C.M_INPUT_VALUES}":%d,"{C.M_OUT_OF_RANGE}":%d,'
@@ -68,22 +68,20 @@ class Emitter:
         if not self.enabled:
             return []
         ts = int(time.time() * 1000)
+        if res.kind is None and res.status < 500:
+            return self._ok_lines(res, ts, latency_ms, cold)
         doc: dict[str, Any] = {C.DIM_MODEL: self.model, C.M_REQUESTS: 1, C.M_LATENCY: latency_ms,
                                C.M_COLD_START: 1 if cold else 0,
                                C.M_MODEL_ERRORS: 1 if res.status >= 500 else 0}
-        docs = [doc]
         if res.kind is not None:
             doc[C.DIM_KIND] = res.kind
             doc[C.M_VALIDATION_FAILURES] = 1
             doc["_aws"] = {"Timestamp": ts, "CloudWatchMetrics": [self._fail, self._kind]}
-        elif res.status >= 500:
-            doc["_aws"] = {"Timestamp": ts, "CloudWatchMetrics": [self._fail]}
         else:
-            return self._ok_lines(res, ts, latency_ms, cold)
-        lines = [dumps(d).decode() for d in docs]
-        for line in lines:
-            self._write_line(line)
-        return lines
+            doc["_aws"] = {"Timestamp": ts, "CloudWatchMetrics": [self._fail]}
+        line = dumps(doc).decode()
+        self._write_line(line)
+        return [line]
 
     def _ok_lines(self, res: Result, ts: int, latency_ms: float, cold: bool) -> list[str]:
         counts = res.class_counts

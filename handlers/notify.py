@@ -39,7 +39,6 @@ COMPARISONS = {
     "LessThanOrEqualToThreshold": "<=",
 }
 STATE_EMOJI = {"ALARM": ":red_circle:", "OK": ":large_green_circle:", "INSUFFICIENT_DATA": ":white_circle:"}
-STATE_COLOR = {"ALARM": "#d62728", "OK": "#2ca02c", "INSUFFICIENT_DATA": "#7f7f7f"}
 TEAMS_COLOR = {"ALARM": "Attention", "OK": "Good", "INSUFFICIENT_DATA": "Default"}
 
 

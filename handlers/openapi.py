@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-_JSON_TYPES = {"f": ("number", None), "i": ("integer", None), "u": ("integer", None),
-               "b": ("boolean", None), "O": ("string", None), "U": ("string", None)}
+_JSON_TYPES = {"f": "number", "i": "integer", "u": "integer", "b": "boolean", "O": "string", "U": "string"}
 
 
 def _nested(spec: Any, max_batch: int) -> dict[str, Any]:
     """A nested-array schema for one tensor: the batch dimension outermost."""
-    scalar_type = _JSON_TYPES.get(spec.kind, ("number", None))[0]
-    schema: dict[str, Any] = {"type": scalar_type}
+    schema: dict[str, Any] = {"type": _JSON_TYPES.get(spec.kind, "number")}
     for i in range(spec.rank - 1, -1, -1):
         d = spec.shape[i]
         arr: dict[str, Any] = {"type": "array", "items": schema}
