@@ -30,6 +30,7 @@ import filelock
 from packager import layers, oci
 from packager.deps import cache_dir
 from packager.errors import BuildError, MlpackError
+from packager.fsutil import write_atomic
 
 AWS_BASE_REPO = "public.ecr.aws/lambda/python"
 AWS_DEFAULT_PYTHON = "3.12"
@@ -54,6 +55,7 @@ class Base:
     python: str  # "3.12"
     python_exe: str  # in the image, e.g. /var/lang/bin/python3.12
     runtime_client: bool  # True when the base brings Lambda's runtime interface client
+    uncompressed_sizes: tuple[int, ...]  # one per layer, for Lambda's 10 GB limit
     pin_key: str | None = None  # registry bases: the tag reference a rebuild may reuse the digest for
 
     @property
@@ -93,41 +95,41 @@ class _Info:
     python: str
     python_exe: str
     problems: tuple[str, ...]
+    uncompressed_sizes: tuple[int, ...]
 
 
 def _inspect(image: oci.Image) -> _Info:
-    """Find the base's python and check its layers (parent directories, gzip); cached by manifest digest."""
+    """Find the base's python, check its layers (parent directories, gzip) and measure them; cached by
+    manifest digest."""
     info_path = cache_dir() / "bases" / "info" / (image.manifest.digest.split(":", 1)[1] + ".json")
     try:
         data = json.loads(info_path.read_text())
-        return _Info(python=data["python"], python_exe=data["python_exe"], problems=tuple(data["problems"]))
-    except (OSError, ValueError, KeyError):
+        return _Info(python=data["python"], python_exe=data["python_exe"], problems=tuple(data["problems"]),
+                     uncompressed_sizes=tuple(int(n) for n in data["uncompressed_sizes"]))
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     found: dict[str, str] = {}
     seen: set[str] = set()
     problems: list[str] = []
+    sizes: list[int] = []
+
+    def find_python(name: str) -> None:
+        match = PYTHON_RE.match(name)
+        if match:
+            found.setdefault(match.group(1), match.group(2))
+
     for desc in image.layers:
-        path = image.blob_path(desc.digest)
-        st = oci.scan_layer(path, desc, strict_normal=False, seen_dirs=seen)
+        st = oci.scan_layer(image.blob_path(desc.digest), desc, strict_normal=False, seen_dirs=seen,
+                            visit=find_python)
         problems.extend(st.problems)
-        if desc.media_type not in oci.GZIP_LAYER_TYPES:
-            continue
-        with gzip.open(path, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
-            for m in tar:
-                name = oci.norm_name(m.name)
-                match = PYTHON_RE.match(name)
-                if match:
-                    found.setdefault(match.group(1), match.group(2))
-    for prefix in ("var/lang", "usr/local", "usr"):
-        if prefix in found:
-            info = _Info(python=found[prefix], python_exe=f"/{prefix}/bin/python{found[prefix]}",
-                         problems=tuple(problems))
-            break
-    else:
-        info = _Info(python="", python_exe="", problems=tuple(problems))
-    info_path.parent.mkdir(parents=True, exist_ok=True)
-    info_path.write_text(json.dumps({"python": info.python, "python_exe": info.python_exe,
-                                     "problems": list(info.problems)}))
+        sizes.append(st.uncompressed_size)
+    prefix = next((p for p in ("var/lang", "usr/local", "usr") if p in found), None)
+    info = _Info(python=found[prefix] if prefix else "",
+                 python_exe=f"/{prefix}/bin/python{found[prefix]}" if prefix else "",
+                 problems=tuple(problems), uncompressed_sizes=tuple(sizes))
+    write_atomic(info_path, json.dumps({"python": info.python, "python_exe": info.python_exe,
+                                        "problems": list(info.problems),
+                                        "uncompressed_sizes": list(info.uncompressed_sizes)}).encode())
     return info
 
 
@@ -151,7 +153,7 @@ def _finish(spec: str, source: str, image: oci.Image, arch: str, python: str | N
     entry = image.config_json.get("config", {}).get("Entrypoint") or []
     runtime_client = any(ENTRYPOINT_AWS in str(e) for e in entry)
     return Base(spec=spec, source=source, image=image, python=info.python, python_exe=info.python_exe,
-                runtime_client=runtime_client, pin_key=pin_key)
+                runtime_client=runtime_client, uncompressed_sizes=info.uncompressed_sizes, pin_key=pin_key)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -367,7 +369,7 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
                              hint=f"check that {DEBIAN_MIRROR} is reachable; " + _forms_hint())
         layer = _normalise_rootfs_tar(work / "rootfs.tar", work / "layer.tar.gz", mtime)
         oci.put_blob_file(st, layer.path, layer.digest)
-        created = _iso(mtime)
+        created = layers.iso_utc(mtime)
         config = {
             "architecture": oci.OCI_ARCH[arch], "os": "linux", "created": created,
             "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -383,14 +385,8 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
                     "layers": [layer.descriptor().to_json()]}
         mbytes = oci.canonical_json(manifest)
         digest = oci.put_blob_bytes(st, mbytes)
-        ref_path.write_text(json.dumps({"digest": digest, "arch": arch, "packages": DEBIAN_PACKAGES}))
+        write_atomic(ref_path, json.dumps({"digest": digest, "arch": arch, "packages": DEBIAN_PACKAGES}).encode())
     return _image_in_store(st, digest, spec), f"debian:{DEBIAN_SUITE}:{key}@{digest}"
-
-
-def _iso(epoch: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------------------------------

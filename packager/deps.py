@@ -28,11 +28,11 @@ from typing import Any
 
 import filelock
 
-from packager import layers
+from handlers import contract
+from packager import layers, oci
 from packager.errors import BuildError
 from packager.fsutil import write_atomic
 
-TASK_ROOT = "var/task"
 PIP_PLATFORMS = {
     "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64"),
     "arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
@@ -202,7 +202,7 @@ def tree_size(root: Path) -> int:
 
 
 def pip_install(requirements: list[str], target: Target, dest: Path, *, pins: tuple[Distribution, ...] | None,
-                report_path: Path, log: Callable[[str], None]) -> tuple[Distribution, ...]:
+                report_path: Path) -> tuple[Distribution, ...]:
     """Install wheels for the target into dest; returns what was installed (from pip's report)."""
     args = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
             "--no-warn-script-location", "--target", str(dest)]
@@ -245,15 +245,14 @@ def pip_install(requirements: list[str], target: Target, dest: Path, *, pins: tu
     return tuple(sorted(out, key=lambda d: d.name))
 
 
-def _compile(tree: Path, interpreter: str) -> None:
+def compile_bytecode(tree: Path, prefix: str, interpreter: str) -> subprocess.CompletedProcess[str]:
+    """Compile `tree` as if it lay at `prefix` in the image; the caller reports a failure."""
     # stable paths (-s/-p) and unchecked-hash pycs: no build path and no mtime in the bytecode
-    proc = subprocess.run(
-        [interpreter, "-m", "compileall", "-q", "-q", "-s", str(tree), "-p", "/" + TASK_ROOT,
+    return subprocess.run(
+        [interpreter, "-m", "compileall", "-q", "-q", "-s", str(tree), "-p", prefix,
          "--invalidation-mode", "unchecked-hash", "-j", "1", str(tree)],
         capture_output=True, text=True, check=False, env=dict(os.environ, PYTHONHASHSEED="0"),
     )
-    if proc.returncode != 0:
-        raise BuildError(f"dependencies: compiling bytecode failed: {proc.stderr[-1000:] or proc.stdout[-1000:]}")
 
 
 def cache_dir() -> Path:
@@ -310,15 +309,18 @@ def dependency_layer(requirements: list[str], target: Target, *, previous_report
             tempfile.TemporaryDirectory(prefix="deps-", dir=root) as tmp:
         work = Path(tmp)
         tree = work / "site"
-        dists = pip_install(list(reqs), target, tree, pins=pins, report_path=work / "pip-report.json", log=log)
+        dists = pip_install(list(reqs), target, tree, pins=pins, report_path=work / "pip-report.json")
         unstripped = tree_size(tree)
         strip_tree(tree)
         if interpreter is not None:
-            _compile(tree, interpreter)
+            proc = compile_bytecode(tree, contract.TASK_ROOT, interpreter)
+            if proc.returncode != 0:
+                raise BuildError("dependencies: compiling bytecode failed: "
+                                 f"{proc.stderr[-1000:] or proc.stdout[-1000:]}")
         stripped = tree_size(tree)
         key = layer_key(dists, target, bytecode=bytecode, mtime=mtime)
         layers_dir = root / "layers"
-        layer = layers.write_layer(layers.tree_entries(tree, TASK_ROOT), layers_dir / f"{key}.tar.gz",
+        layer = layers.write_layer(layers.tree_entries(tree, contract.TASK_ROOT), layers_dir / f"{key}.tar.gz",
                                    name="deps", created_by=f"mlpack: dependencies ({' '.join(reqs)}) for python "
                                    f"{target.python} {target.arch}", mtime=mtime)
         meta = {"layer": {"digest": layer.digest, "size": layer.size, "diff_id": layer.diff_id,
@@ -350,11 +352,7 @@ def _cached_layer(root: Path, key: str, pins: tuple[Distribution, ...]) -> tuple
         return None
     if not blob.is_file():
         return None
-    h = hashlib.sha256()
-    with blob.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    if "sha256:" + h.hexdigest() != layer.digest:
+    if oci.sha256_file(blob)[0] != layer.digest:
         blob.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
         return None

@@ -64,12 +64,13 @@ def generated() -> dict[Path, str]:
 
 
 def main(argv: list[str]) -> int:
-    stale = [p for p, text in generated().items() if not p.exists() or p.read_text() != text]
+    docs = generated()
     if "--check" in argv:
+        stale = [p for p, text in docs.items() if not p.exists() or p.read_text() != text]
         for p in stale:
             print(f"{p} is out of date: run `python -m packager.docgen`", file=sys.stderr)
         return 1 if stale else 0
-    for p, text in generated().items():
+    for p, text in docs.items():
         p.parent.mkdir(exist_ok=True)
         p.write_text(text)
         print(f"wrote {p}")

@@ -9,12 +9,11 @@ Must not speak HTTP itself (bases.py goes through registry.py) nor import cmd_* 
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,10 +59,6 @@ class BuildResult:
     @property
     def digest(self) -> str:
         return self.image.manifest.digest
-
-
-def _iso(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def handlers_dir() -> Path:
@@ -162,15 +157,6 @@ def check(layout: Path, *, arch: str | None = None) -> CheckResult:
 # the stage
 
 
-def _compile_tree(tree: Path, prefix: str, interpreter: str) -> None:
-    proc = subprocess.run([interpreter, "-m", "compileall", "-q", "-q", "-s", str(tree), "-p", prefix,
-                           "--invalidation-mode", "unchecked-hash", str(tree)], capture_output=True, text=True,
-                          check=False, env=dict(os.environ, PYTHONHASHSEED="0"))
-    if proc.returncode != 0:
-        raise BuildError(f"handler code: compiling bytecode failed: {proc.stdout[-800:]}{proc.stderr[-800:]}",
-                         hint="fix the syntax error in the handlers package")
-
-
 def _handler_layer(work: Path, interpreter: str | None, mtime: int) -> layers.Layer:
     src = handlers_dir()
     tree = work / "handlers-tree"
@@ -179,8 +165,11 @@ def _handler_layer(work: Path, interpreter: str | None, mtime: int) -> layers.La
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, dest)
     if interpreter is not None:
-        _compile_tree(tree, "/var/task/handlers", interpreter)
-    entries = layers.tree_entries(tree, "var/task/handlers")
+        proc = deps.compile_bytecode(tree, f"{contract.TASK_ROOT}/handlers", interpreter)
+        if proc.returncode != 0:
+            raise BuildError(f"handler code: compiling bytecode failed: {proc.stdout[-800:]}{proc.stderr[-800:]}",
+                             hint="fix the syntax error in the handlers package")
+    entries = layers.tree_entries(tree, f"{contract.TASK_ROOT}/handlers")
     return layers.write_layer(entries, work / "handler.tar.gz", name="handler",
                               created_by="mlpack: handler code (handlers package)", mtime=mtime)
 
@@ -210,7 +199,7 @@ def _env(base: bases.Base) -> list[str]:
 def compose(base: bases.Base, ours: list[layers.Layer], *, arch: str, mtime: int,
             labels: dict[str, str]) -> tuple[bytes, bytes]:
     """The config and manifest bytes for base + our layers."""
-    created = _iso(mtime)
+    created = layers.iso_utc(mtime)
     base_cfg = base.image.config_json
     inner = dict(base_cfg.get("config") or {})
     inner["Env"] = _env(base)
@@ -288,13 +277,12 @@ def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
         handler = _handler_layer(work, interpreter, mtime)
         model = _model_layer(work, artifact.model_path, artifact.json_path, artifact.version, mtime)
         ours = [dep.layer, handler, model]
-        labels = {"org.opencontainers.image.title": spec.name, "org.opencontainers.image.version": artifact.version,
-                  "org.mlpack.model.sha256": artifact.model_sha256}
+        labels = {oci.LABEL_TITLE: spec.name, oci.LABEL_VERSION: artifact.version,
+                  oci.LABEL_MODEL_SHA256: artifact.model_sha256}
         config_bytes, manifest_bytes = compose(base, ours, arch=arch, mtime=mtime, labels=labels)
 
-        base_sizes = _base_uncompressed(base)
         problems, warnings = lambda_problems(json.loads(manifest_bytes), json.loads(config_bytes),
-                                             base_sizes + [layer.uncompressed_size for layer in ours])
+                                             [*base.uncompressed_sizes, *(layer.uncompressed_size for layer in ours)])
         if problems:
             raise BuildError("the image breaks Lambda's rules:\n  " + "\n  ".join(problems),
                              hint="nothing was written; fix the base or the inputs")
@@ -302,7 +290,6 @@ def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
         blobs = bases.layer_paths(base) + [(layer.digest, layer.path) for layer in ours]
         image = oci.write_layout(staged, manifest_bytes=manifest_bytes, media_type=oci.MT_OCI_MANIFEST, arch=arch,
                                  blobs=blobs, config_bytes=config_bytes, ref_name=artifact.version)
-        shutil.rmtree(work)
         if layout.exists():
             old = layout.with_name(f".{layout.name}.old-{os.getpid()}")
             os.replace(layout, old)
@@ -312,10 +299,11 @@ def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
             os.replace(staged, layout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    image = oci.read_layout(layout)
+    image = dataclasses.replace(image, layout=layout)  # write_layout read it back before the rename
 
-    rows = [LayerRow(name="base", digest=d.digest, size=d.size, uncompressed_size=u,
-                     created_by=h) for d, u, h in zip(base.image.layers, base_sizes, _base_history(base), strict=True)]
+    base_rows = zip(base.image.layers, base.uncompressed_sizes, _base_history(base), strict=True)
+    rows = [LayerRow(name="base", digest=d.digest, size=d.size, uncompressed_size=u, created_by=h)
+            for d, u, h in base_rows]
     rows += [LayerRow(name=layer.name, digest=layer.digest, size=layer.size,
                       uncompressed_size=layer.uncompressed_size, created_by=layer.created_by) for layer in ours]
     report = {
@@ -340,21 +328,3 @@ def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
 def _base_history(base: bases.Base) -> list[str]:
     hist = [h for h in bases.history_for(base.image) if not h.get("empty_layer")]
     return [str(h.get("created_by", ""))[:200] for h in hist]
-
-
-def _base_uncompressed(base: bases.Base) -> list[int]:
-    """Uncompressed layer sizes of the base, measured once per layer and kept in the cache."""
-    out = []
-    info_dir = deps.cache_dir() / "bases" / "sizes"
-    for d in base.image.layers:
-        p = info_dir / d.digest.split(":", 1)[1]
-        try:
-            out.append(int(p.read_text()))
-            continue
-        except (OSError, ValueError):
-            pass
-        st = oci.scan_layer(base.image.blob_path(d.digest), d, strict_normal=False, seen_dirs=None)
-        info_dir.mkdir(parents=True, exist_ok=True)
-        p.write_text(str(st.uncompressed_size))
-        out.append(st.uncompressed_size)
-    return out

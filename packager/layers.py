@@ -9,6 +9,8 @@ Must not import image, registry or anything that touches the network.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import gzip
 import hashlib
 import io
@@ -16,7 +18,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -38,6 +40,11 @@ def source_date_epoch() -> int:
     if value < 0:
         raise BuildError(f"SOURCE_DATE_EPOCH: must not be negative (got {raw!r})")
     return value
+
+
+def iso_utc(epoch: int) -> str:
+    """`epoch` as the RFC 3339 time an image config's `created` fields hold."""
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +71,6 @@ class Layer:
     uncompressed_size: int
     created_by: str
     files: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
 
     def descriptor(self) -> Descriptor:
         return Descriptor(media_type=MT_OCI_LAYER_GZIP, digest=self.digest, size=self.size,
@@ -91,6 +97,7 @@ def tree_entries(src: Path, dest: str, *, exclude: Iterable[str] = ()) -> list[E
         prefix = dest if rel_root == "." else f"{dest}/{rel_root}"
         if rel_root != ".":
             out.append(Entry(path=prefix, kind="dir"))
+        # os.walk lists symlinked directories in `dirs` without walking them: they are kept as links
         for name in sorted(files) + [d for d in dirs if (Path(root) / d).is_symlink()]:
             if name in skip:
                 continue
@@ -100,8 +107,6 @@ def tree_entries(src: Path, dest: str, *, exclude: Iterable[str] = ()) -> list[E
                 out.append(Entry(path=f"{prefix}/{name}", kind="symlink", target=os.readlink(p)))
             elif stat.S_ISREG(st.st_mode):
                 out.append(Entry(path=f"{prefix}/{name}", kind="file", mode=st.st_mode, source=p))
-        # symlinked directories are kept as links, not walked
-        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
     return out
 
 
@@ -112,8 +117,7 @@ def with_parents(entries: Iterable[Entry]) -> list[Entry]:
         path = e.path.strip("/")
         if not path or ".." in PurePosixPath(path).parts:
             raise BuildError(f"layer entry {e.path!r}: must be a relative path inside the image")
-        by_path[path] = Entry(path=path, kind=e.kind, mode=e.mode, source=e.source, data=e.data,
-                              target=e.target)
+        by_path[path] = dataclasses.replace(e, path=path)
     for path in list(by_path):
         parts = PurePosixPath(path).parts
         for i in range(1, len(parts)):

@@ -13,17 +13,18 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from packager.errors import BuildError
-from packager.fsutil import write_atomic
+from packager.fsutil import copy_atomic, write_atomic
 
 OCI_LAYOUT_VERSION = "1.0.0"
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -49,6 +50,11 @@ LAMBDA_ARCH = {v: k for k, v in OCI_ARCH.items()}
 
 ANNOTATION_LAYER = "org.mlpack.layer"  # deps | handler | model, on layers mlpack wrote
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+# config labels `mlpack build` sets and `mlpack push` reads back: which model the image holds
+LABEL_TITLE = "org.opencontainers.image.title"
+LABEL_VERSION = "org.opencontainers.image.version"
+LABEL_MODEL_SHA256 = "org.mlpack.model.sha256"
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 CHUNK = 1 << 20
 
 
@@ -143,12 +149,8 @@ def put_blob_file(layout: Path, src: Path, digest: str) -> None:
     """Copy a blob whose digest the caller verified. A copy, not a hard link: a layout must not change
     when the cache it came from is damaged or cleaned, nor the other way round."""
     dest = blob_path(layout, digest)
-    if dest.exists():
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    if not dest.exists():
+        copy_atomic(src, dest)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -216,30 +218,28 @@ def _platform_arch(platform: Any) -> str | None:
 
 
 def select_manifest(index: dict[str, Any], where: str, arch: str | None,
-                    load_child: Any = None) -> Descriptor:
-    """Pick the one manifest for `arch` from an index (image index or docker manifest list)."""
-    entries = [Descriptor.from_json(m, where) for m in index.get("manifests", [])]
+                    load_child: Callable[[Descriptor], dict[str, Any]] | None = None) -> Descriptor:
+    """Pick the one manifest for `arch` from an index (image index or docker manifest list).
+
+    Entries whose platform names `arch` win over entries without a platform (and nested indexes)."""
     raw_entries = list(index.get("manifests", []))
-    if not entries:
+    if not raw_entries:
         raise BuildError(f"{where}: the index lists no manifests", hint="the layout is empty; rebuild it")
-    candidates: list[Descriptor] = []
-    for desc, raw in zip(entries, raw_entries, strict=True):
+    exact: list[Descriptor] = []
+    others: list[Descriptor] = []
+    for raw in raw_entries:
+        desc = Descriptor.from_json(raw, where)
         if desc.media_type in INDEX_TYPES:
             if load_child is None:
                 raise BuildError(f"{where}: nested index not supported here")
             child = load_child(desc)
-            candidates.append(select_manifest(child, f"{where} -> {desc.digest}", arch, load_child))
-            continue
-        if desc.media_type not in MANIFEST_TYPES:
-            continue  # attestations, signatures
-        got = _platform_arch(raw.get("platform"))
-        if raw.get("platform") is None or arch is None or got == arch:
-            candidates.append(desc)
-    if arch is not None:
-        pairs = zip(entries, raw_entries, strict=True)
-        matching = [d for d, r in pairs if _platform_arch(r.get("platform")) == arch]
-        if matching:
-            candidates = [d for d in candidates if d in matching] or candidates
+            others.append(select_manifest(child, f"{where} -> {desc.digest}", arch, load_child))
+        elif desc.media_type in MANIFEST_TYPES:  # not attestations, signatures
+            if arch is not None and _platform_arch(raw.get("platform")) == arch:
+                exact.append(desc)
+            elif raw.get("platform") is None or arch is None:
+                others.append(desc)
+    candidates = exact or others
     if not candidates:
         have = sorted({str(_platform_arch(r.get("platform")) or r.get("platform")) for r in raw_entries})
         raise BuildError(f"{where}: no image for architecture {arch} (has: {', '.join(have)})",
@@ -335,32 +335,33 @@ def norm_name(name: str) -> str:
 
 
 def scan_layer(path: Path, desc: Descriptor, *, strict_normal: bool, seen_dirs: set[str] | None = None,
-               ) -> LayerStats:
+               visit: Callable[[str], None] | None = None) -> LayerStats:
     """Hash a layer blob and its uncompressed tar, and check its entries.
 
     Lambda needs every parent directory as an entry (in this layer or an earlier one: `seen_dirs`).
     `strict_normal` also checks mlpack's normalisation (sorted, uid/gid 0, fixed mtime, no names).
+    `visit` is called with each entry's name, so a caller looking for files needs no second pass.
     """
     problems: list[str] = []
     seen = seen_dirs if seen_dirs is not None else set()
     entries = 0
     with path.open("rb") as f:
         outer = _HashingReader(f)
+        stream: IO[bytes] | None = None
         if desc.media_type in GZIP_LAYER_TYPES:
             gz_magic = f.read(2)
             f.seek(0)
-            if gz_magic != b"\x1f\x8b":
+            if gz_magic == b"\x1f\x8b":
+                stream = gzip.GzipFile(fileobj=outer, mode="rb")  # type: ignore[arg-type,call-overload]
+            else:
                 problems.append(f"layer {desc.digest}: media type says gzip but the blob is not gzip")
-                outer.drain()
-                return LayerStats(digest="sha256:" + outer.hash.hexdigest(), size=outer.size, diff_id="",
-                                  uncompressed_size=0, entries=0, problems=tuple(problems))
-            stream: IO[bytes] = gzip.GzipFile(fileobj=outer, mode="rb")  # type: ignore[arg-type,call-overload]
         elif desc.media_type in (MT_OCI_LAYER_TAR, MT_DOCKER_LAYER_TAR):
             problems.append(f"layer {desc.digest}: uncompressed layer ({desc.media_type}); Lambda needs gzip")
             stream = outer  # type: ignore[assignment]
         else:
             problems.append(f"layer {desc.digest}: unsupported media type {desc.media_type}; "
                             "Lambda needs gzip")
+        if stream is None:  # hashed, not read as a tar
             outer.drain()
             return LayerStats(digest="sha256:" + outer.hash.hexdigest(), size=outer.size, diff_id="",
                               uncompressed_size=0, entries=0, problems=tuple(problems))
@@ -375,6 +376,8 @@ def scan_layer(path: Path, desc: Descriptor, *, strict_normal: bool, seen_dirs: 
                     if not name:
                         continue
                     names.append(name)
+                    if visit is not None:
+                        visit(name)
                     base = PurePosixPath(name).name
                     for parent in _parents(name):
                         if parent not in seen:
@@ -436,7 +439,7 @@ def verify(image: Image) -> tuple[list[str], list[LayerStats]]:
 # unpack
 
 
-def _resolve_inside(root: Path, rel: str, *, follow_last: bool, depth: int = 0) -> Path:
+def resolve_inside(root: Path, rel: str, *, follow_last: bool, depth: int = 0) -> Path:
     """Resolve `rel` under `root` as if `root` were `/`: symlinks (absolute ones too) never leave it."""
     if depth > 40:
         raise BuildError(f"{rel}: too many levels of symbolic links while unpacking")
@@ -452,16 +455,17 @@ def _resolve_inside(root: Path, rel: str, *, follow_last: bool, depth: int = 0) 
             target = os.readlink(candidate)
             base = root if target.startswith("/") else current
             rel_base = base.relative_to(root).as_posix() if base != root else ""
-            current = _resolve_inside(root, f"{rel_base}/{target}", follow_last=True, depth=depth + 1)
+            current = resolve_inside(root, f"{rel_base}/{target}", follow_last=True, depth=depth + 1)
         else:
             current = candidate
     return current
 
 
 def _remove(path: Path) -> None:
-    if path.is_symlink() or not path.exists():
-        if path.is_symlink():
-            path.unlink()
+    if path.is_symlink():
+        path.unlink()
+        return
+    if not path.exists():
         return
     if path.is_dir():
         for sub in path.rglob("*"):
@@ -484,7 +488,7 @@ def _apply_layer(tar: tarfile.TarFile, root: Path, dir_modes: dict[Path, int]) -
         if ".." in pp.parts or (base.startswith(".wh.") and base[4:] in ("", ".", "..")):
             raise BuildError(f"layer entry {m.name!r}: a path with '..' or an empty whiteout",
                              hint="the image is malformed; run `mlpack check` on the layout")
-        parent = _resolve_inside(root, str(pp.parent), follow_last=True) if str(pp.parent) != "." else root
+        parent = resolve_inside(root, str(pp.parent), follow_last=True) if str(pp.parent) != "." else root
         if base == ".wh..wh..opq":
             if parent.is_dir():
                 for child in parent.iterdir():
@@ -508,7 +512,7 @@ def _apply_layer(tar: tarfile.TarFile, root: Path, dir_modes: dict[Path, int]) -
         if m.issym():
             os.symlink(m.linkname, target)
         elif m.islnk():
-            src = _resolve_inside(root, norm_name(m.linkname), follow_last=False)
+            src = resolve_inside(root, norm_name(m.linkname), follow_last=False)
             try:
                 os.link(src, target)
             except OSError:
