@@ -61,11 +61,9 @@ def find_source(path: Path) -> Source:
         return Source(layout=build / "image", model_json=build / "model.json", project_dir=path,
                       registry_repository=spec.registry.repository)
     if (path / "oci-layout").exists():
-        project = next((p for p in path.parents if (p / spec_mod.SPEC_FILE).exists()), path.parent)
-        repo = None
-        if (project / spec_mod.SPEC_FILE).exists():
-            repo = spec_mod.resolve(spec_mod.load(project)).registry.repository
-        return Source(layout=path, model_json=path.parent / "model.json", project_dir=project,
+        project = next((p for p in path.parents if (p / spec_mod.SPEC_FILE).exists()), None)
+        repo = spec_mod.resolve(spec_mod.load(project)).registry.repository if project else None
+        return Source(layout=path, model_json=path.parent / "model.json", project_dir=project or path.parent,
                       registry_repository=repo)
     raise RegistryError(f"{path}: neither a model project ({spec_mod.SPEC_FILE}) nor an OCI image layout (oci-layout)",
                         hint="pass the project folder after `mlpack build`, or the image folder it wrote")
@@ -75,7 +73,6 @@ def find_source(path: Path) -> Source:
 class Destination:
     ref: ImageRef  # registry/repository:tag
     client: RegistryClient
-    ecr: Any  # (Aws, EcrRegistry) when the destination is ECR, else None
 
 
 def destination(to: ImageRef | None, source: Source, model: push_mod.ModelInfo, *, dry_run: bool) -> Destination:
@@ -100,18 +97,20 @@ def destination(to: ImageRef | None, source: Source, model: push_mod.ModelInfo, 
             aws.ensure_repository(ecr, ref.repository)
         creds = aws.registry_credentials(ecr)
         client = RegistryClient(ref.registry, credentials=creds, endpoint=endpoint, basic_first=True)
-        return Destination(ref=ref, client=client, ecr=(aws, ecr))
+        return Destination(ref=ref, client=client)
     user, password = os.environ.get(ENV_USERNAME), os.environ.get(ENV_PASSWORD)
     basic = Credentials(user, password) if user and password else None
-    return Destination(ref=ref, client=RegistryClient(ref.registry, credentials=basic, endpoint=endpoint), ecr=None)
+    return Destination(ref=ref, client=RegistryClient(ref.registry, credentials=basic, endpoint=endpoint))
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} GB"
 
 
 def print_plan(plan: push_mod.PushPlan) -> None:
@@ -155,7 +154,6 @@ def push(path: Path, to: ImageRef | None, lock_path: Path | None, dry_run: bool,
                 print_plan(plan)
             push_mod.check_plan(plan)
             return
-        push_mod.check_plan(plan)
 
         def progress(step: push_mod.BlobStep, action: str) -> None:
             if not as_json:

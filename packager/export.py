@@ -34,18 +34,6 @@ from packager.spec import ModelSpec, is_factory
 
 Arrays = dict[str, np.ndarray]
 
-_NP_DTYPES = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.DOUBLE: "float64",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.INT64: "int64",
-    onnx.TensorProto.INT32: "int32",
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.BOOL: "bool",
-    onnx.TensorProto.STRING: "str",
-}
-
 
 @dataclass(frozen=True, kw_only=True)
 class OnnxArtifact:
@@ -92,7 +80,8 @@ class _Loaded:
 def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> ExportResult:
     """Export spec's model into `out` (default PROJECT/build/<name>), unless nothing changed."""
     out_dir = (out or spec.default_build_dir()).resolve()
-    inputs_hash = _inputs_hash(spec)
+    file_digests = _file_digests(spec)
+    inputs_hash = _inputs_hash(spec, file_digests)
     current = None if force else read_artifact(out_dir)
     if current is not None and current.metadata.get("inputs_hash") == inputs_hash:
         return ExportResult(artifact=current, skipped=True)
@@ -104,8 +93,8 @@ def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> 
     _strip_unstable(proto)
     model_bytes = proto.SerializeToString(deterministic=True)
     session = _session(model_bytes)
-    feeds = _feeds(spec, session, samples)
-    got = _run_onnx(spec, session, feeds)
+    feeds = _feeds(session, samples)
+    got = _run_onnx(session, feeds)
     task, roles, classes, label_names = _describe_outputs(spec, loaded, session, got)
     parity = _parity(spec, loaded, original, feeds, got, roles)
     if not parity["passed"]:
@@ -126,7 +115,7 @@ def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> 
         "feature_names": _feature_names(spec, session, samples),
         "opset": _opset(proto),
         "versions": _versions(loaded),
-        "source": {"kind": loaded.kind, "ref": spec.model.source, "sha256": _source_sha256(spec)},
+        "source": {"kind": loaded.kind, "ref": spec.model.source, "sha256": _source_sha256(spec, file_digests)},
         "model_sha256": model_sha,
         "parity": parity,
         "profile": {},
@@ -485,7 +474,7 @@ def _session(model_bytes: bytes) -> Any:
 # running and comparing
 
 
-def _feeds(spec: ModelSpec, session: Any, samples: Arrays | np.ndarray) -> Arrays:
+def _feeds(session: Any, samples: Arrays | np.ndarray) -> Arrays:
     inputs = session.get_inputs()
     if isinstance(samples, dict):
         names = [i.name for i in inputs]
@@ -532,7 +521,7 @@ def _shape_str(shape: list[Any]) -> str:
                            for i, d in enumerate(shape)) + ")"
 
 
-def _run_onnx(spec: ModelSpec, session: Any, feeds: Arrays) -> Arrays:
+def _run_onnx(session: Any, feeds: Arrays) -> Arrays:
     try:
         outs = session.run(None, feeds)
     except Exception as e:
@@ -584,7 +573,7 @@ def _describe_outputs(spec: ModelSpec, loaded: _Loaded, session: Any,
         task = spec.model.task
     else:
         floats = [n for n in names if got[n].dtype.kind == "f"]
-        ints = [n for n in names if got[n].dtype.kind in "iuO" or got[n].dtype.kind == "U"]
+        ints = [n for n in names if got[n].dtype.kind in "iuOU"]
         wide = len(floats) == 1 and got[floats[0]].ndim == 2 and got[floats[0]].shape[1] > 1
         task = "classification" if (wide and len(names) <= 2) or (ints and floats) else "regression"
     roles: dict[str, Any] = {"label": None, "scores": None, "scores_kind": None}
@@ -659,9 +648,9 @@ def _compare(name: str, expected: np.ndarray, got: np.ndarray, *, exact: bool, r
     bad_rows = np.any(bad_cells, axis=1)
     excess = np.max(np.where(bad_cells, err - allowed, -np.inf), axis=1)
     order = np.argsort(-excess, kind="stable")[: min(5, int(bad_rows.sum()))]
-    worst = [{"row": int(r), "column": int(np.argmax(err[r] - allowed[r])),
-              "expected": float(e64[r, np.argmax(err[r] - allowed[r])]),
-              "got": float(g64[r, np.argmax(err[r] - allowed[r])])} for r in order]
+    cols = [int(np.argmax(err[r] - allowed[r])) for r in order]  # each row's worst column
+    worst = [{"row": int(r), "column": c, "expected": float(e64[r, c]), "got": float(g64[r, c])}
+             for r, c in zip(order, cols, strict=True)]
     finite_err = err[np.isfinite(err)]
     max_abs = float(finite_err.max()) if finite_err.size else 0.0
     n_bad = int(bad_rows.sum())
@@ -833,10 +822,10 @@ def _profile(feeds: Arrays, got: Arrays, metadata: dict[str, Any]) -> dict[str, 
 # change detection and writing
 
 
-def _source_sha256(spec: ModelSpec) -> str:
+def _source_sha256(spec: ModelSpec, file_digests: Mapping[str, str]) -> str:
     path = spec.source_path()
     if path is not None:
-        return _file_sha256(path)
+        return file_digests.get("source") or _file_sha256(path)
     module = spec.model.source.split(":", 1)[0].replace(".", "/")
     file = spec.project_dir / f"{module}.py"
     return _file_sha256(file if file.is_file() else spec.project_dir / module / "__init__.py")
@@ -850,7 +839,14 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _inputs_hash(spec: ModelSpec) -> str:
+def _file_digests(spec: ModelSpec) -> dict[str, str]:
+    """sha256 of the source and samples files that exist (a missing one is reported when loading), read
+    once for both the change check and model.json."""
+    return {key: _file_sha256(path) for key, path in (("source", spec.source_path()), ("samples", spec.samples_path()))
+            if path is not None and path.is_file()}
+
+
+def _inputs_hash(spec: ModelSpec, file_digests: Mapping[str, str]) -> str:
     """Everything that determines the export: source and samples bytes (for factories, the project's
     Python files), the spec sections that feed it, and the converter versions."""
     h = hashlib.sha256()
@@ -866,9 +862,8 @@ def _inputs_hash(spec: ModelSpec) -> str:
                       "numpy")},
     }
     add("spec", json.dumps(relevant, sort_keys=True, default=str).encode())
-    for key, path in (("source", spec.source_path()), ("samples", spec.samples_path())):
-        if path is not None and path.is_file():
-            add(key, _file_sha256(path).encode())
+    for key, digest in file_digests.items():
+        add(key, digest.encode())
     if is_factory(spec.model.source) or is_factory(spec.samples.source):
         for py in sorted(spec.project_dir.rglob("*.py")):
             rel = py.relative_to(spec.project_dir)

@@ -12,7 +12,6 @@ at the same time lose nothing. No network, no AWS.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,12 +19,12 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from packager import oci
 from packager.errors import DeployError
 from packager.fsutil import write_atomic
 
 LOCK_FILE = "mlpack.lock.json"
 LOCK_FORMAT = "mlpack.lock/1"
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +60,7 @@ def read(path: Path) -> dict[str, LockEntry]:
         if not isinstance(entry, dict) or set(entry) != fields:
             raise DeployError(f"{path}: models.{name}: expected keys {', '.join(sorted(fields))}",
                               hint="push the model again with `mlpack push` to rewrite its entry")
-        if not DIGEST_RE.match(str(entry["digest"])):
+        if not oci.DIGEST_RE.match(str(entry["digest"])):
             raise DeployError(f"{path}: models.{name}.digest: not a sha256 digest (got {entry['digest']!r})")
         out[name] = LockEntry(**{k: str(v) for k, v in entry.items()})
     return out

@@ -15,11 +15,12 @@ import datetime as dt
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from packager import lock as lock_mod
+from packager import oci
 from packager.errors import MlpackError, RegistryError
 from packager.oci import Descriptor, Image
 from packager.registry import ImageRef, RegistryClient
@@ -113,7 +114,7 @@ def plan_push(image: Image, dest: ImageRef, client: RegistryClient, *,
     if dest.tag:
         points_to = client.head_manifest(repo, dest.tag)
         tag_state = "absent" if points_to is None else "same" if points_to == image.manifest.digest else "conflict"
-    return PushPlan(dest=dest.with_digest(None) if dest.digest else dest, manifest_digest=image.manifest.digest,
+    return PushPlan(dest=dest.with_digest(None), manifest_digest=image.manifest.digest,
                     manifest_media_type=image.manifest.media_type, manifest_present=present,
                     tag_state=tag_state, tag_points_to=points_to, blobs=tuple(steps))
 
@@ -174,15 +175,11 @@ def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: P
         # The tag may have been set by someone else since the plan: look again right before writing it.
         now = client.head_manifest(repo, plan.dest.tag)
         if now is not None and now != plan.manifest_digest:
-            check_plan(PushPlan(**{**_fields(plan), "tag_state": "conflict", "tag_points_to": now}))
+            check_plan(replace(plan, tag_state="conflict", tag_points_to=now))
         if now is None:
             client.put_manifest(repo, plan.dest.tag, image.manifest_bytes, image.manifest.media_type)
     ref = ImageRef(plan.dest.registry, repo, plan.dest.tag, plan.manifest_digest)
     return PushResult(ref=ref, bytes_sent=sent, counts=counts)
-
-
-def _fields(plan: PushPlan) -> dict[str, Any]:
-    return {f: getattr(plan, f) for f in plan.__dataclass_fields__}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -198,16 +195,11 @@ class ModelInfo:
     model_sha256: str
 
 
-LABEL_NAME = "org.opencontainers.image.title"
-LABEL_VERSION = "org.opencontainers.image.version"
-LABEL_SHA256 = "org.mlpack.model.sha256"
-
-
 def model_info_for(image: Image, model_json: Path) -> ModelInfo:
     """The model inside the image, from the labels `mlpack build` sets on its config (the image is the
     truth: model.json in the build folder may be newer than the image); model.json when they are absent."""
     labels = (image.config_json.get("config") or {}).get("Labels") or {}
-    values = [labels.get(k) for k in (LABEL_NAME, LABEL_VERSION, LABEL_SHA256)]
+    values = [labels.get(k) for k in (oci.LABEL_TITLE, oci.LABEL_VERSION, oci.LABEL_MODEL_SHA256)]
     if all(isinstance(v, str) and v for v in values):
         return ModelInfo(name=str(values[0]), version=str(values[1]), model_sha256=str(values[2]))
     return model_info(model_json)

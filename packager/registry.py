@@ -5,7 +5,8 @@ digest-verified, written atomically) and pushes them (HEAD to skip, cross-reposi
 monolithic or chunked streamed upload, manifest with its exact bytes, returned digest checked).
 Authentication: anonymous, bearer token from a WWW-Authenticate challenge, or basic.
 
-Must not import boto3 (credentials come in as plain values from packager/aws.py), nor spec/build code.
+Must not import boto3 (credentials come in as plain values from packager/aws.py), nor spec/build code;
+media types, architecture names and digests come from packager/oci.py (the on-disk format).
 """
 
 from __future__ import annotations
@@ -27,23 +28,21 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from packager import oci
 from packager.errors import RegistryError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
-ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST))
+OCI_MANIFEST = oci.MT_OCI_MANIFEST
+OCI_INDEX = oci.MT_OCI_INDEX
+DOCKER_MANIFEST = oci.MT_DOCKER_MANIFEST
+DOCKER_LIST = oci.MT_DOCKER_LIST
+INDEX_TYPES = oci.INDEX_TYPES
+MANIFEST_TYPES = oci.MANIFEST_TYPES
+ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
 
-# mlpack's arch names -> OCI platform architecture
-OCI_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
-
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = oci.DIGEST_RE
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
@@ -132,8 +131,7 @@ class ImageRef:
         return replace(self, tag=tag)
 
 
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+sha256_digest = oci.sha256_bytes
 
 
 def is_local(registry: str) -> bool:
@@ -179,7 +177,7 @@ class Credentials:
 
 @dataclass(frozen=True)
 class BlobUpload:
-    """What a blob upload did: 'skip' (already there), 'mount' or 'upload', and bytes sent over the wire."""
+    """What a blob upload did: 'skip' (already there) or 'upload', and bytes sent over the wire."""
 
     digest: str
     action: str
@@ -415,7 +413,7 @@ class RegistryClient:
         if not media_type:
             media_type = str(doc.get("mediaType", ""))
         if media_type in INDEX_TYPES or (not media_type and "manifests" in doc):
-            want = OCI_ARCH.get(arch, arch)
+            want = oci.OCI_ARCH.get(arch, arch)
             found = []
             for m in doc.get("manifests", []):
                 plat = m.get("platform") or {}
@@ -519,11 +517,10 @@ class RegistryClient:
         sent = [0]
         state: dict[str, Any] = {"location": None}
 
-        def attempt() -> None:
+        def attempt() -> str:
             if state["location"] is None:
-                have = self.blob_size(repository, digest)
-                if have is not None:
-                    return
+                if self.blob_size(repository, digest) is not None:
+                    return "skip"  # there already, or arrived before a lost response
                 state["location"], state["min_chunk"] = self._start_upload(repository, action)
             if size > self.chunked_above:
                 self._chunked(repository, digest, size, open_blob, state, sent, action)
@@ -531,9 +528,10 @@ class RegistryClient:
                 location = state["location"]
                 state["location"] = None  # a failed monolithic PUT leaves the session unusable
                 self._put_blob(repository, location, digest, size, open_blob, 0, sent, action)
+            return "upload"
 
-        self._retrying(action, attempt)
-        return BlobUpload(digest=digest, action="upload", bytes_sent=sent[0])
+        done: str = self._retrying(action, attempt)
+        return BlobUpload(digest=digest, action=done, bytes_sent=sent[0])
 
     def _start_upload(self, repository: str, action: str) -> tuple[str, int]:
         """Open an upload session: its URL, and the smallest chunk the registry accepts (OCI 1.1 header)."""
@@ -624,7 +622,7 @@ class RegistryClient:
         r: httpx.Response = self._retrying(action, attempt)
         if r.status_code not in (200, 201):
             detail = _error_detail(r)
-            if "MANIFEST_BLOB_UNKNOWN" in r.text or "BLOB_UNKNOWN" in r.text:
+            if "BLOB_UNKNOWN" in r.text:  # MANIFEST_BLOB_UNKNOWN too
                 raise RegistryError(f"{action}: the registry lacks a blob the manifest refers to ({detail})",
                                     hint="run the push again; it uploads what is missing")
             if "TAG_INVALID" in r.text or "ImageTagAlreadyExists" in r.text or "IMMUTABLE" in r.text.upper():
@@ -682,25 +680,23 @@ def _json_or_none(data: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _error_codes(r: httpx.Response) -> set[str]:
-    """The `code`s of an OCI distribution error body; empty when it has none."""
+def _errors(r: httpx.Response) -> list[dict[str, Any]]:
+    """The `errors` of an OCI distribution error body; empty when it has none."""
     try:
         r.read()
-        return {str(e.get("code")) for e in r.json().get("errors") or [] if isinstance(e, dict)}
+        errors = r.json().get("errors") or []
     except (ValueError, AttributeError, httpx.HTTPError):
-        return set()
+        return []
+    return [e for e in errors if isinstance(e, dict)]
+
+
+def _error_codes(r: httpx.Response) -> set[str]:
+    return {str(e.get("code")) for e in _errors(r)}
 
 
 def _error_detail(r: httpx.Response) -> str:
-    try:
-        r.read()
-        doc = r.json()
-        errors = doc.get("errors") or []
-        if errors:
-            return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
-    except (ValueError, AttributeError, httpx.HTTPError):
-        pass
-    return f"HTTP {r.status_code}"
+    errors = _errors(r)
+    return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) if errors else f"HTTP {r.status_code}"
 
 
 def _short(url: str) -> str:
