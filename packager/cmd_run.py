@@ -12,7 +12,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ def _kind(target: Path) -> str:
 
 @contextlib.contextmanager
 def prepare(target: Path, *, isolate: bool, memory_mb: int | None, timeout_s: int | None,
-            log: Any = lambda s: None) -> Iterator[Prepared]:
+            log: Callable[[str], None] = lambda s: None) -> Iterator[Prepared]:
     """Everything needed to start the function, in a temporary folder removed afterwards."""
     kind = _kind(target)
     extra: dict[str, str] = {}
@@ -144,6 +144,10 @@ def prepare(target: Path, *, isolate: bool, memory_mb: int | None, timeout_s: in
         _rmtree(work)
 
 
+def _log(s: str) -> None:
+    click.echo(s, err=True)
+
+
 def _read_data(data: str) -> tuple[bytes, str]:
     if data.startswith("@"):
         path = Path(data[1:])
@@ -195,12 +199,9 @@ def invoke(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | 
     if event_kind == "direct" and data is None:
         raise MlpackError("--event direct needs --data: a direct invoke's event is the request body")
 
-    def log(s: str) -> None:
-        click.echo(s, err=True)
-
-    with prepare(target, isolate=isolate, memory_mb=memory_mb, timeout_s=timeout_s, log=log) as prep:
+    with prepare(target, isolate=isolate, memory_mb=memory_mb, timeout_s=timeout_s, log=_log) as prep:
         if prep.note:
-            log(f"note: {prep.note}")
+            _log(f"note: {prep.note}")
         if event_kind == "direct":
             try:
                 event: Any = json.loads(body)
@@ -210,7 +211,7 @@ def invoke(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | 
             headers = {"content-type": ctype} if ctype else {}
             event = local.http_event((method or ("POST" if data is not None else "GET")).upper(), route, "",
                                      headers, body, api=event_kind)
-        with local.LocalFunction(prep.command, timeout_s=prep.timeout_s, output=log, name=prep.name) as fn:
+        with local.LocalFunction(prep.command, timeout_s=prep.timeout_s, output=_log, name=prep.name) as fn:
             fn.start()
             result = fn.invoke(event)
     if event_kind == "direct":
@@ -235,20 +236,17 @@ def invoke(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | 
 def serve(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | None, port: int, api: str) -> None:
     """Serve TARGET on 127.0.0.1 like API Gateway in front of its Lambda function, until Ctrl-C."""
 
-    def log(s: str) -> None:
-        click.echo(s, err=True)
-
-    with prepare(target, isolate=isolate, memory_mb=memory_mb, timeout_s=timeout_s, log=log) as prep:
+    with prepare(target, isolate=isolate, memory_mb=memory_mb, timeout_s=timeout_s, log=_log) as prep:
         if prep.note:
-            log(f"note: {prep.note}")
-        with local.LocalFunction(prep.command, timeout_s=prep.timeout_s, output=log, name=prep.name) as fn:
+            _log(f"note: {prep.note}")
+        with local.LocalFunction(prep.command, timeout_s=prep.timeout_s, output=_log, name=prep.name) as fn:
             fn.start()
-            front = local.ApiGatewayFront(fn, port=port, api=api, log=log)
-            log(f"serving {prep.name} at {front.url} ({prep.command.description}); Ctrl-C stops")
+            front = local.ApiGatewayFront(fn, port=port, api=api, log=_log)
+            _log(f"serving {prep.name} at {front.url} ({prep.command.description}); Ctrl-C stops")
             try:
                 front.serve_forever()
             except KeyboardInterrupt:
-                log("stopping")
+                _log("stopping")
             finally:
                 front.stop()
 

@@ -33,6 +33,7 @@ from typing import IO, Any, Protocol
 
 from handlers import contract
 from packager.errors import MlpackError
+from packager.oci import resolve_inside
 from packager.runtime_api import InvocationResult, QuietServer, RuntimeApi, error_payload
 
 UNSHARE = "/usr/bin/unshare"
@@ -110,28 +111,9 @@ def isolation_problem(arch: str) -> str | None:
                 "qemu-user-static (Debian/Ubuntu: apt install qemu-user-static) and mlpack runs it emulated, or run "
                 "without --isolate (the image's handler and model under this machine's Python packages), or on an "
                 f"{arch} machine (for arm64: a Graviton instance or an arm64 CI runner)")
-    for tool in (UNSHARE,):
-        if not os.access(tool, os.X_OK):
-            return f"{tool} is missing (Debian package util-linux / coreutils)"
+    if not os.access(UNSHARE, os.X_OK):
+        return f"{UNSHARE} is missing (Debian package util-linux / coreutils)"
     return None
-
-
-def _in_root(rootfs: Path, path: str) -> Path:
-    """`path` as the image sees it, with symbolic links resolved inside rootfs (never on the host)."""
-    parts = [p for p in path.split("/") if p]
-    at = rootfs
-    for _ in range(64):
-        if not parts:
-            return at
-        nxt = at / parts.pop(0)
-        if nxt.is_symlink():
-            target = os.readlink(nxt)
-            parts = [p for p in target.split("/") if p] + parts
-            if target.startswith("/"):
-                at = rootfs
-            continue
-        at = nxt
-    raise LocalRunError(f"{path}: too many symbolic links in the image")
 
 
 def isolated_command(rootfs: Path, config: dict[str, Any], *, arch: str, name: str, memory_mb: int = 1024,
@@ -158,7 +140,7 @@ def isolated_command(rootfs: Path, config: dict[str, Any], *, arch: str, name: s
     if emu is not None:
         # qemu-user runs one program; what that program execs is not emulated (no binfmt_misc here), so
         # the entry point must be the program itself, not a script that starts it
-        program = _in_root(rootfs, entry[0])
+        program = resolve_inside(rootfs, entry[0], follow_last=True)  # the image's links, never the host's
         try:
             with program.open("rb") as f:
                 is_elf = f.read(4) == b"\x7fELF"
@@ -293,16 +275,19 @@ class LocalFunction:
 def http_event(method: str, path: str, query: str, headers: dict[str, str], body: bytes, *,
                api: str = "rest") -> dict[str, Any]:
     """An API Gateway proxy event for one HTTP request: REST (payload 1.0) or HTTP API (2.0)."""
-    # header names arrive as the client spelled them (REST events keep that spelling)
+    # header names arrive as the client spelled them: REST events keep that spelling, HTTP API
+    # events lower-case them
+    http = api == "http"
+    if http:
+        headers = {k.lower(): v for k, v in headers.items()}
     ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "").lower()
-    text = not body or any(ctype.startswith(t) for t in TEXT_TYPES) or ctype.endswith("+json")
-    b64 = not text
+    b64 = bool(body) and not (any(ctype.startswith(t) for t in TEXT_TYPES) or ctype.endswith("+json"))
     body_s = (base64.b64encode(body).decode() if b64 else body.decode("utf-8", "replace")) if body else None
     now = int(time.time() * 1000)
     request_id = f"local-{now}"
-    if api == "http":
+    if http:
         return {"version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
-                "headers": {k.lower(): v for k, v in headers.items()},
+                "headers": headers,
                 "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1",
                                             "sourceIp": "127.0.0.1", "userAgent": headers.get("user-agent", "")},
                                    "requestId": request_id, "stage": "$default", "timeEpoch": now,
@@ -322,24 +307,22 @@ def gateway_response(result: InvocationResult, *, api: str = "rest") -> tuple[in
     """What API Gateway answers for a Lambda result: the proxy response, or its own error."""
     headers = {"x-amzn-RequestId": result.request_id}
     rest = api == "rest"
-    if result.status == "timeout":
-        msg = b'{"message": "Internal server error"}' if rest else b'{"message":"Service Unavailable"}'
-        return (502 if rest else 503), {**headers, "x-amzn-ErrorType": "InternalServerErrorException"}, msg
-    if not result.ok:
-        msg = b'{"message": "Internal server error"}' if rest else b'{"message":"Internal Server Error"}'
-        return (502 if rest else 500), {**headers, "x-amzn-ErrorType": "InternalServerErrorException"}, msg
-    try:
-        resp = json.loads(result.payload)
-        status = int(resp["statusCode"])
-        body = resp.get("body") or ""
-        out = base64.b64decode(body) if resp.get("isBase64Encoded") else str(body).encode()
-        headers.update({str(k): str(v) for k, v in (resp.get("headers") or {}).items()})
-        return status, headers, out
-    except (ValueError, KeyError, TypeError):
-        if not rest and result.payload:  # HTTP APIs take a bare JSON value as a 200
-            return 200, {**headers, "Content-Type": "application/json"}, result.payload
-        return 502, {**headers, "x-amzn-ErrorType": "InternalServerErrorException"}, \
-            b'{"message": "Internal server error"}'
+    status, message = 502, b'{"message": "Internal server error"}'  # a REST API's answer to every failure
+    if result.ok:
+        try:
+            resp = json.loads(result.payload)
+            code = int(resp["statusCode"])
+            body = resp.get("body") or ""
+            out = base64.b64decode(body) if resp.get("isBase64Encoded") else str(body).encode()
+            headers.update({str(k): str(v) for k, v in (resp.get("headers") or {}).items()})
+            return code, headers, out
+        except (ValueError, KeyError, TypeError):
+            if not rest and result.payload:  # HTTP APIs take a bare JSON value as a 200
+                return 200, {**headers, "Content-Type": "application/json"}, result.payload
+    elif not rest:
+        status, message = ((503, b'{"message":"Service Unavailable"}') if result.status == "timeout"
+                           else (500, b'{"message":"Internal Server Error"}'))
+    return status, {**headers, "x-amzn-ErrorType": "InternalServerErrorException"}, message
 
 
 class Reader(Protocol):
@@ -480,9 +463,7 @@ class ApiGatewayFront:
                 if len(body) > contract.MAX_BODY_BYTES:  # Lambda's invoke limit, as API Gateway reports it
                     self._reply(413, {}, TOO_LONG)
                     return
-                headers = {k: v for k, v in self.headers.items()}
-                event = http_event(self.command, path, query, {k.lower(): v for k, v in headers.items()}
-                                   if api == "http" else headers, body, api=api)
+                event = http_event(self.command, path, query, dict(self.headers.items()), body, api=api)
                 status, out_headers, out = gateway_response(front.function.invoke(event), api=api)
                 self._reply(status, out_headers, out)
 

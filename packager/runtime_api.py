@@ -24,6 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 PREFIX = "/2018-06-01/runtime"
+NEXT = f"{PREFIX}/invocation/next"
+INVOCATION = f"{PREFIX}/invocation/"  # + request id + /response or /error
+INIT_ERROR = f"{PREFIX}/init/error"
+MAX_RESPONSE = 6 * 1024 * 1024  # Lambda's synchronous response limit
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -35,7 +39,6 @@ class QuietServer(ThreadingHTTPServer):
         exc = sys.exc_info()[1]
         if not isinstance(exc, ConnectionError | TimeoutError):
             super().handle_error(request, client_address)
-MAX_RESPONSE = 6 * 1024 * 1024  # Lambda's synchronous response limit
 
 
 @dataclass
@@ -87,12 +90,12 @@ def error_payload(error_type: str, message: str) -> bytes:
 
 
 class RuntimeApi:
-    """The server. `submit` queues an invocation; `wait` blocks until it ends or its time is up."""
+    """The server. `submit` queues an invocation; the runtime's response, error or a caller's
+    `Invocation.finish` (timeout, crash) ends it."""
 
     def __init__(self, *, function_name: str = "mlpack-local", host: str = "127.0.0.1", port: int = 0) -> None:
         self.function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{function_name}"
         self._queue: queue.Queue[Invocation] = queue.Queue()
-        self._lock = threading.Lock()
         self.current: Invocation | None = None
         self.init_error: bytes | None = None
         self.init_error_event = threading.Event()
@@ -128,7 +131,7 @@ class RuntimeApi:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
-                if self.path != f"{PREFIX}/invocation/next":
+                if self.path != NEXT:
                     self._send(404, error_payload("NotFound", self.path))
                     return
                 inv = api._next(self._client_gone)
@@ -145,13 +148,13 @@ class RuntimeApi:
             def do_POST(self) -> None:
                 body = self._read()
                 path = self.path
-                if path == f"{PREFIX}/init/error":
+                if path == INIT_ERROR:
                     api.init_error = body or error_payload("Runtime.Unknown", "init failed")
                     api.init_error_event.set()
                     self._send(202, b'{"status":"OK"}')
                     return
-                if path.startswith(f"{PREFIX}/invocation/"):
-                    request_id, _, what = path[len(f"{PREFIX}/invocation/"):].partition("/")
+                if path.startswith(INVOCATION):
+                    request_id, _, what = path[len(INVOCATION):].partition("/")
                     inv = api.current
                     if inv is None or inv.request_id != request_id or what not in ("response", "error"):
                         self._send(400, error_payload("InvalidRequestID", f"no invocation {request_id}"))
@@ -174,7 +177,6 @@ class RuntimeApi:
                 self._send(404, error_payload("NotFound", path))
 
         self._server = QuietServer((host, port), Handler)
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="runtime-api", daemon=True)
 
     @property
@@ -205,10 +207,9 @@ class RuntimeApi:
             if gone():
                 self._queue.put(inv)  # its runtime died while waiting: leave the work to the next one
                 return None
-            with self._lock:
-                inv.started = time.monotonic()
-                inv.deadline_ms = int(time.time() * 1000 + inv.timeout_s * 1000)
-                self.current = inv
+            inv.started = time.monotonic()
+            inv.deadline_ms = int(time.time() * 1000 + inv.timeout_s * 1000)
+            self.current = inv
             return inv
         return None
 
