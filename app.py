@@ -16,7 +16,6 @@ naming the key, the value and what to put instead.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,7 +123,7 @@ def main() -> None:
     try:
         settings = read_context(app.node.try_get_context)
         the_plan = plan(
-            Path(os.getcwd()) if (Path.cwd() / "cdk.json").is_file() else ROOT,
+            Path.cwd() if (Path.cwd() / "cdk.json").is_file() else ROOT,
             patterns=list(settings.projects),
             lock_path=settings.lock,
         )

@@ -91,8 +91,8 @@ def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfil
     def gw(name: str, stat: str = "Sum") -> cw.Metric:
         return _m("AWS/ApiGateway", name, api, stat, period)
 
-    def mine(name: str, dims: dict[str, str] | None = None) -> cw.Metric:
-        return _m(ns, name, dims or own, "Sum", period)
+    def mine(name: str) -> cw.Metric:
+        return _m(ns, name, own, "Sum", period)
 
     def rate(expr: str, label: str, **using: cw.IMetric) -> cw.MathExpression:
         return cw.MathExpression(expression=expr, using_metrics=using, label=label, period=period)

@@ -6,7 +6,7 @@ Never calls AWS; the schema comes in as data (stacks/model_json.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import CfnOutput, RemovalPolicy
@@ -17,6 +17,7 @@ from constructs import Construct
 
 from handlers import contract
 from stacks import nag
+from stacks.function import retention
 
 # API Gateway's answer when the body fails the schema, shaped like the handler's errors. escapeJavaScript
 # also escapes single quotes, which JSON does not allow, hence the replaceAll (AWS's documented idiom).
@@ -25,6 +26,10 @@ BAD_BODY_TEMPLATE = (
     '"detail": "$util.escapeJavaScript($context.error.validationErrorString)'
     '.replaceAll("\\\\\'", "\'")", "path": "body"}'
 )
+
+# The API's one stage. Alarms and the dashboard name it as this literal: the stage's Ref would make
+# the API alarms depend on the deployment, a cycle once CodeDeploy rolls back on those alarms.
+STAGE_NAME = "v1"
 
 # KServe / Open Inference Protocol v2: structure only; the handler checks names, shapes and dtypes.
 V2_INFER_SCHEMA: dict[str, Any] = {
@@ -63,6 +68,7 @@ class ModelApiProps:
     quota_per_day: requests per day per key (api_key only); None = no quota.
     log_retention_days: retention of the access log group.
     stage_name: the deployment stage (default "v1").
+    description: the API's description; "" (default) = "mlpack model <model_name>".
     """
 
     model_name: str
@@ -73,8 +79,8 @@ class ModelApiProps:
     throttle_burst: int = 100
     quota_per_day: int | None = None
     log_retention_days: int = 30
-    stage_name: str = "v1"
-    description: str = field(default="")
+    stage_name: str = STAGE_NAME
+    description: str = ""
 
 
 class ModelApi(Construct):
@@ -82,12 +88,10 @@ class ModelApi(Construct):
 
     def __init__(self, scope: Construct, id: str, *, props: ModelApiProps) -> None:
         super().__init__(scope, id)
-        from stacks.function import _retention_name  # one table of retention names
-
         self.access_logs = logs.LogGroup(
             self,
             "AccessLogs",
-            retention=logs.RetentionDays(_retention_name(props.log_retention_days)),
+            retention=retention(props.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
         self.api = apigw.RestApi(
@@ -118,11 +122,11 @@ class ModelApi(Construct):
                 ),
             ),
         )
-        # no test-invoke permissions: half the Lambda::Permission resources, and the console test is not needed
         nag.acknowledge(self.api, "AwsSolutions-APIG3")
         nag.acknowledge(self.api, "AwsSolutions-COG4")
         if props.auth != "iam":
             nag.acknowledge(self.api, f"AwsSolutions-APIG4#{props.auth}")
+        # no test-invoke permissions: half the Lambda::Permission resources, and the console test is not needed
         integration = apigw.LambdaIntegration(props.handler, allow_test_invoke=False)
         api_key_required = props.auth == "api_key"
         authorization = apigw.AuthorizationType.IAM if props.auth == "iam" else apigw.AuthorizationType.NONE
@@ -197,14 +201,8 @@ class ModelApi(Construct):
 def _json_schema(schema: dict[str, Any]) -> apigw.JsonSchema:
     """Turn a plain draft-4 dict into CDK's JsonSchema (snake_case keywords, nested objects)."""
     kw: dict[str, Any] = {}
-    names = {
-        "$schema": "schema",
-        "minItems": "min_items",
-        "maxItems": "max_items",
-        "oneOf": "one_of",
-        "additionalProperties": "additional_properties",
-        "type": "type",
-    }
+    # keywords passed through as they are, under CDK's name when it differs (title, required: the same)
+    names = {"minItems": "min_items", "maxItems": "max_items", "additionalProperties": "additional_properties"}
     for key, value in schema.items():
         if key == "$schema":
             kw["schema"] = apigw.JsonSchemaVersion.DRAFT4
@@ -216,8 +214,6 @@ def _json_schema(schema: dict[str, Any]) -> apigw.JsonSchema:
             kw["properties"] = {k: _json_schema(v) for k, v in value.items()}
         elif key == "oneOf":
             kw["one_of"] = [_json_schema(v) for v in value]
-        elif key == "additionalProperties":
-            kw["additional_properties"] = value
         else:
             kw[names.get(key, key)] = value
     return apigw.JsonSchema(**kw)

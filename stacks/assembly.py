@@ -21,7 +21,7 @@ def add_stacks(
     synthesizer: Callable[[], IStackSynthesizer] | None = None,
 ) -> dict[str, Stack]:
     """Add the plan's stacks to app; returns them by stack name. Nothing when the plan has no model."""
-    if not plan.models or plan.env is None:
+    if plan.env is None:  # no model
         return {}
     account, region = plan.env
     env = Environment(account=account, region=region)

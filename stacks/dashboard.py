@@ -35,35 +35,28 @@ class ModelDashboard(Construct):
         period = Duration.minutes(props.period_minutes)
         name = f"mlpack-{props.model_name}"
 
-        def lam(metric: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
+        fn = {"FunctionName": name}
+        api = {"ApiName": name, "Stage": props.stage_name}
+        own = {contract.DIM_MODEL: props.model_name}
+
+        def metric(namespace: str, dims: dict[str, str], name: str, stat: str, label: str | None) -> cw.Metric:
             return cw.Metric(
-                namespace="AWS/Lambda",
-                metric_name=metric,
-                dimensions_map={"FunctionName": name},
+                namespace=namespace,
+                metric_name=name,
+                dimensions_map=dims,
                 statistic=stat,
                 period=period,
-                label=label or metric,
+                label=label or name,
             )
 
-        def gw(metric: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
-            return cw.Metric(
-                namespace="AWS/ApiGateway",
-                metric_name=metric,
-                period=period,
-                statistic=stat,
-                dimensions_map={"ApiName": name, "Stage": props.stage_name},
-                label=label or metric,
-            )
+        def lam(metric_name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
+            return metric("AWS/Lambda", fn, metric_name, stat, label)
 
-        def mine(metric: str, stat: str = "Sum") -> cw.Metric:
-            return cw.Metric(
-                namespace=contract.METRIC_NAMESPACE,
-                metric_name=metric,
-                statistic=stat,
-                period=period,
-                dimensions_map={contract.DIM_MODEL: props.model_name},
-                label=metric,
-            )
+        def gw(metric_name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
+            return metric("AWS/ApiGateway", api, metric_name, stat, label)
+
+        def mine(metric_name: str, stat: str = "Sum") -> cw.Metric:
+            return metric(contract.METRIC_NAMESPACE, own, metric_name, stat, None)
 
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=name, default_interval=Duration.hours(3))
         self.dashboard.add_widgets(

@@ -95,7 +95,7 @@ class ModelFunction(Construct):
             self,
             "Logs",
             log_group_name=f"/aws/lambda/{name}",
-            retention=logs.RetentionDays(_retention_name(props.log_retention_days)),
+            retention=retention(props.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
         self.function = lambda_.DockerImageFunction(
@@ -167,7 +167,9 @@ class GradualDeployment(Construct):
         nag.acknowledge(self, nag.CODEDEPLOY_LAMBDA)
 
 
-def _retention_name(days: int) -> str:
+def retention(days: int) -> logs.RetentionDays:
+    """The RetentionDays member for a day count (one of packager/spec.py's log_retention_days choices).
+    jsii's Python enum is keyed by member name, not by days, hence the table."""
     names = {
         1: "ONE_DAY",
         3: "THREE_DAYS",
@@ -192,4 +194,4 @@ def _retention_name(days: int) -> str:
         3288: "NINE_YEARS",
         3653: "TEN_YEARS",
     }
-    return names[days]
+    return logs.RetentionDays(names[days])

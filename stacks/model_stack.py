@@ -5,6 +5,7 @@ reads files, builds, or calls AWS.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aws_cdk import Stack
@@ -14,7 +15,7 @@ from constructs import Construct
 from packager.lock import LockEntry
 from packager.spec import ModelSpec
 from stacks import alarms as alarms_mod
-from stacks.api import ModelApi, ModelApiProps
+from stacks.api import STAGE_NAME, ModelApi, ModelApiProps
 from stacks.dashboard import DashboardProps, ModelDashboard
 from stacks.function import EcrImage, GradualDeployment, GradualDeploymentProps, ModelFunction, ModelFunctionProps
 from stacks.model_json import ModelInfo
@@ -84,23 +85,12 @@ class ModelStack(Stack):
                 chat=tuple(ChatRef(kind=c.kind, webhook=c.webhook) for c in spec.notifications.chat),
             ),
         )
-        limit = rt.reserved_concurrency if rt.reserved_concurrency else account_concurrency
+        # [alarms] as it is, plus what its thresholds are relative to
         thresholds = alarms_mod.Thresholds(
-            period_minutes=al.period_minutes,
-            evaluation_periods=al.evaluation_periods,
-            error_rate_pct=al.error_rate_pct,
-            throttles=al.throttles,
-            duration_p99_pct_of_timeout=al.duration_p99_pct_of_timeout,
-            concurrency_pct=al.concurrency_pct,
-            api_5xx_rate_pct=al.api_5xx_rate_pct,
-            api_4xx_rate_pct=al.api_4xx_rate_pct,
-            api_latency_p99_ms=al.api_latency_p99_ms,
-            validation_failure_rate_pct=al.validation_failure_rate_pct,
-            out_of_range_rate_pct=al.out_of_range_rate_pct,
-            drift=al.drift,
+            **dataclasses.asdict(al),
             timeout_s=rt.timeout_s,
-            concurrency_limit=limit,
-            stage_name="v1",
+            concurrency_limit=rt.reserved_concurrency or account_concurrency,
+            stage_name=STAGE_NAME,
         )
         self.alarms = alarms_mod.ModelAlarms(
             self,
@@ -140,6 +130,7 @@ class ModelStack(Stack):
             "Dashboard",
             props=DashboardProps(
                 model_name=spec.name,
+                stage_name=STAGE_NAME,
                 alarms=tuple(self.alarms.alarms.values()),
                 period_minutes=al.period_minutes,
             ),

@@ -118,31 +118,18 @@ class ModelNotifications(Construct):
         for ref in props.chat:
             kind, where = ref.webhook.split(":", 1)
             if kind == "ssm":
-                statements.append(
-                    iam.PolicyStatement(
-                        actions=["ssm:GetParameter"],
-                        resources=[
-                            stack.format_arn(service="ssm", resource="parameter", resource_name=where.lstrip("/"))
-                        ],
-                    )
-                )
-            elif where.startswith("arn:"):
-                statements.append(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[where]))
+                action = "ssm:GetParameter"
+                arn = stack.format_arn(service="ssm", resource="parameter", resource_name=where.lstrip("/"))
             else:
+                action = "secretsmanager:GetSecretValue"
                 # Secrets Manager appends a random 6-character suffix to a secret's ARN.
-                statements.append(
-                    iam.PolicyStatement(
-                        actions=["secretsmanager:GetSecretValue"],
-                        resources=[
-                            stack.format_arn(
-                                service="secretsmanager",
-                                resource="secret",
-                                resource_name=f"{where}-??????",
-                                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                            )
-                        ],
-                    )
+                arn = where if where.startswith("arn:") else stack.format_arn(
+                    service="secretsmanager",
+                    resource="secret",
+                    resource_name=f"{where}-??????",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
                 )
+            statements.append(iam.PolicyStatement(actions=[action], resources=[arn]))
         iam.Policy(
             self,
             "NotifierAccess",

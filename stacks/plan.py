@@ -16,6 +16,7 @@ import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handlers import contract
 from packager import lock as lock_mod
 from packager import spec as spec_mod
 from packager.errors import DeployError, MlpackError
@@ -95,9 +96,10 @@ def plan(root: Path, *, patterns: list[str], lock_path: Path) -> AppPlan:
                 f"push it again with `mlpack push {entry.project}`"
             )
             continue
+        info_path = spec.default_build_dir() / contract.MODEL_JSON
         try:
             image = EcrImage.parse(entry.repository, entry.digest, origin=f"{where}.repository")
-            info = model_json.load(spec.default_build_dir() / "model.json", max_batch_size=spec.api.max_batch_size)
+            info = model_json.load(info_path, max_batch_size=spec.api.max_batch_size)
         except MlpackError as e:
             problems.append(str(e))
             continue
@@ -109,7 +111,7 @@ def plan(root: Path, *, patterns: list[str], lock_path: Path) -> AppPlan:
             continue
         if info.version != entry.model_version:
             problems.append(
-                f"{spec.default_build_dir() / 'model.json'}: model version {info.version} does not match "
+                f"{info_path}: model version {info.version} does not match "
                 f"the pushed image's {entry.model_version} ({where}.model_version)\n  hint: run "
                 f"`mlpack export {entry.project}` for the version you pushed, or push again"
             )
