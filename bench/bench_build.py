@@ -14,9 +14,7 @@ Prints a table; nothing here is a test. Needs the network only for the cold buil
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, Row, at_most, cli, parser
+
 sys.path.insert(0, str(ROOT))
-
-from common import Row, add_flags, at_most, emit  # noqa: E402
-
-from packager import deps  # noqa: E402
-from packager import image as image_mod  # noqa: E402
-from packager import spec as spec_mod  # noqa: E402
+from packager import deps
+from packager import image as image_mod
+from packager import spec as spec_mod
+from tests.support.images import copy_example
 
 
 def retrain(project: Path, c: float) -> None:
@@ -46,14 +43,6 @@ def retrain(project: Path, c: float) -> None:
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000, random_state=0))
     model.fit(data.data.astype(np.float32), data.target)
     joblib.dump(model, project / "model.joblib")
-
-
-def copy_iris(dest: Path) -> Path:
-    project = dest / "iris"
-    shutil.copytree(ROOT / "examples" / "iris", project, ignore=shutil.ignore_patterns("build", "__pycache__"))
-    if not (project / "model.joblib").exists() or not (project / "samples.csv").exists():
-        subprocess.run([sys.executable, "train.py"], cwd=project, check=True, capture_output=True)
-    return project
 
 
 def build(project: Path, base: str) -> tuple[float, image_mod.BuildResult]:
@@ -81,7 +70,7 @@ def run(quick: bool, repeat: int | None = None, base: str = "debian") -> list[Ro
             work = Path(tmp)
             # an empty cache of our own: the cold figure must never come from the user's ~/.cache/mlpack
             os.environ["MLPACK_CACHE_DIR"] = str(work / "cache")
-            project = copy_iris(work)
+            project = copy_example("iris", work)
 
             cold_s, first = build(project, base)
             warm = []
@@ -140,12 +129,10 @@ def run(quick: bool, repeat: int | None = None, base: str = "debian") -> list[Ro
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--repeat", type=int, default=None, help="warm rebuilds to take the median of (default 5)")
     ap.add_argument("--base", default="debian")
-    add_flags(ap)
-    args = ap.parse_args()
-    emit(run(args.quick, args.repeat, args.base), args.json)
+    cli(ap, run)
 
 
 if __name__ == "__main__":

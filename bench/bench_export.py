@@ -8,8 +8,6 @@ Prints a table; the issue's target is iris under 10 s on a 2-core machine.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -17,9 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Row, add_flags, at_most, emit
+from common import ROOT, Row, at_most, cli, parser
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.support.images import copy_example
+
 MLPACK = [sys.executable, "-m", "packager"]
 
 
@@ -36,15 +36,12 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
         work = Path(tmp)
         for name, framework_import in (("iris", "import sklearn.linear_model, skl2onnx"),
                                        ("digits-mlp", "import torch, torch.onnx, onnxscript")):
-            project = work / name
-            shutil.copytree(REPO / "examples" / name, project, ignore=shutil.ignore_patterns("build", "__pycache__"))
-            if (project / "train.py").exists() and name == "iris":
-                subprocess.run([sys.executable, "train.py"], cwd=project, check=True, capture_output=True)
+            project = copy_example(name, work)
             export_times, import_times = [], []
             for _ in range(runs):  # interleaved, so both see the same machine state
-                export_times.append(timed([*MLPACK, "export", "--force", str(project)], REPO))
-                import_times.append(timed([sys.executable, "-c", framework_import], REPO))
-            skip = statistics.median(timed([*MLPACK, "export", str(project)], REPO) for _ in range(3))
+                export_times.append(timed([*MLPACK, "export", "--force", str(project)], ROOT))
+                import_times.append(timed([sys.executable, "-c", framework_import], ROOT))
+            skip = statistics.median(timed([*MLPACK, "export", str(project)], ROOT) for _ in range(3))
             e, i = statistics.median(export_times), statistics.median(import_times)
             target, met = at_most(e, 10, " s") if name == "iris" else ("", None)
             rows.append(Row("export", f"{name}: mlpack export, fresh process", e, "s", target, met,
@@ -55,11 +52,9 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=None, help="fresh-process runs per model (default 5, quick 2)")
-    add_flags(parser)
-    args = parser.parse_args()
-    emit(run(args.quick, args.runs), args.json)
+    ap = parser(__doc__)
+    ap.add_argument("--runs", type=int, default=None, help="fresh-process runs per model (default 5, quick 2)")
+    cli(ap, run)
 
 
 if __name__ == "__main__":

@@ -16,24 +16,18 @@ Prints a table; nothing here is a test.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, Row, cli, cold_programs, parser, process_ms
+
 sys.path.insert(0, str(ROOT))
-
-from common import COLD_BARE, COLD_HANDLER, Row, add_flags, emit  # noqa: E402
-
-from handlers import contract as C  # noqa: E402
-from tests.support import events as ev  # noqa: E402
+from handlers import contract as C
+from tests.support.images import copy_example
 
 SKLEARN = """
 import joblib, numpy
@@ -68,12 +62,6 @@ torch.save(train.build_model().state_dict(), sys.argv[1])
 """
 
 
-def process_ms(code: str, env: dict[str, str]) -> float:
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return (time.perf_counter() - t) * 1000
-
-
 def export(project: Path, out: Path) -> Path:
     subprocess.run([sys.executable, "-m", "packager", "export", str(project), "-o", str(out)], cwd=ROOT,
                    check=True, capture_output=True)
@@ -84,10 +72,8 @@ def prepare(work: Path) -> list[tuple[str, str, str, str, str]]:
     """(model, framework label, framework code, handler code, bare onnxruntime code) per example."""
     cases = []
     for name in ("iris", "digits-mlp"):
-        project = work / name
-        shutil.copytree(ROOT / "examples" / name, project, ignore=shutil.ignore_patterns("build", "__pycache__"))
+        project = copy_example(name, work)
         if name == "iris":
-            subprocess.run([sys.executable, "train.py"], cwd=project, check=True, capture_output=True)
             row = [[5.1, 3.5, 1.4, 0.2]]
             label, fw = "scikit-learn", SKLEARN.format(path=str(project / "model.joblib"), row=row)
         else:
@@ -96,12 +82,7 @@ def prepare(work: Path) -> list[tuple[str, str, str, str, str]]:
                            capture_output=True)
             row = [[0.5] * 64]
             label, fw = "PyTorch", TORCH.format(path=str(weights), row=row)
-        folder = export(project, work / f"{name}-onnx")
-        meta = json.loads((folder / C.MODEL_JSON).read_text())
-        input_name = meta["signature"]["inputs"][0]["name"]
-        event = ev.rest_v1("POST", "/predict", {"inputs": row})
-        handler = COLD_HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
-        bare = COLD_BARE.format(onnx=str(folder / C.MODEL_FILE), name=input_name, row=row)
+        handler, bare = cold_programs(export(project, work / f"{name}-onnx"), row)
         cases.append((name, label, fw, handler, bare))
     return cases
 
@@ -139,11 +120,9 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=None, help="rounds of fresh processes (default 11, quick 5)")
-    add_flags(parser)
-    args = parser.parse_args()
-    emit(run(args.quick, args.runs), args.json)
+    ap = parser(__doc__)
+    ap.add_argument("--runs", type=int, default=None, help="rounds of fresh processes (default 11, quick 5)")
+    cli(ap, run)
 
 
 if __name__ == "__main__":

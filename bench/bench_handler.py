@@ -21,27 +21,24 @@ Prints a table; nothing here is a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+import numpy as np
+from common import ROOT, Row, at_most, cli, cold_programs, parser, process_ms, version
+
 sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from common import COLD_BARE, COLD_HANDLER, Row, add_flags, at_most, emit  # noqa: E402
-
-from handlers import contract as C  # noqa: E402
-from handlers import events, inference, metrics  # noqa: E402
-from tests.support import events as ev  # noqa: E402
-from tests.support import handler_models as hm  # noqa: E402
+from handlers import contract as C
+from handlers import events, inference, metrics
+from tests.support import events as ev
+from tests.support import handler_models as hm
 
 
 def _calls_for(fn: Any, min_time: float) -> int:
@@ -64,17 +61,21 @@ def _round(fn: Any, n: int) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 
-def paired(base: Any, other: Any, *, min_time: float, rounds: int) -> tuple[float, float, float]:
-    """Alternating short rounds of two callables: (median us of base, median us of other, median of the
-    per-round ratios). Pairing adjacent rounds keeps a busy shared CPU from skewing the ratio."""
-    na, nb = _calls_for(base, min_time), _calls_for(other, min_time)
-    a, b, r = [], [], []
+def _alternate(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tuple[float, float, float]:
+    """Timings of a and b taken in turn: (median of a, median of b, median of the per-round b/a).
+    Pairing adjacent rounds keeps a busy shared CPU from skewing the ratio."""
+    ta, tb, r = [], [], []
     for _ in range(rounds):
-        ta, tb = _round(base, na), _round(other, nb)
-        a.append(ta)
-        b.append(tb)
-        r.append(tb / ta)
-    return statistics.median(a), statistics.median(b), statistics.median(r)
+        ta.append(a())
+        tb.append(b())
+        r.append(tb[-1] / ta[-1])
+    return statistics.median(ta), statistics.median(tb), statistics.median(r)
+
+
+def paired(base: Any, other: Any, *, min_time: float, rounds: int) -> tuple[float, float, float]:
+    """Alternating short rounds of two callables, in us per call (see _alternate)."""
+    na, nb = _calls_for(base, min_time), _calls_for(other, min_time)
+    return _alternate(lambda: _round(base, na), lambda: _round(other, nb), rounds)
 
 
 class Codec:
@@ -153,24 +154,17 @@ def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, A
 IMPORTS = "import numpy, onnxruntime{extra}"
 
 
-def process_ms(code: str, env: dict[str, str]) -> float:
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return (time.perf_counter() - t) * 1000
-
-
 def cold_rows(work: Path, runs: int) -> list[tuple[str, float, float, float]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), C.ENV_METRICS: "on", "PYTHONDONTWRITEBYTECODE": "0"}
+    # bytecode is written by the warm-up runs (an image ships it): any value of PYTHONDONTWRITEBYTECODE,
+    # "0" included, would stop that, so it is dropped
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update({"PYTHONPATH": str(ROOT), C.ENV_METRICS: "on"})
     iris_dir = work / "iris"
     mlp_dir = work / "mlp"
     out = []
     for label, folder, row in (("iris", iris_dir, [[5.1, 3.5, 1.4, 0.2]]),
                                ("mlp784", mlp_dir, [[0.5] * 784])):
-        meta = json.loads((folder / C.MODEL_JSON).read_text())
-        name = meta["signature"]["inputs"][0]["name"]
-        bare = COLD_BARE.format(onnx=str(folder / C.MODEL_FILE), name=name, row=row)
-        event = ev.rest_v1("POST", "/predict", {"inputs": row})
-        ours = COLD_HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
+        ours, bare = cold_programs(folder, row)
         process_ms(bare, env), process_ms(ours, env)  # warm the page cache and bytecode
         out.append((label, *_paired_processes(bare, ours, env, runs)))
     out.append(("import numpy+onnxruntime (+orjson, simdjson)",
@@ -180,13 +174,8 @@ def cold_rows(work: Path, runs: int) -> list[tuple[str, float, float, float]]:
 
 
 def _paired_processes(a_code: str, b_code: str, env: dict[str, str], runs: int) -> tuple[float, float, float]:
-    a, b, r = [], [], []
-    for _ in range(runs):
-        ta, tb = process_ms(a_code, env), process_ms(b_code, env)
-        a.append(ta)
-        b.append(tb)
-        r.append(tb / ta)
-    return statistics.median(a), statistics.median(b), statistics.median(r)
+    """Fresh processes of a and b in turn, in ms (see _alternate)."""
+    return _alternate(lambda: process_ms(a_code, env), lambda: process_ms(b_code, env), runs)
 
 
 WARM_TARGETS = {"iris b1 json": 3.5, "iris b32 json": 9.0, "mlp784 b1 json": 4.0, "mlp784 b32 json": 14.0,
@@ -220,17 +209,15 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
     return rows
 
 
+def versions() -> str:
+    libs = ", ".join(f"{d} {version(d)}" for d in ("onnxruntime", "numpy", "orjson", "pysimdjson"))
+    return f"python {sys.version.split()[0]}, {libs}, {os.cpu_count()} CPUs"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=None, help="fresh processes per cold case (default 15, quick 5)")
-    add_flags(parser)
-    args = parser.parse_args()
-    rows = run(args.quick, args.runs)
-    if not args.json:
-        print(f"python {sys.version.split()[0]}, onnxruntime {__import__('onnxruntime').__version__}, "
-              f"numpy {np.__version__}, orjson {__import__('orjson').__version__}, "
-              f"pysimdjson {__import__('importlib.metadata').metadata.version('pysimdjson')}, {os.cpu_count()} CPUs\n")
-    emit(rows, args.json)
+    ap = parser(__doc__)
+    ap.add_argument("--runs", type=int, default=None, help="fresh processes per cold case (default 15, quick 5)")
+    cli(ap, run, header=versions)
 
 
 if __name__ == "__main__":

@@ -12,26 +12,24 @@ Prints a table. Data is generated locally into a temporary folder; nothing leave
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, Row, at_most, cli, parser
+
 sys.path.insert(0, str(ROOT))
-
-from common import Row, add_flags, at_most, emit  # noqa: E402
-
-from packager import oci  # noqa: E402
-from packager import push as push_mod  # noqa: E402
-from packager.registry import ImageRef, RegistryClient  # noqa: E402
-from tests.support.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, tar_gz, write_layout  # noqa: E402
-from tests.support.registry import start_registry  # noqa: E402
+from packager import oci
+from packager import push as push_mod
+from packager.registry import ImageRef, RegistryClient
+from tests.support.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, write_layout
+from tests.support.registry import start_registry
 
 
 def noise(n: int, seed: int) -> bytes:
@@ -79,9 +77,8 @@ def big_layout(dest: Path, size: int) -> None:
             left -= len(piece)
     layer_digest = "sha256:" + h.hexdigest()
     tmp.rename(blobs / h.hexdigest())
-    small, _ = tar_gz({"etc/hostname": b"bench\n"})
-    write_layout(dest, [], raw_layers=[(small, "sha256:" + "0" * 64)])
-    # Re-point the manifest at the big blob: registries do not look inside layers.
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    # The diff_id is made up: registries do not look inside layers.
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode()
     (blobs / hashlib.sha256(config).hexdigest()).write_bytes(config)
@@ -159,19 +156,15 @@ def run(quick: bool, layer_mb: int | None = None, keep: bool = False) -> list[Ro
     finally:
         server.stop()
         if not keep:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--layer-mb", type=int, default=None, help="size of the big layer (default 1024, quick 256)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    add_flags(ap)
-    args = ap.parse_args()
-    emit(run(args.quick, args.layer_mb, args.keep), args.json)
+    cli(ap, run)
 
 
 if __name__ == "__main__":

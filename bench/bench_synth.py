@@ -12,7 +12,6 @@ Prints a table; not a test.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -21,14 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import ROOT, Row, at_most, cli, parser
+
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "true")
 
-from common import Row, add_flags, at_most, emit  # noqa: E402
-
-from tests.support import stack_projects as sp  # noqa: E402
+from tests.support import stack_projects as sp
 
 CHAT = '[[notifications.chat]]\nkind = "slack"\nwebhook = "ssm:/team/slack"\n'
 
@@ -39,7 +37,7 @@ def make_root(base: Path, n: int) -> Path:
     for i, name in enumerate(names):
         sp.write_project(root, name, toml_extra=CHAT if i % 5 == 0 else "")
     sp.write_lock(root, names)
-    sp.write_cdk_json(root, REPO)
+    sp.write_cdk_json(root, ROOT)
     return root
 
 
@@ -57,10 +55,10 @@ def synth_in_process(root: Path, outdir: Path) -> tuple[float, int]:
 
 
 def synth_cli(root: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     subprocess.run(
-        [str(REPO / "node_modules/.bin/cdk"), "synth", "-q", "--no-notices", "-o", str(root / "cdk.out")],
+        [str(ROOT / "node_modules/.bin/cdk"), "synth", "-q", "--no-notices", "-o", str(root / "cdk.out")],
         cwd=root,
         env=env,
         check=True,
@@ -104,13 +102,11 @@ def run(quick: bool, sizes: list[int] | None = None, repeat: int | None = None, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="model counts (default 1 10 50, quick 1 10)")
     ap.add_argument("--repeat", type=int, default=None, help="synths per size (default 3, quick 1)")
     ap.add_argument("--cli", action="store_true", help="also time `cdk synth` through the CLI")
-    add_flags(ap)
-    args = ap.parse_args()
-    emit(run(args.quick, args.sizes, args.repeat, args.cli), args.json)
+    cli(ap, run)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Shared pieces of the benchmark scripts: the Row every benchmark returns, the one table format,
-the `--quick`/`--json` flags, and the machine description that goes next to the figures.
+the command line (`--quick`/`--json`), fresh-process timing, and the machine description that goes
+next to the figures.
 
-Each bench_*.py exposes `run(quick: bool) -> list[Row]` and stays runnable alone; bench/run runs each
-in its own process with `--json` and prints every row in one table. Imports only the standard library
-(it is imported before anything heavy, and by every script).
+Each bench_*.py exposes `run(quick: bool, **its options) -> list[Row]` and stays runnable alone;
+bench/run runs each in its own process with `--json` and prints every row in one table. Imports only
+the standard library at module level (it is imported before anything heavy, and by every script).
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The last stdout line of a script run with --json; anything it printed before is left alone.
 JSON_MARKER = "BENCH-ROWS "
@@ -63,17 +68,28 @@ def table(rows: list[Row]) -> str:
     return "\n".join([line(head), line(tuple("-" * w for w in widths)), *(line(b) for b in body)])
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes (minutes)")
-    parser.add_argument("--json", action="store_true",
-                        help=f"print the rows as JSON on a last line starting {JSON_MARKER.strip()!r} (for bench/run)")
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A script's command line: its docstring as help, --quick and --json; the script adds its own
+    options, each named after a parameter of its run()."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes (minutes)")
+    ap.add_argument("--json", action="store_true",
+                    help=f"print the rows as JSON on a last line starting {JSON_MARKER.strip()!r} (for bench/run)")
+    return ap
 
 
-def emit(rows: list[Row], as_json: bool) -> None:
+def cli(ap: argparse.ArgumentParser, run: Callable[..., list[Row]], header: Callable[[], str] | None = None) -> None:
+    """Parse, call run(quick, **the script's options) and print its rows: as a table (after `header`,
+    if any), or with --json as the line bench/run reads."""
+    options = vars(ap.parse_args())
+    quick, as_json = options.pop("quick"), options.pop("json")
+    rows = run(quick, **options)
     if as_json:
         print(JSON_MARKER + json.dumps([asdict(r) for r in rows]), flush=True)
-    else:
-        print(table(rows))
+        return
+    if header is not None:
+        print(header() + "\n")
+    print(table(rows))
 
 
 def parse(stdout: str) -> list[Row]:
@@ -83,7 +99,7 @@ def parse(stdout: str) -> list[Row]:
     raise ValueError("no rows in the script's output")
 
 
-def _version(dist: str) -> str:
+def version(dist: str) -> str:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -107,9 +123,8 @@ def machine() -> dict[str, str]:
         pass
     commit = "unknown"
     try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
         if head.returncode == 0:
             commit = head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
     except OSError:
@@ -122,23 +137,25 @@ def machine() -> dict[str, str]:
         "memory": mem,
         "os": f"{platform.system()} {platform.release()} {platform.machine()}",
         "python": sys.version.split()[0],
-        "onnxruntime": _version("onnxruntime"),
-        "numpy": _version("numpy"),
-        "scikit-learn": _version("scikit-learn"),
-        "torch": _version("torch"),
-        "aws-cdk-lib": _version("aws-cdk-lib"),
+        "onnxruntime": version("onnxruntime"),
+        "numpy": version("numpy"),
+        "scikit-learn": version("scikit-learn"),
+        "torch": version("torch"),
+        "aws-cdk-lib": version("aws-cdk-lib"),
         "commit": commit,
         "load average at start": load,
     }
 
 
-# Fresh-process programs for cold-init comparisons (filled with str.format): a bare onnxruntime
-# session + one run, and mlpack's handler answering one event from a model folder.
-COLD_BARE = """
-import numpy, onnxruntime
-s = onnxruntime.InferenceSession({onnx!r}, providers=["CPUExecutionProvider"])
-s.run(None, {{{name!r}: numpy.array({row!r}, dtype=numpy.float32)}})
-"""
+def process_ms(code: str, env: dict[str, str]) -> float:
+    """Wall time of a fresh `python -c code` in the repository, in ms."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - t) * 1000
+
+
+# Fresh-process programs for cold-init comparisons: mlpack's handler answering one event from a model
+# folder, and a bare onnxruntime session + one run.
 COLD_HANDLER = """
 import os
 os.environ[{env!r}] = {folder!r}
@@ -146,3 +163,21 @@ import handlers.predict as p
 r = p.handler({event!r}, None)
 assert r["statusCode"] == 200, r
 """
+COLD_BARE = """
+import numpy, onnxruntime
+s = onnxruntime.InferenceSession({onnx!r}, providers=["CPUExecutionProvider"])
+s.run(None, {{{name!r}: numpy.array({row!r}, dtype=numpy.float32)}})
+"""
+
+
+def cold_programs(folder: Path, row: list[list[float]]) -> tuple[str, str]:
+    """(handler, bare onnxruntime) programs predicting `row` with the exported model in `folder`, the
+    handler through an API Gateway REST request. Needs ROOT on sys.path."""
+    from handlers import contract as C
+    from tests.support import events as ev
+
+    meta = json.loads((folder / C.MODEL_JSON).read_text())
+    event = ev.rest_v1("POST", "/predict", {"inputs": row})
+    handler = COLD_HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
+    bare = COLD_BARE.format(onnx=str(folder / C.MODEL_FILE), name=meta["signature"]["inputs"][0]["name"], row=row)
+    return handler, bare

@@ -85,8 +85,18 @@ def regressor(out: Path) -> tuple[Path, Any, np.ndarray]:
     return _write(out, onx.SerializeToString(), meta), reg, X
 
 
-def _mlp_onnx_helper(n_in: int, hidden: int, n_out: int, seed: int) -> bytes:
+def _serialized(graph: Any) -> bytes:
+    """`graph` as a checked opset-17, IR-8 model, serialized."""
     import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _mlp_onnx_helper(n_in: int, hidden: int, n_out: int, seed: int) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -101,10 +111,7 @@ def _mlp_onnx_helper(n_in: int, hidden: int, n_out: int, seed: int) -> bytes:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_in])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_out])],
         [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return _serialized(graph)
 
 
 def _mlp_torch(n_in: int, hidden: int, n_out: int, seed: int, hidden2: int | None = None) -> bytes:
@@ -151,7 +158,6 @@ def mlp(out: Path, *, n_in: int = 784, hidden: int = 128, n_out: int = 10, use_t
 
 def two_inputs(out: Path) -> Path:
     """y = sum(a * 2) + sum(b) per row: a float32 [batch, 3], b int64 [batch, 2] -> float32 [batch, 1]."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [
@@ -168,9 +174,6 @@ def two_inputs(out: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
         [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
          numpy_helper.from_array(np.array([1], np.int64), "axes")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
     meta = {
         "name": "two", "task": "regression",
         "signature": {"inputs": [{"name": "a", "dtype": "float32", "shape": ["batch", 3]},
@@ -180,21 +183,17 @@ def two_inputs(out: Path) -> Path:
         "feature_names": {"a": ["a0", "a1", "a2"], "b": ["b0", "b1"]}, "label_names": [],
         "profile": {"rows": 0, "inputs": {}, "outputs": {}},
     }
-    return _write(out, model.SerializeToString(), meta)
+    return _write(out, _serialized(graph), meta)
 
 
 def flags(out: Path) -> Path:
     """y = not x: a bool [batch, 2] -> bool [batch, 2]; a model whose input only takes true and false."""
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("Not", ["x"], ["y"])], "flags",
         [helper.make_tensor_value_info("x", TensorProto.BOOL, ["batch", 2])],
         [helper.make_tensor_value_info("y", TensorProto.BOOL, ["batch", 2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
     meta = {
         "name": "flags", "task": "regression",
         "signature": {"inputs": [{"name": "x", "dtype": "bool", "shape": ["batch", 2]}],
@@ -203,4 +202,4 @@ def flags(out: Path) -> Path:
         "feature_names": {"x": ["x0", "x1"]}, "label_names": [],
         "profile": {"rows": 0, "inputs": {}, "outputs": {}},
     }
-    return _write(out, model.SerializeToString(), meta)
+    return _write(out, _serialized(graph), meta)

@@ -174,23 +174,28 @@ class AlarmResource(CloudFormationModel):
         cw_models.cloudwatch_backends[account_id][region_name].delete_alarms([self.alarm.name])
 
 
-class SubscriptionResource(CloudFormationModel):
-    """AWS::SNS::Subscription as a real moto subscription."""
+class _Wrapper:
+    """One moto object behind a CloudFormation resource whose Ref is that object's ARN. A mixin, like
+    Placeholder (moto registers only direct subclasses of CloudFormationModel)."""
 
-    def __init__(self, sub: Any) -> None:
-        self.sub = sub
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
 
     @property
     def physical_resource_id(self) -> str:
-        return str(self.sub.arn)
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::SNS::Subscription"
+        return str(self.obj.arn)
 
     @staticmethod
     def cloudformation_name_type() -> str:
         return ""
+
+
+class SubscriptionResource(_Wrapper, CloudFormationModel):
+    """AWS::SNS::Subscription as a real moto subscription."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SNS::Subscription"
 
     @classmethod
     def create_from_cloudformation_json(
@@ -201,26 +206,15 @@ class SubscriptionResource(CloudFormationModel):
         return cls(backend.subscribe(p["TopicArn"], p["Endpoint"], p["Protocol"]))
 
     def delete(self, account_id: str, region_name: str) -> None:
-        sns_backends[account_id][region_name].unsubscribe(self.sub.arn)
+        sns_backends[account_id][region_name].unsubscribe(self.obj.arn)
 
 
-class AliasResource(CloudFormationModel):
+class AliasResource(_Wrapper, CloudFormationModel):
     """AWS::Lambda::Alias as a real moto alias (Ref = its ARN, which permissions and integrations use)."""
-
-    def __init__(self, alias: Any) -> None:
-        self.alias = alias
-
-    @property
-    def physical_resource_id(self) -> str:
-        return str(self.alias.arn)
 
     @staticmethod
     def cloudformation_type() -> str:
         return "AWS::Lambda::Alias"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
 
     @classmethod
     def create_from_cloudformation_json(
@@ -228,11 +222,8 @@ class AliasResource(CloudFormationModel):
     ) -> AliasResource:
         p = cloudformation_json["Properties"]
         backend = lambda_models.lambda_backends[account_id][region_name]
-        fn = (
-            str(p["FunctionName"]).split(":")[-1]
-            if ":function:" not in str(p["FunctionName"])
-            else str(p["FunctionName"]).split(":function:")[1].split(":")[0]
-        )
+        # a name, or a (partial) ARN: moto keys aliases by the bare function name
+        fn = str(p["FunctionName"]).split(":function:")[-1].split(":")[0]
         return cls(backend.create_alias(p["Name"], fn, str(p["FunctionVersion"]), p.get("Description", ""), None))
 
 

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.registry import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"  # moto's default account
 
@@ -42,15 +44,9 @@ class MotoServer:
         }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running(log: Path) -> Iterator[MotoServer]:
-    port = _free_port()
+    port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from tests.support.moto_ext import main; main()", "--port", str(port)],
