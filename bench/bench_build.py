@@ -25,9 +25,9 @@ from pathlib import Path
 from common import ROOT, Row, at_most, cli, parser
 
 sys.path.insert(0, str(ROOT))
-from packager import deps
-from packager import image as image_mod
-from packager import spec as spec_mod
+from packager.config import spec as spec_mod
+from packager.image import build as image_mod
+from packager.image import deps
 from tests.support.images import copy_example
 
 

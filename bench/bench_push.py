@@ -26,8 +26,8 @@ from common import ROOT, Row, at_most, cli, parser
 
 sys.path.insert(0, str(ROOT))
 from packager import oci
-from packager import push as push_mod
-from packager.registry import ImageRef, RegistryClient
+from packager.registry import push as push_mod
+from packager.registry.client import ImageRef, RegistryClient
 from tests.support.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, write_layout
 from tests.support.registry import start_registry
 
@@ -101,8 +101,9 @@ def hwm_kb():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
 sys.path.insert(0, sys.argv[1])
-from packager import oci, push as push_mod
-from packager.registry import ImageRef, RegistryClient
+from packager import oci
+from packager.registry import push as push_mod
+from packager.registry.client import ImageRef, RegistryClient
 image = oci.read_layout(__import__("pathlib").Path(sys.argv[2]))
 before = hwm_kb()
 kw = {"chunked_above": 1 << 62} if sys.argv[5] == "monolithic" else {"chunked_above": 0}

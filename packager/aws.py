@@ -2,7 +2,7 @@
 (created with scan-on-push, immutable tags and a lifecycle rule for untagged images) and ECR's
 registry credentials. botocore failures become one clear RegistryError line each.
 
-Must not speak HTTP to registries (that is packager/registry.py) and must not import build code.
+Must not speak HTTP to registries (that is packager/registry/client.py) and must not import build code.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import boto3
 import botocore.exceptions as bce
 
 from packager.errors import RegistryError
-from packager.registry import Credentials
+from packager.registry.client import Credentials
 
 ECR_HOST_RE = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 UNTAGGED_EXPIRY_DAYS = 14

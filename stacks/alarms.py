@@ -38,7 +38,7 @@ class Thresholds:
     concurrency_limit: reserved concurrency, or the account's limit when unreserved (default 1000).
     stage_name: the API stage whose metrics are watched.
     drift_min_rows: periods with fewer predictions do not count as drift (too few to measure a share).
-    Other fields: as documented in packager/spec.py AlarmsSection.
+    Other fields: as documented in packager/config/spec.py AlarmsSection.
     """
 
     period_minutes: int = 5

@@ -168,7 +168,7 @@ class GradualDeployment(Construct):
 
 
 def retention(days: int) -> logs.RetentionDays:
-    """The RetentionDays member for a day count (one of packager/spec.py's log_retention_days choices).
+    """The RetentionDays member for a day count (one of packager/config/spec.py's log_retention_days choices).
     jsii's Python enum is keyed by member name, not by days, hence the table."""
     names = {
         1: "ONE_DAY",

@@ -12,8 +12,8 @@ from aws_cdk import Stack
 from aws_cdk import aws_cloudwatch as cw
 from constructs import Construct
 
-from packager.lock import LockEntry
-from packager.spec import ModelSpec
+from packager.config.lock import LockEntry
+from packager.config.spec import ModelSpec
 from stacks import alarms as alarms_mod
 from stacks.api import STAGE_NAME, ModelApi, ModelApiProps
 from stacks.dashboard import DashboardProps, ModelDashboard

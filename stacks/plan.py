@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handlers import contract
-from packager import lock as lock_mod
-from packager import spec as spec_mod
+from packager.config import lock as lock_mod
+from packager.config import spec as spec_mod
 from packager.errors import DeployError, MlpackError
 from stacks import model_json
 from stacks.function import EcrImage

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
-from packager import local
+from packager.local import function as local
 from tests.support import registry as registry_support
 from tests.support.images import copy_example
 from tests.support.inbox import inbox

@@ -21,11 +21,12 @@ import pytest
 from click.testing import CliRunner
 
 from handlers import contract
-from packager import bases, deps, oci
-from packager import image as image_mod
-from packager import spec as spec_mod
+from packager import oci
 from packager.cli import cli, main
+from packager.config import spec as spec_mod
 from packager.errors import BuildError
+from packager.image import bases, deps
+from packager.image import build as image_mod
 from tests.support.images import aws_like_base, copy_example, multi_arch_layout, skopeo_copy
 from tests.support.registry import local_registry, start_registry  # noqa: F401  (session fixture)
 

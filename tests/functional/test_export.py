@@ -24,10 +24,10 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from packager import spec as spec_mod
 from packager.cli import main
+from packager.config import spec as spec_mod
 from packager.errors import ExportError, ParityError
-from packager.export import export
+from packager.export.pipeline import export
 
 IRIS = load_iris()
 X_IRIS = IRIS.data.astype(np.float32)
@@ -428,7 +428,7 @@ def test_failed_reexport_keeps_the_previous_files(tmp_path: Path) -> None:
 
 
 def test_nan_on_one_side_is_a_parity_mismatch_and_on_both_agrees() -> None:
-    from packager.export import _compare
+    from packager.export.pipeline import _compare
 
     expected = np.array([[1.0, np.nan], [2.0, 3.0]])
     one_side = _compare("y", expected, np.array([[1.0, 5.0], [2.0, 3.0]]), exact=False, rtol=1e-4, atol=1e-5)

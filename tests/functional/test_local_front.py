@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from handlers import contract as C
-from packager import local
-from packager.cmd_run import _rmtree
+from packager.cli.run import _rmtree
+from packager.local import function as local
 
 ECHO = '''
 import json

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from handlers import contract as C
-from packager import local
 from packager.cli import cli
+from packager.local import function as local
 from tests.support import events as ev
 from tests.support import handler_models as hm
 from tests.support.serving import Served
@@ -318,7 +318,7 @@ def test_a_runtime_that_died_while_waiting_for_work_takes_no_invocation():
     """A runtime killed between invocations leaves its long poll behind; the next runtime gets the work."""
     import socket
 
-    from packager.runtime_api import PREFIX, RuntimeApi
+    from packager.local.runtime_api import PREFIX, RuntimeApi
 
     api = RuntimeApi().start()
     try:

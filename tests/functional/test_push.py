@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from packager import lock as lock_mod
 from packager import oci
-from packager import push as push_mod
 from packager.cli import main
-from packager.registry import ImageRef, RegistryClient, RetryPolicy
+from packager.config import lock as lock_mod
+from packager.registry import push as push_mod
+from packager.registry.client import ImageRef, RegistryClient, RetryPolicy
 from tests.support import registry as registry_support
 from tests.support.layouts import random_layer, write_layout
 from tests.support.registry import RegistryServer, fault_proxy

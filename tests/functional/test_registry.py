@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from packager.errors import RegistryError
-from packager.registry import OCI_INDEX, OCI_MANIFEST, ImageRef, RegistryClient, RetryPolicy
+from packager.registry.client import OCI_INDEX, OCI_MANIFEST, ImageRef, RegistryClient, RetryPolicy
 from tests.support import registry as registry_support
 from tests.support.layouts import write_layout
 from tests.support.registry import RegistryServer, fault_proxy, start_registry

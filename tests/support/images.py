@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from packager import layers, oci
+from packager import oci
+from packager.image import layers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

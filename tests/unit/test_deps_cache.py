@@ -1,4 +1,4 @@
-"""The dependency layer cache (packager/deps._cached_layer): a damaged or foreign entry is a miss, never a
+"""The dependency layer cache (packager/image/deps._cached_layer): a damaged or foreign entry is a miss, never a
 crash; an intact one is a hit."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from packager import deps
+from packager.image import deps
 
 
 def _entry(root, key, meta, blob=b"layer bytes"):

@@ -1,4 +1,4 @@
-"""`--base docker-archive:FILE` (packager/bases._from_docker_archive): every layer is checked against the
+"""`--base docker-archive:FILE` (packager/image/bases._from_docker_archive): every layer is checked against the
 config's rootfs.diff_ids, so an archive whose config does not describe its layers is refused."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import tarfile
 
 import pytest
 
-from packager import bases
 from packager.errors import BuildError
+from packager.image import bases
 
 
 def _layer() -> bytes:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from packager import layers
 from packager.errors import BuildError
+from packager.image import layers
 
 
 def _tree(root: Path) -> Path:

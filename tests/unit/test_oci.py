@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from packager import image as image_mod
-from packager import layers, oci
+from packager import oci
 from packager.cli import cli
 from packager.errors import BuildError
+from packager.image import build as image_mod
+from packager.image import layers
 
 
 def _layout(tmp_path: Path, *extra: layers.Layer, arch: str = "x86_64") -> oci.Image:
@@ -238,7 +239,7 @@ def test_unpack_never_removes_the_folder_around_the_root(tmp_path: Path, member:
 def test_docker_archive_entries_must_stay_inside_the_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
     """manifest.json names its config and layers by path: one pointing outside must not read host files."""
-    from packager import bases
+    from packager.image import bases
 
     monkeypatch.setenv("MLPACK_CACHE_DIR", str(tmp_path / "cache"))
     secret = tmp_path / "secret.tar"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from packager.errors import RegistryError
-from packager.registry import (
+from packager.registry.client import (
     DOCKER_LIST,
     OCI_MANIFEST,
     Credentials,

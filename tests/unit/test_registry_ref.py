@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from packager.errors import RegistryError
-from packager.registry import ImageRef, _range_end, _with_query, is_local
+from packager.registry.client import ImageRef, _range_end, _with_query, is_local
 
 D = "sha256:" + "a" * 64
 

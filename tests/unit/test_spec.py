@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from packager import spec as spec_mod
 from packager.cli import main
+from packager.config import spec as spec_mod
 from packager.errors import SpecError
 
 MINIMAL = """

@@ -15,15 +15,15 @@ from typing import Any
 
 import click
 
-from packager import spec as spec_mod
+from packager.config import spec as spec_mod
 from packager.errors import MlpackError
 
 # Modules that define a `commands` list of click commands, in the order `mlpack --help` shows them.
 COMMAND_MODULES = (
-    "packager.cmd_project",
-    "packager.cmd_build",
-    "packager.cmd_push",
-    "packager.cmd_run",
+    "packager.cli.project",
+    "packager.cli.build",
+    "packager.cli.push",
+    "packager.cli.run",
 )
 
 

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from handlers import contract
-from packager import bases, deps, layers, oci
+from packager import oci
+from packager.config.spec import ModelSpec
 from packager.errors import BuildError
 from packager.fsutil import write_atomic
-from packager.spec import ModelSpec
+from packager.image import bases, deps, layers
 
 MAX_UNCOMPRESSED = 10 * 1024**3  # Lambda's limit for a container image
 WARN_UNCOMPRESSED = 5 * 1024**3
@@ -247,7 +248,7 @@ def read_report(path: Path) -> dict[str, Any] | None:
 def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
           log: Callable[[str], None] = lambda s: None) -> BuildResult:
     """Build the Lambda image for a resolved spec (runtime.arch/base/python already applied)."""
-    from packager import export as export_mod
+    from packager.export import pipeline as export_mod
 
     arch = spec.runtime.arch
     if arch not in oci.OCI_ARCH:

@@ -20,8 +20,8 @@ from typing import Any
 import click
 
 from handlers import contract
-from packager import local
 from packager.errors import MlpackError
+from packager.local import function as local
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ def prepare(target: Path, *, isolate: bool, memory_mb: int | None, timeout_s: in
     name = target.name
     layout: Path | None = None
     if kind == "project":
-        from packager import image as image_mod
-        from packager import spec as spec_mod
+        from packager.config import spec as spec_mod
+        from packager.image import build as image_mod
 
         spec = spec_mod.resolve(spec_mod.load(target))
         log(f"building {spec.name} (mlpack build {target})")

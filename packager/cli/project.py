@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from packager import spec as spec_mod
 from packager.cli import PROJECT, echo_json
+from packager.config import spec as spec_mod
 from packager.errors import MlpackError
 
 
@@ -60,7 +60,7 @@ def validate(project: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export(project: Path, out: Path | None, force: bool, as_json: bool) -> None:
     """Export PROJECT's model to ONNX, check parity on the samples, profile the training inputs."""
-    from packager import export as export_mod
+    from packager.export import pipeline as export_mod
 
     spec = spec_mod.resolve(spec_mod.load(project))
     result = export_mod.export(spec, out, force=force)

@@ -6,7 +6,7 @@ Forms: `aws` (AWS's Lambda Python base, public.ecr.aws/lambda/python:<python>), 
 Every blob is kept once in the user cache folder, by digest, and checked against its digest before use;
 a corrupt entry is fetched again.
 
-Only packager/registry.py speaks HTTP; this module calls it. Must not import image, deps or cmd_*.
+Only packager/registry/client.py speaks HTTP; this module calls it. Must not import image, deps or cmd_*.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from typing import Any
 
 import filelock
 
-from packager import layers, oci
-from packager.deps import cache_dir
+from packager import oci
 from packager.errors import BuildError, MlpackError
 from packager.fsutil import write_atomic
+from packager.image import layers
+from packager.image.deps import cache_dir
 
 AWS_BASE_REPO = "public.ecr.aws/lambda/python"
 AWS_DEFAULT_PYTHON = "3.12"
@@ -167,7 +168,7 @@ def _aws_repo() -> str:
 
 def _pull(ref_text: str, spec: str, arch: str, pinned: str | None, pull: bool,
           log: Callable[[str], None]) -> tuple[oci.Image, str]:
-    from packager import registry
+    from packager.registry import client as registry
 
     ref = registry.ImageRef.parse(ref_text)
     st = store()

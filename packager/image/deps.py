@@ -29,9 +29,10 @@ from typing import Any
 import filelock
 
 from handlers import contract
-from packager import layers, oci
+from packager import oci
 from packager.errors import BuildError
 from packager.fsutil import write_atomic
+from packager.image import layers
 
 PIP_PLATFORMS = {
     "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64"),

@@ -5,7 +5,7 @@ blob: skip, mount or upload, with sizes; the tag's state) as plain data; `execut
 (blobs first, the manifest by digest, then the tag) and returns the pushed `ImageRef`. The lock
 file entry is written by `record_lock`. `destination` resolves where an image goes, in one place.
 
-Speaks to registries only through packager/registry.py and to AWS only through packager/aws.py.
+Speaks to registries only through packager/registry/client.py and to AWS only through packager/aws.py.
 Must not import build or export code beyond reading the layout (packager/oci.py).
 """
 
@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from packager import lock as lock_mod
 from packager import oci
+from packager.config import lock as lock_mod
 from packager.errors import MlpackError, RegistryError
 from packager.oci import Descriptor, Image
-from packager.registry import ImageRef, RegistryClient
+from packager.registry.client import ImageRef, RegistryClient
 
 Action = Literal["skip", "mount", "upload"]
 TagState = Literal["absent", "same", "conflict", "none"]

@@ -13,11 +13,11 @@ from typing import Any
 
 import click
 
-from packager import push as push_mod
-from packager import spec as spec_mod
 from packager.cli import echo_json
+from packager.config import spec as spec_mod
 from packager.errors import MlpackError, RegistryError
-from packager.registry import Credentials, ImageRef, RegistryClient
+from packager.registry import push as push_mod
+from packager.registry.client import Credentials, ImageRef, RegistryClient
 
 ENV_ENDPOINT = "MLPACK_REGISTRY_ENDPOINT"  # send registry API calls here instead (a proxy, or tests)
 ENV_USERNAME = "MLPACK_REGISTRY_USERNAME"

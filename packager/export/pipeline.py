@@ -28,9 +28,9 @@ import numpy as np
 import onnx
 
 from handlers import contract
+from packager.config.spec import ModelSpec, is_factory
 from packager.errors import ExportError, ParityError
 from packager.fsutil import write_atomic
-from packager.spec import ModelSpec, is_factory
 
 Arrays = dict[str, np.ndarray]
 

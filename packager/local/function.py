@@ -33,8 +33,8 @@ from typing import IO, Any, Protocol
 
 from handlers import contract
 from packager.errors import MlpackError
+from packager.local.runtime_api import InvocationResult, QuietServer, RuntimeApi, error_payload
 from packager.oci import resolve_inside
-from packager.runtime_api import InvocationResult, QuietServer, RuntimeApi, error_payload
 
 UNSHARE = "/usr/bin/unshare"
 INIT_TIMEOUT_S = 30.0  # Lambda allows 10 s; a first local start compiles bytecode and warms the disk cache

@@ -1,4 +1,4 @@
-"""`mlpack build` and `mlpack check`: the command-line edge of the image stage (packager/image.py)."""
+"""`mlpack build` and `mlpack check`: the command-line edge of the image stage (packager/image/build.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from packager import image as image_mod
-from packager import spec as spec_mod
 from packager.cli import PROJECT, ArchType, echo_json
+from packager.config import spec as spec_mod
 from packager.errors import BuildError
+from packager.image import build as image_mod
 
 
 def _mb(n: int | None) -> str:
