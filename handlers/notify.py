@@ -1,14 +1,14 @@
 """The chat notifier: turns CloudWatch alarm notifications (delivered by SNS) into Slack, Microsoft
 Teams or generic JSON webhook messages.
 
-Runs in Lambda's managed Python runtime (zip package built from this one file by stacks/shared_stack.py).
-Which targets a model has is read from SSM (/mlpack/<model>/chat, written by the model's stack as
-references); each webhook URL is read at run time from SSM Parameter Store or Secrets Manager and
-never appears in a template. Formatting is pure functions over the message; AWS access goes through
+Runs in Lambda's managed Python runtime (zip package built from this file and names.py by
+stacks/shared_stack.py). Which targets a model has is read from SSM (/mlpack/<model>/chat, written by
+the model's stack as references); each webhook URL is read at run time from SSM Parameter Store or
+Secrets Manager and never appears in a template. Formatting is pure functions over the message; AWS access goes through
 boto3, which the runtime provides and which is imported only when the handler runs. Delivery
 retries what a retry can fix and fails the invocation only when nothing was delivered (see deliver).
 
-Imports only the standard library (and boto3 lazily); never packager/ or stacks/.
+Imports only the standard library, handlers/names.py (and boto3 lazily); never packager/ or stacks/.
 """
 
 from __future__ import annotations
@@ -27,10 +27,15 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import quote
 
+# the notifier's zip holds names.py as a top-level module; in the repository it is handlers.names
+if __package__:
+    from . import names
+else:
+    import names  # type: ignore[no-redef]
+
 log = logging.getLogger("mlpack.notify")
 log.setLevel(logging.INFO)
 
-TOPIC_RE = re.compile(r"^mlpack-(?P<model>[a-z][a-z0-9-]*)-alarms$")
 VALUE_RE = re.compile(r"\[(-?[0-9.eE+-]+) \(")
 COMPARISONS = {
     "GreaterThanThreshold": ">",
@@ -47,7 +52,7 @@ class AlarmEvent:
     """What a chat message says about one alarm state change."""
 
     model: str
-    what: str  # the part of the alarm name after mlpack-<model>-
+    what: str  # the part of the alarm name after mlpack-<model>- (see names.ModelNames.alarm)
     alarm_name: str
     state: str  # ALARM, OK or INSUFFICIENT_DATA
     old_state: str
@@ -69,13 +74,9 @@ def parse(message: dict[str, Any], topic_arn: str) -> AlarmEvent:
     parts = arn.split(":")
     region = parts[3] if len(parts) > 5 else ""
     account = str(message.get("AWSAccountId", parts[4] if len(parts) > 5 else ""))
-    topic = topic_arn.rsplit(":", 1)[-1]
-    m = TOPIC_RE.match(topic)
-    model = m["model"] if m else ""
-    if not model:  # not one of ours: fall back to the alarm name's second word
-        model = name.split("-")[1] if name.startswith("mlpack-") and name.count("-") >= 2 else name
-    prefix = f"mlpack-{model}-"
-    what = name[len(prefix) :] if name.startswith(prefix) else name
+    # from a topic not made by a model stack: a guess from the alarm name
+    model = names.model_from_topic(topic_arn.rsplit(":", 1)[-1]) or names.model_from_alarm(name) or name
+    what = names.ModelNames(model).alarm_what(name)
     trigger = message.get("Trigger") or {}
     threshold = trigger.get("Threshold")
     reason = str(message.get("NewStateReason", ""))
@@ -90,7 +91,7 @@ def parse(message: dict[str, Any], topic_arn: str) -> AlarmEvent:
     )
     return AlarmEvent(
         model=model,
-        what=what,
+        what=name if what is None else what,
         alarm_name=name,
         state=str(message.get("NewStateValue", "")),
         old_state=str(message.get("OldStateValue", "")),
@@ -209,7 +210,7 @@ RESERVE_S = 3.0  # kept free before the function's timeout for the log and metri
 DEFAULT_BUDGET_S = 20.0  # without a Lambda context (tests, local runs)
 
 # The metric that shows targets a message did not reach. The same names as in handlers/contract.py (a
-# test checks): this file ships alone in the notifier's zip, without contract.py.
+# test checks): the notifier's zip holds only this file and names.py, not contract.py.
 METRIC_NAMESPACE = "mlpack"
 DIM_MODEL = "Model"
 M_NOTIFICATION_FAILURES = "NotificationFailures"
@@ -312,7 +313,7 @@ class AwsRefs:
         self.ssm, self.secrets = ssm, secrets
 
     def targets(self, model: str) -> list[dict[str, str]]:
-        value = self.ssm.get_parameter(Name=f"/mlpack/{model}/chat")["Parameter"]["Value"]
+        value = self.ssm.get_parameter(Name=names.ModelNames(model).chat_parameter)["Parameter"]["Value"]
         return list(json.loads(value))
 
     def url(self, ref: str) -> str:

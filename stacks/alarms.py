@@ -3,8 +3,8 @@ statistic, threshold, periods), and ModelAlarms renders them, each named mlpack-
 with the model's topic as ALARM (and optionally OK) action. Missing data is not breaching, so an
 idle model pages nobody.
 
-Metrics are addressed by deterministic names (function mlpack-<model>, API mlpack-<model>, the
-mlpack namespace of handlers/contract.py), so building the specs needs no constructs. No AWS calls.
+Metrics are addressed by deterministic names (function and API mlpack-<model> from handlers/names.py,
+the mlpack namespace of handlers/contract.py), so building the specs needs no constructs. No AWS calls.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from handlers import contract
+from handlers.names import ModelNames
 from stacks.model_json import ClassShares, RegressionProfile
 
 GT = cw.ComparisonOperator.GREATER_THAN_THRESHOLD
@@ -71,115 +72,47 @@ class AlarmSpec:
     evaluation_periods: int = 3
 
 
-def _m(namespace: str, name: str, dims: dict[str, str], stat: str, period: Duration) -> cw.Metric:
-    return cw.Metric(namespace=namespace, metric_name=name, dimensions_map=dims, statistic=stat, period=period)
+@dataclass(frozen=True)
+class _Metrics:
+    """The metrics one model's alarms watch, each over the alarm period, addressed by name (no constructs)."""
+
+    names: ModelNames
+    stage_name: str
+    period: Duration
+
+    def function(self, name: str, stat: str = "Sum") -> cw.Metric:
+        return self._metric("AWS/Lambda", name, {"FunctionName": self.names.function}, stat)
+
+    def api(self, name: str, stat: str = "Sum") -> cw.Metric:
+        return self._metric("AWS/ApiGateway", name, {"ApiName": self.names.api, "Stage": self.stage_name}, stat)
+
+    def own(self, name: str, class_name: str | None = None) -> cw.Metric:
+        """One of the handler's metrics (handlers/contract.py), per model or per predicted class."""
+        dims = {contract.DIM_MODEL: self.names.model}
+        if class_name is not None:
+            dims[contract.DIM_CLASS] = class_name
+        return self._metric(contract.METRIC_NAMESPACE, name, dims, "Sum")
+
+    def math(self, expr: str, label: str, **using: cw.IMetric) -> cw.MathExpression:
+        return cw.MathExpression(expression=expr, using_metrics=using, label=label, period=self.period)
+
+    def _metric(self, namespace: str, name: str, dims: dict[str, str], stat: str) -> cw.Metric:
+        return cw.Metric(
+            namespace=namespace, metric_name=name, dimensions_map=dims, statistic=stat, period=self.period
+        )
 
 
 def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfile | None, *,
                 chat: bool = False) -> list[AlarmSpec]:
     """Every alarm of one model, in a fixed order. chat: the model has chat targets, so the notifier's
     failures to reach them get an alarm too (it reaches the owners by email)."""
-    period = Duration.minutes(t.period_minutes)
-    fn = {"FunctionName": f"mlpack-{model}"}
-    api = {"ApiName": f"mlpack-{model}", "Stage": t.stage_name}
-    own = {contract.DIM_MODEL: model}
-    ns = contract.METRIC_NAMESPACE
-
-    def lam(name: str, stat: str = "Sum") -> cw.Metric:
-        return _m("AWS/Lambda", name, fn, stat, period)
-
-    def gw(name: str, stat: str = "Sum") -> cw.Metric:
-        return _m("AWS/ApiGateway", name, api, stat, period)
-
-    def mine(name: str) -> cw.Metric:
-        return _m(ns, name, own, "Sum", period)
-
-    def rate(expr: str, label: str, **using: cw.IMetric) -> cw.MathExpression:
-        return cw.MathExpression(expression=expr, using_metrics=using, label=label, period=period)
-
-    n = t.evaluation_periods
-    specs = [
-        AlarmSpec(
-            what="errors",
-            description=f"Function errors above {t.error_rate_pct}% of invocations",
-            metric=rate("100 * errors / invocations", "error %", errors=lam("Errors"), invocations=lam("Invocations")),
-            threshold=t.error_rate_pct,
-            evaluation_periods=n,
-        ),
-        AlarmSpec(
-            what="throttles",
-            description=f"At least {max(t.throttles, 1)} throttled invocations per period",
-            metric=lam("Throttles"),
-            threshold=max(t.throttles, 1),
-            comparison=GE,
-            evaluation_periods=n,
-        ),
-        AlarmSpec(
-            what="duration",
-            description=f"p99 duration above {t.duration_p99_pct_of_timeout}% of the {t.timeout_s} s timeout",
-            metric=lam("Duration", "p99"),
-            threshold=round(t.timeout_s * 1000 * t.duration_p99_pct_of_timeout / 100, 3),
-            evaluation_periods=n,
-        ),
-        AlarmSpec(
-            what="concurrency",
-            description=f"Concurrent executions above {t.concurrency_pct}% of {t.concurrency_limit}",
-            metric=lam("ConcurrentExecutions", "Maximum"),
-            threshold=round(t.concurrency_limit * t.concurrency_pct / 100, 3),
-            evaluation_periods=n,
-        ),
-        AlarmSpec(
-            what="api-5xx",
-            description=f"API 5XX responses above {t.api_5xx_rate_pct}% of requests",
-            metric=rate("100 * errors / requests", "5XX %", errors=gw("5XXError"), requests=gw("Count")),
-            threshold=t.api_5xx_rate_pct,
-            evaluation_periods=n,
-        ),
-        AlarmSpec(
-            what="api-4xx",
-            description=f"API 4XX responses above {t.api_4xx_rate_pct}% of requests",
-            metric=rate("100 * errors / requests", "4XX %", errors=gw("4XXError"), requests=gw("Count")),
-            threshold=t.api_4xx_rate_pct,
-            evaluation_periods=n,
-        ),
-        AlarmSpec(
-            what="api-latency",
-            description=f"API p99 latency above {t.api_latency_p99_ms} ms",
-            metric=gw("Latency", "p99"),
-            threshold=t.api_latency_p99_ms,
-            evaluation_periods=n,
-        ),
-        AlarmSpec(
-            what="validation-failures",
-            description=f"Requests refused by validation above {t.validation_failure_rate_pct}%",
-            metric=rate(
-                "100 * failures / requests",
-                "validation failure %",
-                failures=mine(contract.M_VALIDATION_FAILURES),
-                requests=mine(contract.M_REQUESTS),
-            ),
-            threshold=t.validation_failure_rate_pct,
-            evaluation_periods=n,
-        ),
-        AlarmSpec(
-            what="out-of-range",
-            description=f"Input values outside the training range above {t.out_of_range_rate_pct}%",
-            metric=rate(
-                "100 * outside / checked",
-                "out-of-range %",
-                outside=mine(contract.M_OUT_OF_RANGE),
-                checked=mine(contract.M_INPUT_VALUES),
-            ),
-            threshold=t.out_of_range_rate_pct,
-            evaluation_periods=n,
-        ),
-    ]
-    specs.extend(_drift_specs(model, t, drift, period))
+    m = _Metrics(ModelNames(model), t.stage_name, Duration.minutes(t.period_minutes))
+    specs = [*_function_specs(m, t), *_api_specs(m, t), *_input_specs(m, t), *_drift_specs(m, t, drift)]
     if chat:
         specs.append(AlarmSpec(
             what="chat-delivery",
             description="The notifier could not deliver an alarm to a chat target (see its log)",
-            metric=mine(contract.M_NOTIFICATION_FAILURES),
+            metric=m.own(contract.M_NOTIFICATION_FAILURES),
             threshold=1,
             comparison=GE,
             evaluation_periods=1,  # each failure is one lost message: no waiting for a trend
@@ -187,48 +120,141 @@ def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfil
     return specs
 
 
-def _drift_specs(
-    model: str, t: Thresholds, drift: ClassShares | RegressionProfile | None, period: Duration
-) -> list[AlarmSpec]:
-    rows = _m(contract.METRIC_NAMESPACE, contract.M_ROWS, {contract.DIM_MODEL: model}, "Sum", period)
+def _function_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
+    n = t.evaluation_periods
+    return [
+        AlarmSpec(
+            what="errors",
+            description=f"Function errors above {t.error_rate_pct}% of invocations",
+            metric=m.math(
+                "100 * errors / invocations",
+                "error %",
+                errors=m.function("Errors"),
+                invocations=m.function("Invocations"),
+            ),
+            threshold=t.error_rate_pct,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="throttles",
+            description=f"At least {max(t.throttles, 1)} throttled invocations per period",
+            metric=m.function("Throttles"),
+            threshold=max(t.throttles, 1),
+            comparison=GE,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="duration",
+            description=f"p99 duration above {t.duration_p99_pct_of_timeout}% of the {t.timeout_s} s timeout",
+            metric=m.function("Duration", "p99"),
+            threshold=round(t.timeout_s * 1000 * t.duration_p99_pct_of_timeout / 100, 3),
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="concurrency",
+            description=f"Concurrent executions above {t.concurrency_pct}% of {t.concurrency_limit}",
+            metric=m.function("ConcurrentExecutions", "Maximum"),
+            threshold=round(t.concurrency_limit * t.concurrency_pct / 100, 3),
+            evaluation_periods=n,
+        ),
+    ]
+
+
+def _api_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
+    n = t.evaluation_periods
+    return [
+        AlarmSpec(
+            what="api-5xx",
+            description=f"API 5XX responses above {t.api_5xx_rate_pct}% of requests",
+            metric=m.math("100 * errors / requests", "5XX %", errors=m.api("5XXError"), requests=m.api("Count")),
+            threshold=t.api_5xx_rate_pct,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="api-4xx",
+            description=f"API 4XX responses above {t.api_4xx_rate_pct}% of requests",
+            metric=m.math("100 * errors / requests", "4XX %", errors=m.api("4XXError"), requests=m.api("Count")),
+            threshold=t.api_4xx_rate_pct,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="api-latency",
+            description=f"API p99 latency above {t.api_latency_p99_ms} ms",
+            metric=m.api("Latency", "p99"),
+            threshold=t.api_latency_p99_ms,
+            evaluation_periods=n,
+        ),
+    ]
+
+
+def _input_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
+    n = t.evaluation_periods
+    return [
+        AlarmSpec(
+            what="validation-failures",
+            description=f"Requests refused by validation above {t.validation_failure_rate_pct}%",
+            metric=m.math(
+                "100 * failures / requests",
+                "validation failure %",
+                failures=m.own(contract.M_VALIDATION_FAILURES),
+                requests=m.own(contract.M_REQUESTS),
+            ),
+            threshold=t.validation_failure_rate_pct,
+            evaluation_periods=n,
+        ),
+        AlarmSpec(
+            what="out-of-range",
+            description=f"Input values outside the training range above {t.out_of_range_rate_pct}%",
+            metric=m.math(
+                "100 * outside / checked",
+                "out-of-range %",
+                outside=m.own(contract.M_OUT_OF_RANGE),
+                checked=m.own(contract.M_INPUT_VALUES),
+            ),
+            threshold=t.out_of_range_rate_pct,
+            evaluation_periods=n,
+        ),
+    ]
+
+
+def _drift_specs(m: _Metrics, t: Thresholds, drift: ClassShares | RegressionProfile | None) -> list[AlarmSpec]:
     if isinstance(drift, RegressionProfile):
-        if drift.std <= 0:
-            return []  # a constant training output has no scale to measure a shift against
-        expr = _enough_rows(f"ABS(total / rows - {drift.mean!r}) / {drift.std!r}", t.drift_min_rows)
-        total = _m(contract.METRIC_NAMESPACE, contract.M_PREDICTION_SUM, {contract.DIM_MODEL: model}, "Sum", period)
-        return [
-            AlarmSpec(
-                what="drift",
-                description=f"Mean prediction of {drift.name} moved more than {t.drift} training std "
-                f"from {drift.mean:.4g}",
-                metric=cw.MathExpression(
-                    expression=expr,
-                    using_metrics={"total": total, "rows": rows},
-                    label="mean shift (std)",
-                    period=period,
-                ),
-                threshold=t.drift,
-                evaluation_periods=t.evaluation_periods,
-            )
-        ]
-    if not isinstance(drift, ClassShares):
-        return []
+        return _regression_drift_specs(m, t, drift)
+    if isinstance(drift, ClassShares):
+        return _class_drift_specs(m, t, drift)
+    return []
+
+
+def _regression_drift_specs(m: _Metrics, t: Thresholds, drift: RegressionProfile) -> list[AlarmSpec]:
+    if drift.std <= 0:
+        return []  # a constant training output has no scale to measure a shift against
+    expr = _enough_rows(f"ABS(total / rows - {drift.mean!r}) / {drift.std!r}", t.drift_min_rows)
+    return [
+        AlarmSpec(
+            what="drift",
+            description=f"Mean prediction of {drift.name} moved more than {t.drift} training std "
+            f"from {drift.mean:.4g}",
+            metric=m.math(
+                expr, "mean shift (std)", total=m.own(contract.M_PREDICTION_SUM), rows=m.own(contract.M_ROWS)
+            ),
+            threshold=t.drift,
+            evaluation_periods=t.evaluation_periods,
+        )
+    ]
+
+
+def _class_drift_specs(m: _Metrics, t: Thresholds, drift: ClassShares) -> list[AlarmSpec]:
     shares = list(drift.shares)
     # as few alarms as the limit allows, with classes spread evenly (10 classes: 5 + 5, not 9 + 1)
     size = math.ceil(len(shares) / math.ceil(len(shares) / MAX_CLASSES_PER_DRIFT_ALARM))
     chunks = [shares[i : i + size] for i in range(0, len(shares), size)]
+    rows = m.own(contract.M_ROWS)
     out = []
     for k, chunk in enumerate(chunks, start=1):
         using: dict[str, cw.IMetric] = {"rows": rows}
         terms = []
         for j, (cls, share) in enumerate(chunk):
-            using[f"c{j}"] = _m(
-                contract.METRIC_NAMESPACE,
-                contract.M_PREDICTIONS,
-                {contract.DIM_MODEL: model, contract.DIM_CLASS: cls},
-                "Sum",
-                period,
-            )
+            using[f"c{j}"] = m.own(contract.M_PREDICTIONS, class_name=cls)
             # a class nobody predicted this period has no data point: count it as 0, not missing
             terms.append(f"ABS(FILL(c{j}, 0) / rows - {share!r})")
         names = ", ".join(c for c, _ in chunk)
@@ -236,11 +262,10 @@ def _drift_specs(
             AlarmSpec(
                 what="drift" if len(chunks) == 1 else f"drift-{k}",
                 description=f"A class share (of {names}) moved more than {t.drift} from its training share",
-                metric=cw.MathExpression(
-                    expression=_enough_rows(f"MAX([{', '.join(terms)}])", t.drift_min_rows),
-                    using_metrics=using,
-                    label="largest class share change",
-                    period=period,
+                metric=m.math(
+                    _enough_rows(f"MAX([{', '.join(terms)}])", t.drift_min_rows),
+                    "largest class share change",
+                    **using,
                 ),
                 threshold=t.drift,
                 evaluation_periods=t.evaluation_periods,
@@ -276,12 +301,13 @@ class ModelAlarms(Construct):
     def __init__(self, scope: Construct, id: str, *, props: ModelAlarmsProps) -> None:
         super().__init__(scope, id)
         action = cw_actions.SnsAction(props.topic)
+        alarm_names = ModelNames(props.model_name)
         self.alarms: dict[str, cw.Alarm] = {}
         for spec in props.specs:
             alarm = cw.Alarm(
                 self,
                 spec.what,
-                alarm_name=f"mlpack-{props.model_name}-{spec.what}",
+                alarm_name=alarm_names.alarm(spec.what),
                 alarm_description=f"mlpack model {props.model_name}: {spec.description}",
                 metric=spec.metric,
                 threshold=spec.threshold,

@@ -16,6 +16,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from handlers import contract
+from handlers.names import ModelNames
 from stacks import nag
 from stacks.function import retention
 
@@ -88,16 +89,39 @@ class ModelApi(Construct):
 
     def __init__(self, scope: Construct, id: str, *, props: ModelApiProps) -> None:
         super().__init__(scope, id)
+        names = ModelNames(props.model_name)
         self.access_logs = logs.LogGroup(
             self,
             "AccessLogs",
             retention=retention(props.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
-        self.api = apigw.RestApi(
+        self.api = self._rest_api(props, names)
+        self._add_routes(props, names)
+        # Refusals by the schema never reach the handler: answer in the handler's error shape.
+        self.api.add_gateway_response(
+            "BadRequestBody",
+            type=apigw.ResponseType.BAD_REQUEST_BODY,
+            status_code="400",
+            templates={contract.JSON_CONTENT_TYPE: BAD_BODY_TEMPLATE},
+        )
+        self.key: apigw.IApiKey | None = None
+        if props.auth == "api_key":
+            self.key = self._add_key_and_usage_plan(props, names)
+        CfnOutput(
+            self,
+            "Endpoint",
+            value=self.api.url_for_path(contract.ROUTE_PREDICT[1]),
+            description=f"POST predictions here ({props.auth} auth)",
+        )
+        CfnOutput(self, "BaseUrl", value=self.api.url)
+
+    def _rest_api(self, props: ModelApiProps, names: ModelNames) -> apigw.RestApi:
+        """The API and its one stage: throttling, error logging, metrics, JSON access logs."""
+        api = apigw.RestApi(
             self,
             "Api",
-            rest_api_name=f"mlpack-{props.model_name}",
+            rest_api_name=names.api,
             description=props.description or f"mlpack model {props.model_name}",
             binary_media_types=[contract.NPY_CONTENT_TYPE],
             cloud_watch_role=False,  # the account-wide role lives in the shared stack (one per account)
@@ -122,17 +146,21 @@ class ModelApi(Construct):
                 ),
             ),
         )
-        nag.acknowledge(self.api, "AwsSolutions-APIG3")
-        nag.acknowledge(self.api, "AwsSolutions-COG4")
+        nag.acknowledge(api, "AwsSolutions-APIG3")
+        nag.acknowledge(api, "AwsSolutions-COG4")
         if props.auth != "iam":
-            nag.acknowledge(self.api, f"AwsSolutions-APIG4#{props.auth}")
+            nag.acknowledge(api, f"AwsSolutions-APIG4#{props.auth}")
+        return api
+
+    def _add_routes(self, props: ModelApiProps, names: ModelNames) -> None:
+        """Every route of handlers/contract.py, with the auth of props and JSON bodies checked by schema."""
         # no test-invoke permissions: half the Lambda::Permission resources, and the console test is not needed
         integration = apigw.LambdaIntegration(props.handler, allow_test_invoke=False)
         api_key_required = props.auth == "api_key"
         authorization = apigw.AuthorizationType.IAM if props.auth == "iam" else apigw.AuthorizationType.NONE
         body_validator = self.api.add_request_validator(
             "BodyValidator",
-            request_validator_name=f"mlpack-{props.model_name}-body",
+            request_validator_name=names.request_validator,
             validate_request_body=True,
             validate_request_parameters=True,
         )
@@ -161,41 +189,25 @@ class ModelApi(Construct):
                 request_models={contract.JSON_CONTENT_TYPE: model} if model else None,
             )
 
-        # Refusals by the schema never reach the handler: answer in the handler's error shape.
-        self.api.add_gateway_response(
-            "BadRequestBody",
-            type=apigw.ResponseType.BAD_REQUEST_BODY,
-            status_code="400",
-            templates={contract.JSON_CONTENT_TYPE: BAD_BODY_TEMPLATE},
+    def _add_key_and_usage_plan(self, props: ModelApiProps, names: ModelNames) -> apigw.IApiKey:
+        """api_key auth: one key in a usage plan with the stage's throttling and the daily quota."""
+        quota = apigw.QuotaSettings(limit=props.quota_per_day, period=apigw.Period.DAY) if props.quota_per_day else None
+        plan = self.api.add_usage_plan(
+            "UsagePlan",
+            name=names.usage_plan,
+            throttle=apigw.ThrottleSettings(rate_limit=props.throttle_rate, burst_limit=props.throttle_burst),
+            quota=quota,
         )
-
-        self.key: apigw.IApiKey | None = None
-        if props.auth == "api_key":
-            quota = (
-                apigw.QuotaSettings(limit=props.quota_per_day, period=apigw.Period.DAY) if props.quota_per_day else None
-            )
-            plan = self.api.add_usage_plan(
-                "UsagePlan",
-                name=f"mlpack-{props.model_name}",
-                throttle=apigw.ThrottleSettings(rate_limit=props.throttle_rate, burst_limit=props.throttle_burst),
-                quota=quota,
-            )
-            plan.add_api_stage(stage=self.api.deployment_stage)
-            self.key = self.api.add_api_key("Key", api_key_name=f"mlpack-{props.model_name}")
-            plan.add_api_key(self.key)
-            CfnOutput(
-                self,
-                "ApiKeyId",
-                value=self.key.key_id,
-                description="Get the key with: aws apigateway get-api-key --include-value --api-key <id>",
-            )
+        plan.add_api_stage(stage=self.api.deployment_stage)
+        key = self.api.add_api_key("Key", api_key_name=names.api_key)
+        plan.add_api_key(key)
         CfnOutput(
             self,
-            "Endpoint",
-            value=self.api.url_for_path(contract.ROUTE_PREDICT[1]),
-            description=f"POST predictions here ({props.auth} auth)",
+            "ApiKeyId",
+            value=key.key_id,
+            description="Get the key with: aws apigateway get-api-key --include-value --api-key <id>",
         )
-        CfnOutput(self, "BaseUrl", value=self.api.url)
+        return key
 
 
 def _json_schema(schema: dict[str, Any]) -> apigw.JsonSchema:

@@ -11,13 +11,14 @@ from aws_cdk import aws_cloudwatch as cw
 from constructs import Construct
 
 from handlers import contract
+from handlers.names import ModelNames
 
 
 @dataclass(frozen=True, kw_only=True)
 class DashboardProps:
     """Props of ModelDashboard.
 
-    model_name: the model (function and API are mlpack-<model_name>).
+    model_name: the model (function, API and dashboard are mlpack-<model_name>, see handlers/names.py).
     stage_name: the API stage.
     alarms: alarms shown in an alarm status widget.
     period_minutes: the graphs' period (default 5).
@@ -30,84 +31,107 @@ class DashboardProps:
 
 
 class ModelDashboard(Construct):
+    """Three rows of graphs (function, API, the model's own metrics) and the alarms' states."""
+
     def __init__(self, scope: Construct, id: str, *, props: DashboardProps) -> None:
         super().__init__(scope, id)
-        period = Duration.minutes(props.period_minutes)
-        name = f"mlpack-{props.model_name}"
-
-        fn = {"FunctionName": name}
-        api = {"ApiName": name, "Stage": props.stage_name}
-        own = {contract.DIM_MODEL: props.model_name}
-
-        def metric(namespace: str, dims: dict[str, str], name: str, stat: str, label: str | None) -> cw.Metric:
-            return cw.Metric(
-                namespace=namespace,
-                metric_name=name,
-                dimensions_map=dims,
-                statistic=stat,
-                period=period,
-                label=label or name,
-            )
-
-        def lam(metric_name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
-            return metric("AWS/Lambda", fn, metric_name, stat, label)
-
-        def gw(metric_name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
-            return metric("AWS/ApiGateway", api, metric_name, stat, label)
-
-        def mine(metric_name: str, stat: str = "Sum") -> cw.Metric:
-            return metric(contract.METRIC_NAMESPACE, own, metric_name, stat, None)
-
-        self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=name, default_interval=Duration.hours(3))
-        self.dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Invocations and errors", width=8, left=[lam("Invocations"), lam("Errors"), lam("Throttles")]
-            ),
-            cw.GraphWidget(
-                title="Function duration (ms)",
-                width=8,
-                left=[lam("Duration", s, f"Duration {s}") for s in ("p50", "p90", "p99")],
-            ),
-            cw.GraphWidget(
-                title="Cold starts and concurrency",
-                width=8,
-                left=[mine(contract.M_COLD_START)],
-                right=[lam("ConcurrentExecutions", "Maximum")],
-            ),
+        names = ModelNames(props.model_name)
+        m = _GraphMetrics(names, props.stage_name, Duration.minutes(props.period_minutes))
+        self.dashboard = cw.Dashboard(
+            self, "Dashboard", dashboard_name=names.dashboard, default_interval=Duration.hours(3)
         )
-        self.dashboard.add_widgets(
-            cw.GraphWidget(
-                title="API requests and errors", width=8, left=[gw("Count"), gw("4XXError"), gw("5XXError")]
-            ),
-            cw.GraphWidget(
-                title="API latency (ms)",
-                width=8,
-                left=[gw("Latency", s, f"Latency {s}") for s in ("p50", "p90", "p99")],
-            ),
-            cw.GraphWidget(
-                title="Handler latency (ms)",
-                width=8,
-                left=[mine(contract.M_LATENCY, "p99"), mine(contract.M_INFERENCE_LATENCY, "p99")],
-            ),
-        )
-        self.dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Requests, rows, refused",
-                width=8,
-                left=[
-                    mine(contract.M_REQUESTS),
-                    mine(contract.M_ROWS),
-                    mine(contract.M_VALIDATION_FAILURES),
-                    mine(contract.M_MODEL_ERRORS),
-                ],
-            ),
-            cw.GraphWidget(
-                title="Inputs outside the training range",
-                width=8,
-                left=[mine(contract.M_INPUT_VALUES)],
-                right=[mine(contract.M_OUT_OF_RANGE)],
-            ),
-            cw.GraphWidget(title="Batch size", width=8, left=[mine(contract.M_BATCH_SIZE, "Average")]),
-        )
+        self.dashboard.add_widgets(*_function_row(m))
+        self.dashboard.add_widgets(*_api_row(m))
+        self.dashboard.add_widgets(*_model_row(m))
         if props.alarms:
             self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", alarms=list(props.alarms), width=24))
+
+
+@dataclass(frozen=True)
+class _GraphMetrics:
+    """The metrics one model's graphs show, each over the graphs' period and labelled (default: its name)."""
+
+    names: ModelNames
+    stage_name: str
+    period: Duration
+
+    def function(self, name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
+        return self._metric("AWS/Lambda", {"FunctionName": self.names.function}, name, stat, label)
+
+    def api(self, name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
+        return self._metric("AWS/ApiGateway", {"ApiName": self.names.api, "Stage": self.stage_name}, name, stat, label)
+
+    def own(self, name: str, stat: str = "Sum") -> cw.Metric:
+        """One of the handler's metrics (handlers/contract.py)."""
+        return self._metric(contract.METRIC_NAMESPACE, {contract.DIM_MODEL: self.names.model}, name, stat, None)
+
+    def _metric(self, namespace: str, dims: dict[str, str], name: str, stat: str, label: str | None) -> cw.Metric:
+        return cw.Metric(
+            namespace=namespace,
+            metric_name=name,
+            dimensions_map=dims,
+            statistic=stat,
+            period=self.period,
+            label=label or name,
+        )
+
+
+def _function_row(m: _GraphMetrics) -> list[cw.IWidget]:
+    return [
+        cw.GraphWidget(
+            title="Invocations and errors",
+            width=8,
+            left=[m.function("Invocations"), m.function("Errors"), m.function("Throttles")],
+        ),
+        cw.GraphWidget(
+            title="Function duration (ms)",
+            width=8,
+            left=[m.function("Duration", s, f"Duration {s}") for s in ("p50", "p90", "p99")],
+        ),
+        cw.GraphWidget(
+            title="Cold starts and concurrency",
+            width=8,
+            left=[m.own(contract.M_COLD_START)],
+            right=[m.function("ConcurrentExecutions", "Maximum")],
+        ),
+    ]
+
+
+def _api_row(m: _GraphMetrics) -> list[cw.IWidget]:
+    return [
+        cw.GraphWidget(
+            title="API requests and errors", width=8, left=[m.api("Count"), m.api("4XXError"), m.api("5XXError")]
+        ),
+        cw.GraphWidget(
+            title="API latency (ms)",
+            width=8,
+            left=[m.api("Latency", s, f"Latency {s}") for s in ("p50", "p90", "p99")],
+        ),
+        cw.GraphWidget(
+            title="Handler latency (ms)",
+            width=8,
+            left=[m.own(contract.M_LATENCY, "p99"), m.own(contract.M_INFERENCE_LATENCY, "p99")],
+        ),
+    ]
+
+
+def _model_row(m: _GraphMetrics) -> list[cw.IWidget]:
+    return [
+        cw.GraphWidget(
+            title="Requests, rows, refused",
+            width=8,
+            left=[
+                m.own(contract.M_REQUESTS),
+                m.own(contract.M_ROWS),
+                m.own(contract.M_VALIDATION_FAILURES),
+                m.own(contract.M_MODEL_ERRORS),
+            ],
+        ),
+        cw.GraphWidget(
+            title="Inputs outside the training range",
+            width=8,
+            left=[m.own(contract.M_INPUT_VALUES)],
+            right=[m.own(contract.M_OUT_OF_RANGE)],
+        ),
+        cw.GraphWidget(title="Batch size", width=8, left=[m.own(contract.M_BATCH_SIZE, "Average")]),
+    ]

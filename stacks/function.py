@@ -18,6 +18,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from handlers import contract
+from handlers.names import ModelNames
 from packager.errors import DeployError
 from stacks import nag
 
@@ -79,7 +80,7 @@ class ModelFunction(Construct):
     def __init__(self, scope: Construct, id: str, *, props: ModelFunctionProps) -> None:
         super().__init__(scope, id)
         self.props = props
-        name = f"mlpack-{props.model_name}"
+        names = ModelNames(props.model_name)
         # The stack's environment is the image's account and region (stacks/plan.py), so the name is enough
         # and the URI stays partition-correct. Lambda only pulls from ECR in its own region.
         stack = Stack.of(self)
@@ -94,14 +95,14 @@ class ModelFunction(Construct):
         self.log_group = logs.LogGroup(
             self,
             "Logs",
-            log_group_name=f"/aws/lambda/{name}",
+            log_group_name=names.log_group,
             retention=retention(props.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
         self.function = lambda_.DockerImageFunction(
             self,
             "Function",
-            function_name=name,
+            function_name=names.function,
             description=f"mlpack model {props.model_name} (image {props.image.digest[:19]})",
             code=lambda_.DockerImageCode.from_ecr(repo, tag_or_digest=props.image.digest),
             architecture=lambda_.Architecture.ARM_64 if props.arch == "arm64" else lambda_.Architecture.X86_64,

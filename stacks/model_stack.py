@@ -12,6 +12,8 @@ from aws_cdk import Stack
 from aws_cdk import aws_cloudwatch as cw
 from constructs import Construct
 
+from handlers.names import ModelNames
+
 from packager.config.lock import LockEntry
 from packager.config.spec import ModelSpec
 from stacks import alarms as alarms_mod
@@ -110,7 +112,7 @@ class ModelStack(Stack):
             if len(rollback) + len(drift) > CODEDEPLOY_MAX_ALARMS:
                 # a deployment group takes at most 10 alarms: many classes' drift alarms become one composite
                 drift = [cw.CompositeAlarm(
-                    self, "DriftAny", composite_alarm_name=f"mlpack-{spec.name}-drift-any",
+                    self, "DriftAny", composite_alarm_name=ModelNames(spec.name).alarm("drift-any"),
                     alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
                     alarm_rule=cw.AlarmRule.any_of(*drift), actions_enabled=False)]
             rollback += tuple(drift)

@@ -19,15 +19,7 @@ from aws_cdk import aws_sns_subscriptions as subs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-NOTIFIER_NAME = "mlpack-notifier"
-
-
-def chat_parameter_name(model: str) -> str:
-    return f"/mlpack/{model}/chat"
-
-
-def topic_name(model: str) -> str:
-    return f"mlpack-{model}-alarms"
+from handlers import names
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,8 +44,8 @@ class NotificationsProps:
     model_name: str
     emails: tuple[str, ...] = ()
     chat: tuple[ChatRef, ...] = ()
-    notifier_function_name: str = NOTIFIER_NAME
-    notifier_role_name: str = NOTIFIER_NAME
+    notifier_function_name: str = names.NOTIFIER
+    notifier_role_name: str = names.NOTIFIER
 
 
 class ModelNotifications(Construct):
@@ -62,10 +54,11 @@ class ModelNotifications(Construct):
     def __init__(self, scope: Construct, id: str, *, props: NotificationsProps) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
+        model_names = names.ModelNames(props.model_name)
         self.topic = sns.Topic(
             self,
             "Topic",
-            topic_name=topic_name(props.model_name),
+            topic_name=model_names.topic,
             display_name=f"mlpack {props.model_name} alarms",
             enforce_ssl=True,
         )
@@ -81,7 +74,7 @@ class ModelNotifications(Construct):
                         "aws:SourceArn": stack.format_arn(
                             service="cloudwatch",
                             resource="alarm",
-                            resource_name=f"mlpack-{props.model_name}-*",
+                            resource_name=model_names.alarm("*"),
                             arn_format=ArnFormat.COLON_RESOURCE_NAME,
                         )
                     }
@@ -95,7 +88,7 @@ class ModelNotifications(Construct):
         param = ssm.StringParameter(
             self,
             "ChatTargets",
-            parameter_name=chat_parameter_name(props.model_name),
+            parameter_name=model_names.chat_parameter,
             description=f"mlpack {props.model_name}: chat targets (references, not URLs) for the notifier",
             string_value=json.dumps(
                 [{"kind": c.kind, "webhook": c.webhook} for c in props.chat], separators=(",", ":")
@@ -133,7 +126,7 @@ class ModelNotifications(Construct):
         iam.Policy(
             self,
             "NotifierAccess",
-            policy_name=f"mlpack-{props.model_name}-notifier",
+            policy_name=model_names.notifier_policy,
             roles=[role],
             statements=statements,
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handlers import contract
+from handlers.names import ModelNames
 from packager.config import lock as lock_mod
 from packager.config import spec as spec_mod
 from packager.errors import DeployError, MlpackError
@@ -86,7 +87,7 @@ def plan(root: Path, *, patterns: list[str], lock_path: Path) -> AppPlan:
             else:
                 problems.append(
                     f"{where}: project {entry.project} is gone (no {spec_mod.SPEC_FILE}); remove the "
-                    f"entry from {lock_path.name} (and `cdk destroy mlpack-{name}` if it was deployed)"
+                    f"entry from {lock_path.name} (and `cdk destroy {ModelNames(name).stack}` if it was deployed)"
                 )
             continue
         spec = projects[folder]

@@ -2,9 +2,10 @@
 
 - API Gateway's account-level CloudWatch Logs role (access and execution logs need it; there is
   one per account and region, so no model stack may own it);
-- the chat notifier (handlers/notify.py, zip-packaged from the handlers folder, no Docker), only
-  when some model has chat targets. It has deterministic names (mlpack-notifier) so model stacks
-  subscribe it and grant it access without cross-stack exports.
+- the chat notifier (handlers/notify.py with handlers/names.py, zip-packaged from the handlers
+  folder, no Docker), only when some model has chat targets. It has deterministic names
+  (mlpack-notifier, handlers/names.py) so model stacks subscribe it and grant it access without
+  cross-stack exports.
 
 Never calls AWS.
 """
@@ -21,15 +22,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from handlers import names
 from stacks import nag
-from stacks.notifications import NOTIFIER_NAME
 
 HANDLERS_DIR = Path(__file__).resolve().parent.parent / "handlers"
-SHARED_STACK_NAME = "mlpack-shared"
 
 
 class SharedStack(Stack):
-    def __init__(self, scope: Construct, id: str = SHARED_STACK_NAME, *, with_notifier: bool, **kwargs: Any) -> None:
+    def __init__(self, scope: Construct, id: str = names.SHARED_STACK, *, with_notifier: bool, **kwargs: Any) -> None:
         super().__init__(scope, id, description="mlpack: shared by all model stacks", **kwargs)
         self.api_logs_role = iam.Role(
             self,
@@ -51,14 +51,14 @@ class SharedStack(Stack):
         logs_group = logs.LogGroup(
             self,
             "NotifierLogs",
-            log_group_name=f"/aws/lambda/{NOTIFIER_NAME}",
+            log_group_name=names.NOTIFIER_LOG_GROUP,
             retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=RemovalPolicy.DESTROY,
         )
         role = iam.Role(
             self,
             "NotifierRole",
-            role_name=NOTIFIER_NAME,
+            role_name=names.NOTIFIER,
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="mlpack chat notifier; model stacks attach read access to their webhook refs",
         )
@@ -66,7 +66,7 @@ class SharedStack(Stack):
         return lambda_.Function(
             self,
             "Notifier",
-            function_name=NOTIFIER_NAME,
+            function_name=names.NOTIFIER,
             role=role,
             log_group=logs_group,
             description="mlpack: formats CloudWatch alarm notifications for Slack, Teams or a JSON webhook",
@@ -75,6 +75,6 @@ class SharedStack(Stack):
             handler="notify.handler",
             memory_size=256,
             timeout=Duration.seconds(30),
-            # only notify.py: the rest of handlers/ belongs to the model image
-            code=lambda_.Code.from_asset(str(HANDLERS_DIR), exclude=["*", "!notify.py"]),
+            # only notify.py and the names it parses: the rest of handlers/ belongs to the model image
+            code=lambda_.Code.from_asset(str(HANDLERS_DIR), exclude=["*", "!notify.py", "!names.py"]),
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from handlers.names import ModelNames
 from packager.errors import SpecError
 
 SPEC_FILE = "mlpack.toml"
@@ -276,7 +277,7 @@ class ModelSpec:
 
     @property
     def stack_name(self) -> str:
-        return f"mlpack-{self.model.name}"
+        return ModelNames(self.model.name).stack
 
     def source_path(self) -> Path | None:
         """The model file, or None when the source is a module:function factory."""

@@ -462,7 +462,12 @@ def test_shared_stack_holds_the_notifier_and_the_api_logging_role(synth, templat
         templates[name].resource_count_is("AWS::ApiGateway::Account", 0)
     _, out, _ = synth
     assets = [p for p in out.iterdir() if p.name.startswith("asset.") and p.is_dir()]
-    assert len(assets) == 1 and sorted(f.name for f in assets[0].iterdir()) == ["notify.py"]
+    assert len(assets) == 1 and sorted(f.name for f in assets[0].iterdir()) == ["names.py", "notify.py"]
+    # the zip alone is enough: Lambda imports notify as a top-level module, with no mlpack beside it
+    probe = "import sys; sys.path.insert(0, '.'); import notify; print(notify.names.ModelNames('iris').topic)"
+    result = subprocess.run([sys.executable, "-I", "-c", probe], cwd=assets[0], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "mlpack-iris-alarms"
 
 
 def test_dashboard_per_model(templates):
