@@ -13,7 +13,6 @@ from aws_cdk import aws_cloudwatch as cw
 from constructs import Construct
 
 from handlers.names import ModelNames
-
 from packager.config.lock import LockEntry
 from packager.config.spec import ModelSpec
 from stacks import alarms as alarms_mod
@@ -30,6 +29,9 @@ CODEDEPLOY_MAX_ALARMS = 10  # alarms per CodeDeploy deployment group
 
 
 class ModelStack(Stack):
+    """mlpack-<model>: built in the order the pieces depend on each other (function, API, topic, alarms
+    on both, a gradual deployment watching the alarms, a dashboard showing everything)."""
+
     def __init__(
         self,
         scope: Construct,
@@ -47,8 +49,33 @@ class ModelStack(Stack):
             description=f"mlpack model {spec.name} {lock.model_version} ({lock.digest[:19]})",
             **kwargs,
         )
-        rt, api_cfg, al = spec.runtime, spec.api, spec.alarms
-        self.function = ModelFunction(
+        self.function = self._function(spec, lock, image)
+        self.api = self._api(spec, info)
+        self.notifications = ModelNotifications(
+            self,
+            "Notifications",
+            props=NotificationsProps(
+                model_name=spec.name,
+                emails=tuple(spec.model.owners) if spec.notifications.email else (),
+                chat=tuple(ChatRef(kind=c.kind, webhook=c.webhook) for c in spec.notifications.chat),
+            ),
+        )
+        self.alarms = self._alarms(spec, info, account_concurrency)
+        self.deployment = self._deployment(spec) if spec.deploy.strategy != "all_at_once" else None
+        self.dashboard = ModelDashboard(
+            self,
+            "Dashboard",
+            props=DashboardProps(
+                model_name=spec.name,
+                stage_name=STAGE_NAME,
+                alarms=tuple(self.alarms.alarms.values()),
+                period_minutes=spec.alarms.period_minutes,
+            ),
+        )
+
+    def _function(self, spec: ModelSpec, lock: LockEntry, image: EcrImage) -> ModelFunction:
+        rt = spec.runtime
+        return ModelFunction(
             self,
             "Model",
             props=ModelFunctionProps(
@@ -57,13 +84,16 @@ class ModelStack(Stack):
                 arch=lock.arch,
                 memory_mb=rt.memory_mb,
                 timeout_s=rt.timeout_s,
-                max_batch_size=api_cfg.max_batch_size,
+                max_batch_size=spec.api.max_batch_size,
                 log_retention_days=rt.log_retention_days,
                 reserved_concurrency=rt.reserved_concurrency,
                 provisioned_concurrency=rt.provisioned_concurrency,
             ),
         )
-        self.api = ModelApi(
+
+    def _api(self, spec: ModelSpec, info: ModelInfo) -> ModelApi:
+        api_cfg = spec.api
+        return ModelApi(
             self,
             "Api",
             props=ModelApiProps(
@@ -74,27 +104,21 @@ class ModelStack(Stack):
                 throttle_rate=api_cfg.throttle_rate,
                 throttle_burst=api_cfg.throttle_burst,
                 quota_per_day=api_cfg.quota_per_day,
-                log_retention_days=rt.log_retention_days,
+                log_retention_days=spec.runtime.log_retention_days,
                 description=spec.model.description,
             ),
         )
-        self.notifications = ModelNotifications(
-            self,
-            "Notifications",
-            props=NotificationsProps(
-                model_name=spec.name,
-                emails=tuple(spec.model.owners) if spec.notifications.email else (),
-                chat=tuple(ChatRef(kind=c.kind, webhook=c.webhook) for c in spec.notifications.chat),
-            ),
-        )
+
+    def _alarms(self, spec: ModelSpec, info: ModelInfo, account_concurrency: int) -> alarms_mod.ModelAlarms:
+        rt = spec.runtime
         # [alarms] as it is, plus what its thresholds are relative to
         thresholds = alarms_mod.Thresholds(
-            **dataclasses.asdict(al),
+            **dataclasses.asdict(spec.alarms),
             timeout_s=rt.timeout_s,
             concurrency_limit=rt.reserved_concurrency or account_concurrency,
             stage_name=STAGE_NAME,
         )
-        self.alarms = alarms_mod.ModelAlarms(
+        return alarms_mod.ModelAlarms(
             self,
             "Alarms",
             props=alarms_mod.ModelAlarmsProps(
@@ -105,35 +129,26 @@ class ModelStack(Stack):
                 ok_actions=spec.notifications.ok_actions,
             ),
         )
-        self.deployment: GradualDeployment | None = None
-        if spec.deploy.strategy != "all_at_once":
-            rollback: tuple[cw.IAlarm, ...] = tuple(a for w, a in self.alarms.alarms.items() if w in ROLLBACK_ALARMS)
-            drift: list[cw.IAlarm] = [a for w, a in self.alarms.alarms.items() if w.startswith("drift")]
-            if len(rollback) + len(drift) > CODEDEPLOY_MAX_ALARMS:
-                # a deployment group takes at most 10 alarms: many classes' drift alarms become one composite
-                drift = [cw.CompositeAlarm(
-                    self, "DriftAny", composite_alarm_name=ModelNames(spec.name).alarm("drift-any"),
-                    alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
-                    alarm_rule=cw.AlarmRule.any_of(*drift), actions_enabled=False)]
-            rollback += tuple(drift)
-            self.deployment = GradualDeployment(
-                self,
-                "Deployment",
-                alias=self.function.alias,
-                props=GradualDeploymentProps(
-                    strategy=spec.deploy.strategy,
-                    percent=spec.deploy.percent,
-                    interval_minutes=spec.deploy.interval_minutes,
-                    alarms=rollback,
-                ),
-            )
-        self.dashboard = ModelDashboard(
+
+    def _deployment(self, spec: ModelSpec) -> GradualDeployment:
+        """Canary or linear shifting on the alias, rolled back by the service and model alarms."""
+        alarms = self.alarms.alarms
+        rollback: tuple[cw.IAlarm, ...] = tuple(a for w, a in alarms.items() if w in ROLLBACK_ALARMS)
+        drift: list[cw.IAlarm] = [a for w, a in alarms.items() if w.startswith("drift")]
+        if len(rollback) + len(drift) > CODEDEPLOY_MAX_ALARMS:
+            # a deployment group takes at most 10 alarms: many classes' drift alarms become one composite
+            drift = [cw.CompositeAlarm(
+                self, "DriftAny", composite_alarm_name=ModelNames(spec.name).alarm("drift-any"),
+                alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
+                alarm_rule=cw.AlarmRule.any_of(*drift), actions_enabled=False)]
+        return GradualDeployment(
             self,
-            "Dashboard",
-            props=DashboardProps(
-                model_name=spec.name,
-                stage_name=STAGE_NAME,
-                alarms=tuple(self.alarms.alarms.values()),
-                period_minutes=al.period_minutes,
+            "Deployment",
+            alias=self.function.alias,
+            props=GradualDeploymentProps(
+                strategy=spec.deploy.strategy,
+                percent=spec.deploy.percent,
+                interval_minutes=spec.deploy.interval_minutes,
+                alarms=rollback + tuple(drift),
             ),
         )
