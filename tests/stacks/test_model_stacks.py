@@ -33,7 +33,7 @@ DIGITS = [str(i) for i in range(10)]
 
 # cfn-lint findings accepted on CDK output, each with why (the only place they are ignored):
 CFN_LINT_IGNORED = {
-    "W3005": "CDK adds DependsOn on a function's role although the GetAtt already implies it (FACTS.md).",
+    "W3005": "CDK adds DependsOn on a function's role although the GetAtt already implies it (a harmless extra edge).",
     "W3694": "CDK renders ARNs with partition tokens as Fn::Join; Fn::Sub would be the same value.",
 }
 
