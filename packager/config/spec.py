@@ -4,6 +4,10 @@ The schema is the frozen dataclasses below; each field's metadata carries its do
 its constraints, so validation, `mlpack init` and docs/PROJECT.md all come from the same source.
 Every problem is reported at once with its dotted path. Unknown keys are errors.
 
+Longer than most modules on purpose: about half of it is that declarative schema (one documented
+field per mlpack.toml key), and splitting the schema from the validator that walks it would put the
+two halves of every key's rules in different files.
+
 Must not import export, image, registry or anything that touches the network.
 """
 
