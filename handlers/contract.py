@@ -1,5 +1,5 @@
 """What the image's handler and the CDK stacks must agree on: environment variables, routes,
-metric names, the layout of the model inside the image, and the shape of model.json.
+metric names, error kinds, the layout of the model inside the image, and the shape of model.json.
 
 stacks/ imports this to configure; handlers/ imports it to read. Standard library only, and
 nothing from packager/ or stacks/.
@@ -100,12 +100,13 @@ M_MODEL_ERRORS = "ModelErrors"  # Count, failures inside onnxruntime (500s)
 M_COLD_START = "ColdStart"  # Count, 1 on the first request of an execution environment
 M_NOTIFICATION_FAILURES = "NotificationFailures"  # Count, chat targets an alarm did not reach (notifier; [Model])
 
-VALIDATION_KINDS = (
-    "bad_json",  # 400
-    "bad_request",  # 400: structure (missing "inputs", wrong types)
-    "unknown_route",  # 404
-    "method_not_allowed",  # 405
-    "too_large",  # 413: body over 6 MB or batch over the maximum
-    "unsupported_media_type",  # 415
-    "bad_input",  # 422: unknown input name, shape, dtype, non-finite values
-)
+# --- error kinds: the "code" of a refused request's body and the Kind dimension of ValidationFailures --
+BAD_JSON = "bad_json"  # 400
+BAD_REQUEST = "bad_request"  # 400: structure (missing "inputs", wrong types)
+UNKNOWN_ROUTE = "unknown_route"  # 404
+METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
+TOO_LARGE = "too_large"  # 413: body over 6 MB or batch over the maximum
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
+BAD_INPUT = "bad_input"  # 422: unknown input name, shape, dtype, non-finite values
+VALIDATION_KINDS = (BAD_JSON, BAD_REQUEST, UNKNOWN_ROUTE, METHOD_NOT_ALLOWED, TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
+                    BAD_INPUT)

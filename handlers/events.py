@@ -11,6 +11,7 @@ import time
 import traceback
 from typing import Any
 
+from handlers import contract as C
 from handlers.inference import Model, Request, RequestError, Result, error_result, loads
 from handlers.inference import handle as handle_request
 
@@ -38,7 +39,7 @@ def _body(event: dict[str, Any]) -> bytes | str | None:
         # Stray characters are skipped here; a body they damage fails its own parsing with a 400.
         return binascii.a2b_base64(body)
     except (binascii.Error, ValueError, TypeError):
-        raise RequestError(400, "bad_request", "isBase64Encoded is set but the body is not valid base64",
+        raise RequestError(400, C.BAD_REQUEST, "isBase64Encoded is set but the body is not valid base64",
                            "body") from None
 
 
@@ -80,9 +81,9 @@ def parse_as(fmt: str, event: Any, request_id: str) -> Request:
         try:
             data = loads(event)
         except ValueError:
-            raise RequestError(400, "bad_json", "the event is a string that is not JSON", "event") from None
+            raise RequestError(400, C.BAD_JSON, "the event is a string that is not JSON", "event") from None
     if data is None:
-        raise RequestError(400, "bad_request", "the event is empty; send {\"inputs\": [[...]]}", "event")
+        raise RequestError(400, C.BAD_REQUEST, "the event is empty; send {\"inputs\": [[...]]}", "event")
     return Request("POST", "/predict", data=data, request_id=request_id)
 
 

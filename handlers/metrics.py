@@ -5,6 +5,10 @@ one predicts, plus the validation failure kind. EMF takes one value per dimensio
 batch that predicts several classes, or has out-of-range values in several features, adds one short
 line per extra class or feature.
 
+In: the model's name and metric namespace (once), then a `Result` per request with its latency and
+whether it was a cold start (Emitter.request), or a log record (Emitter.log). Out: lines on stdout
+(or the stream given), which Lambda sends to CloudWatch Logs; request() also returns them.
+
 Standard library only (plus inference's codec); never packager/ or stacks/.
 """
 

@@ -1,5 +1,8 @@
 """The endpoint's OpenAPI 3 document, generated from the model's signature once at init.
 
+In: a loaded inference.Model (its name, version, signature, label and feature names, batch limit).
+Out: the document as a dict, served by GET /openapi.json.
+
 Standard library only (it reads attributes of inference.Model); never packager/ or stacks/.
 """
 

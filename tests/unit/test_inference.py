@@ -1,4 +1,4 @@
-"""inference.py as a specification: requests against a model's signature, called directly."""
+"""The inference package as a specification: requests against a model's signature, called directly."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from handlers import contract as C
 from handlers import inference
-from handlers.inference import Request
+from handlers.inference import Request, predict_v1, types
 from tests.support import events as ev
 from tests.support import handler_models as hm
 
@@ -267,14 +267,14 @@ def test_fast_and_checked_json_paths_agree(iris):
     rows = X[:32].tolist()
     plain = json.dumps({"inputs": rows})
     assert len(plain) > 2048  # big enough for the handler to take the direct path
-    assert inference._numbers_only(plain) and inference._numbers_only(plain.encode())
+    assert predict_v1._numbers_only(plain) and predict_v1._numbers_only(plain.encode())
     _, fast, _ = post(model, "/predict", plain)
     req = Request("POST", "/predict", data={"inputs": rows})
     checked = json.loads(inference.handle(model, req).body())
     assert fast == checked
-    assert not inference._numbers_only('{"inputs": [[1, 2, 3, "4"]]}')
-    assert not inference._numbers_only('{"inputs": [[1, 2, 3, null]]}')
-    assert not inference._numbers_only('{"input": [[1, 2, 3, 4]]}')
+    assert not predict_v1._numbers_only('{"inputs": [[1, 2, 3, "4"]]}')
+    assert not predict_v1._numbers_only('{"inputs": [[1, 2, 3, null]]}')
+    assert not predict_v1._numbers_only('{"input": [[1, 2, 3, 4]]}')
     rows[7][3] = None
     status, body, _ = post(model, "/predict", json.dumps({"inputs": rows}))
     assert (status, body["path"]) == (422, "inputs[7][3]") and "null" in body["message"]
@@ -285,10 +285,10 @@ def test_fast_and_checked_json_paths_agree(iris):
 
 def test_row_builder_keeps_label_names_verbatim():
     labels = ['a"b', "}{", "__import__('os').system('x')", "a"]
-    build = inference._row_builder(labels)
+    build = types._row_builder(labels)
     assert build([1.0, 2.0, 3.0, 4.0]) == dict(zip(labels, [1.0, 2.0, 3.0, 4.0], strict=True))
     many = [f"c{i}" for i in range(100)]
-    assert inference._row_builder(many)(list(range(100))) == dict(zip(many, range(100), strict=True))
+    assert types._row_builder(many)(list(range(100))) == dict(zip(many, range(100), strict=True))
 
 
 def test_npy_header_with_a_dtype_numpy_does_not_know_is_a_400(iris):

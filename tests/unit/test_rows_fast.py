@@ -1,4 +1,4 @@
-"""The simdjson paths (inference._rows_fast for /predict rows, inference._v2_fast for v2 tensors' data)
+"""The simdjson paths (predict_v1._rows_fast for /predict rows, v2._v2_fast for v2 tensors' data)
 against the checked path.
 
 The property: whichever path a body takes, the answer is the same, byte for byte. Each test runs a body
@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handlers import inference
-from handlers.inference import Request
+from handlers.inference import Request, codec, predict_v1
+from handlers.inference import v2 as inference_v2  # v2 is this file's helper for v2 requests
 from tests.support import handler_models as hm
 
 # predict.init silences these for the function (tests call inference directly)
@@ -31,10 +32,10 @@ def model(tmp_path_factory):
 
 def answer(model, body, *, fast: bool, monkeypatch, path: str = "/predict") -> tuple[int, bytes]:
     with monkeypatch.context() as m:
-        m.setattr(inference, "_ROWS_FAST_MIN", 0)
-        m.setattr(inference, "_V2_BUFFER_MIN", 0)
+        m.setattr(codec, "_ROWS_FAST_MIN", 0)
+        m.setattr(inference_v2, "_V2_BUFFER_MIN", 0)
         if not fast:
-            m.setattr(inference, "_PARSER", None)
+            m.setattr(codec, "_PARSER", None)
         res = inference.handle(model, Request("POST", path, body=body, content_type="application/json"))
     return res.status, res.body()
 
@@ -51,14 +52,14 @@ def test_the_fast_path_is_there_and_reads_rows_exactly(model):
     x = rng.standard_normal((5, WIDTH)).astype(np.float32)
     x[0, 0], x[0, 1], x[0, 2] = -0.0, 3.4e38, 1e-45  # signed zero, near float32's max, its smallest subnormal
     body = json.dumps({"inputs": x.tolist()})
-    rows = inference._rows_fast(body, WIDTH)
+    rows = predict_v1._rows_fast(body, WIDTH)
     assert rows is not None and rows.dtype == np.float64 and rows.shape == (5, WIDTH)
     assert np.array_equal(rows.astype(np.float32), x) and np.signbit(rows[0, 0])
-    assert np.array_equal(inference._rows_fast(body.encode(), WIDTH), rows)  # bytes (base64 events) too
+    assert np.array_equal(predict_v1._rows_fast(body.encode(), WIDTH), rows)  # bytes (base64 events) too
     ints = '{"inputs": [[1, -2, 3, 4, 5, 18446744073709551615]]}'
-    assert inference._rows_fast(ints, WIDTH).tolist() == [[1, -2, 3, 4, 5, 2.0**64]]
+    assert predict_v1._rows_fast(ints, WIDTH).tolist() == [[1, -2, 3, 4, 5, 2.0**64]]
     # the parser is reused; a second document parses after the first one's proxies are gone
-    assert inference._rows_fast(body, WIDTH) is not None
+    assert predict_v1._rows_fast(body, WIDTH) is not None
 
 
 @pytest.mark.parametrize("body", [
@@ -155,7 +156,7 @@ def test_integers_beyond_2_53_round_the_same_way_on_every_path(model, monkeypatc
     answers = set()
     for body in bodies:
         for min_numbers_only in (0, 10**9):  # the checked path's direct cast, and its general one
-            monkeypatch.setattr(inference, "_NUMBERS_ONLY_MIN", min_numbers_only)
+            monkeypatch.setattr(predict_v1, "_NUMBERS_ONLY_MIN", min_numbers_only)
             status, out = both_ways(model, body, monkeypatch)
             assert status == 200
             answers.add(json.dumps(json.loads(out)["outputs"]["logits"][0]))
@@ -178,8 +179,8 @@ def test_v2_data_is_read_into_arrays_of_the_inputs_kind(two, monkeypatch):
     body = json.dumps({"id": "r1", "inputs": [
         {"name": "a", "shape": [2, 3], "datatype": "FP32", "data": [1.5, 2, 3, 4, 5, 6]},
         {"name": "b", "shape": [2, 2], "datatype": "INT64", "data": [2**62 + 1, 1, 2, 3]}]})
-    monkeypatch.setattr(inference, "_V2_BUFFER_MIN", 0)
-    obj = inference._v2_fast(two, body)
+    monkeypatch.setattr(inference_v2, "_V2_BUFFER_MIN", 0)
+    obj = inference_v2._v2_fast(two, body)
     a, b = (t["data"] for t in obj["inputs"])
     assert a.dtype == np.float64 and a.tolist() == [1.5, 2, 3, 4, 5, 6]
     assert b.dtype == np.int64 and b.tolist() == [2**62 + 1, 1, 2, 3]  # exact: no trip through a double

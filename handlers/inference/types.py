@@ -1,0 +1,166 @@
+"""The values every stage passes along: what a request is, what an answer is, and the model they meet.
+
+In: a decoded model.json (a dict) and an onnxruntime session, for `Model`; an event format's method,
+path, body and content type, for `Request`. Out: `Model` (the signature as TensorSpecs and everything
+else that can be worked out before the first request: label names, profile bounds, the /health, v2
+metadata and OpenAPI documents), `Request`, `Result` (status, payload, and what the metrics need), and
+the two errors: RequestError (a client mistake, a 4xx) and ModelLoadError (the function cannot start).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from handlers.inference import codec
+
+# numpy dtype name -> Open Inference Protocol datatype
+V2_TYPES = {
+    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
+    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64", "float16": "FP16",
+    "float32": "FP32", "float64": "FP64", "str": "BYTES", "object": "BYTES", "string": "BYTES",
+}
+
+
+class RequestError(Exception):
+    """A client mistake: becomes a 4xx with {code, message, path}."""
+
+    def __init__(self, status: int, kind: str, message: str, path: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message, self.path = status, kind, message, path
+        self.headers = headers or {}
+
+
+class ModelLoadError(Exception):
+    """model.json or model.onnx is missing or does not match: the function cannot start."""
+
+
+class TensorSpec:
+    __slots__ = ("dims", "dtype", "kind", "name", "rank", "row_width", "shape", "v2_type")
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.name: str = raw["name"]
+        dtype = str(raw["dtype"])
+        try:
+            self.dtype = np.dtype(object) if dtype in ("str", "string", "object") else np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"tensor {self.name!r}: dtype {dtype!r} is not one numpy knows "
+                             f"(re-export the model with this mlpack)") from None
+        self.kind: str = "O" if self.dtype.kind == "O" else self.dtype.kind
+        self.shape: list[int | str] = list(raw["shape"])
+        self.rank = len(self.shape)
+        self.dims = [(i, d) for i, d in enumerate(self.shape) if isinstance(d, int) and i > 0]
+        self.v2_type = V2_TYPES.get(dtype, dtype.upper())
+        # a float input of rows of a fixed width: JSON bodies of such rows can take _rows_fast
+        self.row_width: int | None = (self.shape[1] if self.kind == "f" and self.rank == 2
+                                      and isinstance(self.shape[1], int) else None)
+
+    def shape_text(self) -> str:
+        return "[" + ", ".join(str(d) for d in self.shape) + "]"
+
+    def v2_shape(self) -> list[int]:
+        return [d if isinstance(d, int) else -1 for d in self.shape]
+
+
+class Request:
+    """What the handler needs from any event format. `data` is an already-decoded JSON body
+    (direct invoke); otherwise `body` holds the raw bytes/str."""
+
+    __slots__ = ("body", "content_type", "data", "method", "path", "request_id")
+
+    def __init__(self, method: str, path: str, *, body: bytes | str | None = None, data: Any = None,
+                 content_type: str = "", request_id: str = "local") -> None:
+        self.method, self.path, self.body, self.data = method, path, body, data
+        self.content_type, self.request_id = content_type, request_id
+
+
+class Result:
+    """A response plus what the metrics need to know about it."""
+
+    __slots__ = ("class_counts", "error_trace", "headers", "infer_ms", "input_values", "kind",
+                 "oor_by_feature", "out_of_range", "payload", "prediction_sum", "rows", "status")
+
+    def __init__(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.status, self.payload, self.headers = status, payload, headers
+        self.kind: str | None = None
+        self.rows = 0
+        self.infer_ms = 0.0
+        self.class_counts: dict[str, int] | None = None
+        self.prediction_sum: float | None = None
+        self.input_values = 0
+        self.out_of_range = 0
+        self.oor_by_feature: dict[str, int] | None = None
+        self.error_trace: str | None = None
+
+    def body(self) -> bytes:
+        return codec.dumps(self.payload)
+
+
+class Model:
+    """A loaded model and everything about it that can be worked out before the first request."""
+
+    def __init__(self, meta: dict[str, Any], session: Any, *, max_batch: int) -> None:
+        self.meta = meta
+        self.session = session
+        self.name: str = meta["name"]
+        self.version: str = str(meta.get("version", ""))
+        self.max_batch = max_batch
+        sig = meta["signature"]
+        self.inputs = [TensorSpec(t) for t in sig["inputs"]]
+        self.outputs = [TensorSpec(t) for t in sig["outputs"]]
+        self.input_by_name = {t.name: t for t in self.inputs}
+        self.output_names = [t.name for t in self.outputs]
+        self.output_by_name = {t.name: t for t in self.outputs}
+        self.single = self.inputs[0] if len(self.inputs) == 1 else None
+        roles = meta.get("roles") or {}
+        self.task: str = meta.get("task", "regression")
+        self.label_names: list[str] = [str(n) for n in meta.get("label_names") or []]
+        self.scores_index = (self.output_names.index(roles["scores"])
+                             if roles.get("scores") in self.output_names else None)
+        self.label_index = (self.output_names.index(roles["label"])
+                            if roles.get("label") in self.output_names else None)
+        self.is_classifier = self.task == "classification" and bool(self.label_names)
+        self.row_dict = _row_builder(self.label_names)
+        self.input_names_text = ", ".join(t.name for t in self.inputs)
+        self.feature_names: dict[str, list[str]] = {}
+        self.bounds: dict[str, tuple[np.ndarray, np.ndarray, list[float], list[float]]] = {}
+        profile = (meta.get("profile") or {}).get("inputs") or {}
+        for spec in self.inputs:
+            feats = profile.get(spec.name) or []
+            names = (meta.get("feature_names") or {}).get(spec.name) or [f.get("name") for f in feats]
+            self.feature_names[spec.name] = [str(n) if n is not None else str(i) for i, n in enumerate(names)]
+            if feats and spec.kind in "fiu":
+                # in the input's own dtype: comparing float32 rows to float64 bounds would cast every value
+                bdt = spec.dtype if spec.kind == "f" else np.dtype(np.float64)
+                lo = np.array([_num(f.get("q01"), -math.inf) for f in feats], dtype=bdt)
+                hi = np.array([_num(f.get("q99"), math.inf) for f in feats], dtype=bdt)
+                self.bounds[spec.name] = (lo, hi, lo.tolist(), hi.tolist())
+        # documents that never change: built once
+        self.health_doc = {"status": "ok", "model": self.name, "version": self.version,
+                           "task": self.task, "signature": sig, "label_names": self.label_names,
+                           "max_batch_size": max_batch}
+        self.v2_metadata = {
+            "name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": t.name, "datatype": t.v2_type, "shape": t.v2_shape()} for t in self.inputs],
+            "outputs": [{"name": t.name, "datatype": t.v2_type, "shape": t.v2_shape()} for t in self.outputs],
+        }
+        from handlers import openapi  # only needed here, at init
+
+        self.openapi_doc = openapi.document(self)
+
+
+def _row_builder(labels: list[str]) -> Any:
+    """row -> {label: score}. A dict display compiled once for these labels builds each row in less than
+    half the time of dict(zip(...)); the label names are bound as values, never put into the source."""
+    if not labels or len(labels) > 64:
+        return lambda r: dict(zip(labels, r, strict=False))
+    names = {f"k{i}": label for i, label in enumerate(labels)}
+    src = "lambda r: {" + ", ".join(f"k{i}: r[{i}]" for i in range(len(labels))) + "}"
+    return eval(src, {"__builtins__": {}, **names})  # the source holds only indexes and k0, k1...
+
+
+def _num(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else default
