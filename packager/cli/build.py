@@ -1,4 +1,5 @@
-"""`mlpack build` and `mlpack check`: the command-line edge of the image stage (packager/image/build.py)."""
+"""`mlpack build` and `mlpack check`: the command-line edge of the image stage (packager/image/build.py,
+checks.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from packager.cli import PROJECT, ArchType, echo_json
 from packager.config import spec as spec_mod
 from packager.errors import BuildError
 from packager.image import build as image_mod
+from packager.image import checks
 
 
 def _mb(n: int | None) -> str:
@@ -63,7 +65,7 @@ def build(project: Path, arch: str | None, base: str | None, python: str | None,
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def check(layout: Path, arch: str | None, as_json: bool) -> None:
     """Re-verify an OCI layout: blob digests and sizes, diff_ids, tar normalisation and Lambda's rules."""
-    result = image_mod.check(layout, arch=arch)
+    result = checks.check(layout, arch=arch)
     if as_json:
         echo_json({"digest": result.image.manifest.digest, "ok": not result.problems,
                    "problems": list(result.problems), "warnings": list(result.warnings),

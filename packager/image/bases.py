@@ -6,7 +6,9 @@ Forms: `aws` (AWS's Lambda Python base, public.ecr.aws/lambda/python:<python>), 
 Every blob is kept once in the user cache folder, by digest, and checked against its digest before use;
 a corrupt entry is fetched again.
 
-Only packager/registry/client.py speaks HTTP; this module calls it. Must not import image, deps or cmd_*.
+Of mlpack, only packager.registry speaks HTTP: registry bases are pulled through its client (mmdebstrap
+fetches the debian packages itself). Takes the cache folder from deps.py and the layer writer from
+layers.py; must not import contents, build, checks or packager.cli.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from packager.image.deps import cache_dir
 AWS_BASE_REPO = "public.ecr.aws/lambda/python"
 AWS_DEFAULT_PYTHON = "3.12"
 DEBIAN_SUITE = "bookworm"
-DEBIAN_PYTHON = "3.11"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_PACKAGES = ("python3", "libstdc++6", "ca-certificates", "tzdata", "base-files", "netbase")
 DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}

@@ -6,7 +6,11 @@ A lock (every distribution with version and wheel sha256) pins the set: the buil
 build, else the cache's lock for the same requirements/python/arch. With a lock and a cached layer the
 build does not touch the network.
 
-Must not import image, registry or cmd_*; pip is the only thing here that reaches a package index.
+Enters: requirements and a Target (python, arch). Leaves: a DepsResult, the layer (in the cache folder) and
+what it holds, for the build report.
+
+Writes its layer with layers.py; must not import bases, contents, build, checks, registry or packager.cli.
+pip is the only thing here that reaches a package index.
 """
 
 from __future__ import annotations

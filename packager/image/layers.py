@@ -1,10 +1,13 @@
 """Deterministic tar.gz layers: the same files give the same bytes, whatever the folder, clock, user or umask.
 
 Entries are sorted, every parent directory has its own entry, owners are 0:0 without names, modes are
-normalised (0755 for directories and executables, 0644 otherwise), every mtime is SOURCE_DATE_EPOCH
-(or 0), and the gzip header carries no name and mtime 0.
+normalised (0755 for directories and executables, 0644 otherwise), every entry has the same mtime (the
+caller's, by default SOURCE_DATE_EPOCH or 0), and the gzip header carries no name and mtime 0.
 
-Must not import image, registry or anything that touches the network.
+Enters: entries (image path, kind, mode, a source file or the bytes). Leaves: a Layer, the .tar.gz on disk
+with its digest, diff_id and sizes.
+
+Of mlpack, imports only packager.oci and packager.errors: nothing that touches the network.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Entry:
 class Layer:
     """A written layer: the gzip blob on disk plus what the manifest and config need."""
 
-    name: str  # deps | handler | model
+    name: str  # deps | handler | model, or base for the debian base's one layer
     path: Path
     digest: str
     size: int

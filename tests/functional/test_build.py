@@ -25,7 +25,7 @@ from packager import oci
 from packager.cli import cli, main
 from packager.config import spec as spec_mod
 from packager.errors import BuildError
-from packager.image import bases, deps
+from packager.image import bases, checks, deps
 from packager.image import build as image_mod
 from tests.support.images import aws_like_base, copy_example, multi_arch_layout, skopeo_copy
 from tests.support.registry import local_registry, start_registry  # noqa: F401  (session fixture)
@@ -266,7 +266,7 @@ def test_corrupt_dependency_cache_entry_is_rebuilt(iris: tuple[Path, dict[str, A
     assert again["deps_cache_hit"] is False  # detected by digest, built again
     assert again["digest"] == first["digest"]
     # the first build's layout is a copy, untouched by the damage to the cache
-    assert image_mod.check(layout_of(src)).problems == ()
+    assert checks.check(layout_of(src)).problems == ()
     # the rebuild installed exactly the versions and wheels the first build's report pinned
     reports = [json.loads((p / "build" / "iris" / image_mod.REPORT_FILE).read_text()) for p in (src, project)]
     assert reports[0]["dependencies"]["distributions"] == reports[1]["dependencies"]["distributions"]
@@ -396,7 +396,7 @@ def test_digits_example_builds(iris: tuple[Path, dict[str, Any]], tmp_path: Path
     result = image_mod.build(spec)
     assert [r.name for r in result.rows] == ["base", "deps", "handler", "model"]
     assert result.deps_cache_hit is True
-    assert image_mod.check(result.layout).problems == ()
+    assert checks.check(result.layout).problems == ()
 
 
 def test_registry_base_rebuild_reuses_the_pinned_digest_offline(aws_like: Path, tmp_path: Path,

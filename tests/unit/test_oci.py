@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from packager import oci
 from packager.cli import cli
 from packager.errors import BuildError
-from packager.image import build as image_mod
-from packager.image import layers
+from packager.image import checks, layers
 
 
 def _layout(tmp_path: Path, *extra: layers.Layer, arch: str = "x86_64") -> oci.Image:
@@ -169,16 +168,16 @@ def test_lambda_rules() -> None:
                      "layers": [{"mediaType": oci.MT_OCI_LAYER_GZIP}]}
     good_config = {"architecture": "arm64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ["x"]},
                    "config": {"Cmd": ["h"], "WorkingDir": "/var/task"}}
-    assert image_mod.lambda_problems(good_manifest, good_config, [100]) == ([], [])
-    probs, _ = image_mod.lambda_problems({"mediaType": oci.MT_OCI_INDEX, "manifests": []}, good_config)
+    assert checks.lambda_problems(good_manifest, good_config, [100]) == ([], [])
+    probs, _ = checks.lambda_problems({"mediaType": oci.MT_OCI_INDEX, "manifests": []}, good_config)
     assert "index" in probs[0]
     bad_manifest = {**good_manifest, "layers": [{"mediaType": oci.MT_OCI_LAYER_TAR}]}
-    probs, _ = image_mod.lambda_problems(bad_manifest, {**good_config, "architecture": "s390x", "config": {}})
+    probs, _ = checks.lambda_problems(bad_manifest, {**good_config, "architecture": "s390x", "config": {}})
     text = "\n".join(probs)
     assert "gzip" in text and "s390x" in text and "Entrypoint nor Cmd" in text and "WorkingDir" in text
-    probs, warns = image_mod.lambda_problems(good_manifest, good_config, [6 * 1024**3])
+    probs, warns = checks.lambda_problems(good_manifest, good_config, [6 * 1024**3])
     assert probs == [] and "half" in warns[0]
-    probs, _ = image_mod.lambda_problems(good_manifest, good_config, [11 * 1024**3])
+    probs, _ = checks.lambda_problems(good_manifest, good_config, [11 * 1024**3])
     assert "10 GB" in probs[0]
 
 
