@@ -1,8 +1,11 @@
 """The one place that creates boto3 clients: the current account and region, ECR repositories
-(created with scan-on-push, immutable tags and a lifecycle rule for untagged images) and ECR's
-registry credentials. botocore failures become one clear RegistryError line each.
+(looked up, or created with scan-on-push, immutable tags and a lifecycle rule for untagged images)
+and ECR's registry credentials. botocore failures become one clear RegistryError line each.
 
-Must not speak HTTP to registries (that is packager/registry/client.py) and must not import build code.
+Enters: an ECR registry (account and region, parsed from its host name) and repository names.
+Leaves: plain values: the account's registry, whether a repository exists, `Credentials` for the
+registry API. Must not speak HTTP to registries (that is packager/registry/transport.py) and must not
+import build code; packager/registry/destination.py is its one caller.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import boto3
 import botocore.exceptions as bce
 
 from packager.errors import RegistryError
-from packager.registry.client import Credentials
+from packager.registry.transport import Credentials
 
 ECR_HOST_RE = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 UNTAGGED_EXPIRY_DAYS = 14
@@ -84,19 +87,27 @@ class Aws:
         ident = _call("sts:GetCallerIdentity", "find the current AWS account", sts.get_caller_identity)
         return EcrRegistry(account=str(ident["Account"]), region=str(sts.meta.region_name))
 
-    def ensure_repository(self, registry: EcrRegistry, name: str) -> bool:
-        """Create the repository when missing (scan on push, immutable tags, untagged images expire).
-        Returns True when it was created."""
+    def repository_exists(self, registry: EcrRegistry, name: str) -> bool:
+        """Whether the repository exists (ecr:DescribeRepositories: asks, changes nothing)."""
         ecr = self._client("ecr", registry.region)
         target = f"repository {name} in {registry.host}"
         try:
             ecr.describe_repositories(registryId=registry.account, repositoryNames=[name])
-            return False
+            return True
         except bce.ClientError as e:
             if _code(e) != "RepositoryNotFoundException":
                 raise _translate(e, "ecr:DescribeRepositories", f"look up {target}") from e
+            return False
         except bce.BotoCoreError as e:
             raise _translate(e, "ecr:DescribeRepositories", f"look up {target}") from e
+
+    def ensure_repository(self, registry: EcrRegistry, name: str) -> bool:
+        """Create the repository when missing (scan on push, immutable tags, untagged images expire).
+        Returns True when it was created."""
+        if self.repository_exists(registry, name):
+            return False
+        ecr = self._client("ecr", registry.region)
+        target = f"repository {name} in {registry.host}"
         try:
             ecr.create_repository(
                 registryId=registry.account,

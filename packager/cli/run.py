@@ -1,19 +1,14 @@
 """`mlpack invoke` and `mlpack serve`: run what would be deployed, locally, the way Lambda runs it.
 
 TARGET is a model project (built first with the build stage), an OCI image layout, an export folder
-(model.json + model.onnx) or a task root (handlers/ + model/). The command-line edge of local.py.
+(model.json + model.onnx) or a task root (handlers/ + model/). The command-line edge of packager/local:
+parses the options, gets the command from local/prepare.py, runs it with local/function.py (behind
+local/front.py for `serve`) and prints what comes back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import stat
-import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,127 +16,9 @@ import click
 
 from handlers import contract
 from packager.errors import MlpackError
+from packager.local import front
 from packager.local import function as local
-
-
-@dataclass(frozen=True)
-class Prepared:
-    command: local.RuntimeCommand
-    name: str
-    timeout_s: int
-    note: str | None
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a work folder holding an unpacked image, whose folders may be read-only: make each
-    writable and retry. Only real folders inside `path` are ever chmod-ed: os.chmod follows symlinks
-    (and Linux has no lchmod), so chmod-ing an image's link would change whatever it points to, a
-    host file included. Checked with lstat just before; the work folder is ours, so nothing else
-    swaps a folder for a link in between."""
-    root = os.path.abspath(path)
-    tried: set[str] = set()
-
-    def make_writable(p: str) -> bool:
-        if os.path.commonpath([root, p]) != root or not stat.S_ISDIR(os.lstat(p).st_mode):
-            return False
-        os.chmod(p, stat.S_IRWXU)
-        return True
-
-    def fix(func: Any, p: str, _exc: Any) -> None:
-        p = os.path.abspath(p)
-        if p in tried:  # fixed once and failed again: leave it rather than loop
-            return
-        tried.add(p)
-        with contextlib.suppress(OSError):
-            make_writable(os.path.dirname(p))  # unlink and rmdir need a writable parent
-            if func is not os.rmdir and make_writable(p):
-                shutil.rmtree(p, onerror=fix)  # a folder that could not be listed: list it now
-            else:
-                func(p)
-
-    shutil.rmtree(path, onerror=fix)
-
-
-def _kind(target: Path) -> str:
-    if (target / "oci-layout").is_file():
-        return "image"
-    if (target / "mlpack.toml").is_file():
-        return "project"
-    if (target / contract.MODEL_JSON).is_file() and (target / contract.MODEL_FILE).is_file():
-        return "model"
-    if (target / "handlers").is_dir() and (target / "model").is_dir():
-        return "task_root"
-    raise MlpackError(f"{target}: not a model project, an OCI image layout, an export folder or a task root",
-                      hint="pass a folder with mlpack.toml, an image built by `mlpack build` (its layout "
-                      "folder), or an export folder holding model.json and model.onnx")
-
-
-@contextlib.contextmanager
-def prepare(target: Path, *, isolate: bool, memory_mb: int | None, timeout_s: int | None,
-            log: Callable[[str], None] = lambda s: None) -> Iterator[Prepared]:
-    """Everything needed to start the function, in a temporary folder removed afterwards."""
-    kind = _kind(target)
-    extra: dict[str, str] = {}
-    name = target.name
-    layout: Path | None = None
-    if kind == "project":
-        from packager.config import spec as spec_mod
-        from packager.image import build as image_mod
-
-        spec = spec_mod.resolve(spec_mod.load(target))
-        log(f"building {spec.name} (mlpack build {target})")
-        layout = image_mod.build(spec, log=log).layout
-        name = spec.name
-        memory_mb = memory_mb or spec.runtime.memory_mb
-        timeout_s = timeout_s or spec.runtime.timeout_s
-        extra = {contract.ENV_MAX_BATCH: str(spec.api.max_batch_size), contract.ENV_MODEL_NAME: spec.name}
-    elif kind == "image":
-        layout = target
-    memory_mb = memory_mb or 1024
-    timeout_s = timeout_s or 29
-    if isolate and layout is None:
-        raise MlpackError(f"{target}: --isolate runs an image's root file system; this is a {kind.replace('_', ' ')}",
-                          hint="build an image first (`mlpack build PROJECT`) and pass the project or its layout")
-    work = Path(tempfile.mkdtemp(prefix="mlpack-run-"))
-    try:
-        if layout is not None:
-            from packager import oci
-
-            image = oci.read_layout(layout)
-            if isolate:
-                problem = local.isolation_problem(image.arch)
-                if problem:
-                    raise MlpackError(f"{layout}: cannot run the image isolated: {problem}")
-            log(f"unpacking {layout} ({image.arch})")
-            rootfs = oci.unpack(image, work)
-            task = rootfs / contract.TASK_ROOT.lstrip("/")
-            if not (task / "handlers").is_dir() or not (task / "model").is_dir():
-                raise MlpackError(f"{layout}: the image has no {contract.TASK_ROOT}/handlers or /model",
-                                  hint="is this an image built by `mlpack build`?")
-            if isolate:
-                cmd = local.isolated_command(rootfs, image.config_json, arch=image.arch, name=name,
-                                             memory_mb=memory_mb, timeout_s=timeout_s, extra_env=extra)
-                emu = local.emulator(image.arch)
-                note = (f"the {image.arch} image runs emulated by {emu.name} on this {local.HOST_ARCH} machine: "
-                        "its answers are real, its timings are not (expect it several times slower than "
-                        f"{image.arch} hardware)") if emu else None
-            else:
-                view = local.task_root_view(work / "task", handlers_dir=task / "handlers", model_dir=task / "model")
-                cmd = local.task_root_command(view, name=name, memory_mb=memory_mb, timeout_s=timeout_s,
-                                              extra_env=extra)
-                note = ("running the image's handler and model with this machine's Python packages; "
-                        "--isolate runs the whole image (its Python, its packages)")
-        elif kind == "model":
-            view = local.task_root_view(work / "task", handlers_dir=local.handlers_source(), model_dir=target)
-            cmd = local.task_root_command(view, name=name, memory_mb=memory_mb, timeout_s=timeout_s,
-                                          extra_env=extra)
-            note = "running this checkout's handlers/ with the export folder's model (no image)"
-        else:
-            cmd = local.task_root_command(target.resolve(), name=name, memory_mb=memory_mb, timeout_s=timeout_s)
-            note = None
-        yield Prepared(cmd, name, timeout_s, note)
-    finally:
-        _rmtree(work)
+from packager.local.prepare import prepare
 
 
 def _log(s: str) -> None:
@@ -209,7 +86,7 @@ def invoke(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | 
                 raise MlpackError(f"--data: a direct invoke needs a JSON body ({e})") from e
         else:
             headers = {"content-type": ctype} if ctype else {}
-            event = local.http_event((method or ("POST" if data is not None else "GET")).upper(), route, "",
+            event = front.http_event((method or ("POST" if data is not None else "GET")).upper(), route, "",
                                      headers, body, api=event_kind)
         with local.LocalFunction(prep.command, timeout_s=prep.timeout_s, output=_log, name=prep.name) as fn:
             fn.start()
@@ -220,7 +97,7 @@ def invoke(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | 
             click.secho(f"function error ({result.error_type})", fg="red", err=True)
             raise click.exceptions.Exit(1)
         return
-    status, _headers, out = local.gateway_response(result, api=event_kind)
+    status, _headers, out = front.gateway_response(result, api=event_kind)
     click.echo(out.decode("utf-8", "replace"))
     click.echo(f"HTTP {status}", err=True)
     if status >= 400:  # like curl --fail: scripts can tell a refused request from an answer
@@ -241,14 +118,14 @@ def serve(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | N
             _log(f"note: {prep.note}")
         with local.LocalFunction(prep.command, timeout_s=prep.timeout_s, output=_log, name=prep.name) as fn:
             fn.start()
-            front = local.ApiGatewayFront(fn, port=port, api=api, log=_log)
-            _log(f"serving {prep.name} at {front.url} ({prep.command.description}); Ctrl-C stops")
+            gateway = front.ApiGatewayFront(fn, port=port, api=api, log=_log)
+            _log(f"serving {prep.name} at {gateway.url} ({prep.command.description}); Ctrl-C stops")
             try:
-                front.serve_forever()
+                gateway.serve_forever()
             except KeyboardInterrupt:
                 _log("stopping")
             finally:
-                front.stop()
+                gateway.stop()
 
 
 commands = [invoke, serve]

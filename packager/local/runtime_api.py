@@ -3,8 +3,11 @@ runtime client (`awslambdaric`) talks to inside a function.
 
 It hands out one invocation at a time (GET next, with request-id, deadline and ARN headers) and
 takes its response, error or the runtime's init error. What happens around it (processes,
-timeouts, restarts) is local.py's job. Standard library only; must not import export, image,
+timeouts, restarts) is function.py's job. Standard library only; must not import export, image,
 registry or anything that talks to AWS.
+
+Enters: invocation payloads (`submit`) and, over HTTP, the runtime's requests. Leaves: an `Invocation`
+per payload, finished with an `InvocationResult` (or by the caller: timeout, crash).
 """
 
 from __future__ import annotations
@@ -89,6 +92,93 @@ def error_payload(error_type: str, message: str) -> bytes:
     return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
 
 
+class _RuntimeHandler(BaseHTTPRequestHandler):
+    """The Runtime API's endpoints, for the `RuntimeApi` each server's subclass names in `api`."""
+
+    protocol_version = "HTTP/1.1"
+    api: RuntimeApi
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the runtime polls constantly; its access log is noise
+
+    def _read(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _client_gone(self) -> bool:
+        # a runtime killed while it waits for work leaves this long poll behind
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        api = self.api
+        if self.path != NEXT:
+            self._send(404, error_payload("NotFound", self.path))
+            return
+        inv = api._next(self._client_gone)
+        if inv is None:  # shutting down: the runtime sees a failure and exits
+            self._send(HTTPStatus.GONE, error_payload("Shutdown", "local runtime API stopped"))
+            return
+        self._send(200, inv.payload, {
+            "Lambda-Runtime-Aws-Request-Id": inv.request_id,
+            "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
+            "Lambda-Runtime-Invoked-Function-Arn": api.function_arn,
+            "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{inv.request_id.replace('-', '')[:24]}",
+        })
+
+    def do_POST(self) -> None:
+        body = self._read()
+        path = self.path
+        if path == INIT_ERROR:
+            self._init_error(body)
+            return
+        if path.startswith(INVOCATION):
+            self._invocation_end(path, body)
+            return
+        self._send(404, error_payload("NotFound", path))
+
+    def _init_error(self, body: bytes) -> None:
+        """The runtime could not start the function."""
+        api = self.api
+        api.init_error = body or error_payload("Runtime.Unknown", "init failed")
+        api.init_error_event.set()
+        self._send(202, b'{"status":"OK"}')
+
+    def _invocation_end(self, path: str, body: bytes) -> None:
+        """The runtime's response or error for the current invocation."""
+        request_id, _, what = path[len(INVOCATION):].partition("/")
+        inv = self.api.current
+        if inv is None or inv.request_id != request_id or what not in ("response", "error"):
+            self._send(400, error_payload("InvalidRequestID", f"no invocation {request_id}"))
+            return
+        if what == "response" and len(body) > MAX_RESPONSE:
+            inv.finish(InvocationResult(
+                "error", error_payload("Function.ResponseSizeTooLarge",
+                                       f"Response payload size ({len(body)} bytes) exceeded maximum "
+                                       f"allowed payload size ({MAX_RESPONSE} bytes)."),
+                request_id, inv.elapsed_ms(), "Function.ResponseSizeTooLarge"))
+            self._send(413, error_payload("RequestEntityTooLarge", "response too large"))
+            return
+        if what == "response":
+            inv.finish(InvocationResult("ok", body, request_id, inv.elapsed_ms()))
+        else:
+            etype = self.headers.get("Lambda-Runtime-Function-Error-Type") or "Unhandled"
+            inv.finish(InvocationResult("error", body, request_id, inv.elapsed_ms(), etype))
+        self._send(202, b'{"status":"OK"}')
+
+
 class RuntimeApi:
     """The server. `submit` queues an invocation; the runtime's response, error or a caller's
     `Invocation.finish` (timeout, crash) ends it."""
@@ -101,82 +191,8 @@ class RuntimeApi:
         self.init_error_event = threading.Event()
         self.ready = threading.Event()  # set when a runtime first asks for work (init finished)
         self._stopping = threading.Event()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # the runtime polls constantly; its access log is noise
-
-            def _read(self) -> bytes:
-                n = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(n) if n else b""
-
-            def _client_gone(self) -> bool:
-                # a runtime killed while it waits for work leaves this long poll behind
-                try:
-                    readable, _, _ = select.select([self.connection], [], [], 0)
-                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-                except OSError:
-                    return True
-
-            def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                if self.path != NEXT:
-                    self._send(404, error_payload("NotFound", self.path))
-                    return
-                inv = api._next(self._client_gone)
-                if inv is None:  # shutting down: the runtime sees a failure and exits
-                    self._send(HTTPStatus.GONE, error_payload("Shutdown", "local runtime API stopped"))
-                    return
-                self._send(200, inv.payload, {
-                    "Lambda-Runtime-Aws-Request-Id": inv.request_id,
-                    "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
-                    "Lambda-Runtime-Invoked-Function-Arn": api.function_arn,
-                    "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{inv.request_id.replace('-', '')[:24]}",
-                })
-
-            def do_POST(self) -> None:
-                body = self._read()
-                path = self.path
-                if path == INIT_ERROR:
-                    api.init_error = body or error_payload("Runtime.Unknown", "init failed")
-                    api.init_error_event.set()
-                    self._send(202, b'{"status":"OK"}')
-                    return
-                if path.startswith(INVOCATION):
-                    request_id, _, what = path[len(INVOCATION):].partition("/")
-                    inv = api.current
-                    if inv is None or inv.request_id != request_id or what not in ("response", "error"):
-                        self._send(400, error_payload("InvalidRequestID", f"no invocation {request_id}"))
-                        return
-                    if what == "response" and len(body) > MAX_RESPONSE:
-                        inv.finish(InvocationResult(
-                            "error", error_payload("Function.ResponseSizeTooLarge",
-                                                   f"Response payload size ({len(body)} bytes) exceeded maximum "
-                                                   f"allowed payload size ({MAX_RESPONSE} bytes)."),
-                            request_id, inv.elapsed_ms(), "Function.ResponseSizeTooLarge"))
-                        self._send(413, error_payload("RequestEntityTooLarge", "response too large"))
-                        return
-                    if what == "response":
-                        inv.finish(InvocationResult("ok", body, request_id, inv.elapsed_ms()))
-                    else:
-                        etype = self.headers.get("Lambda-Runtime-Function-Error-Type") or "Unhandled"
-                        inv.finish(InvocationResult("error", body, request_id, inv.elapsed_ms(), etype))
-                    self._send(202, b'{"status":"OK"}')
-                    return
-                self._send(404, error_payload("NotFound", path))
-
-        self._server = QuietServer((host, port), Handler)
+        handler = type("Handler", (_RuntimeHandler,), {"api": self})
+        self._server = QuietServer((host, port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="runtime-api", daemon=True)
 
     @property

@@ -1,12 +1,18 @@
 """Push an image (an OCI layout written by `mlpack build`) to a registry and pin its digest.
 
-Plan, then act: `plan_push` asks the registry what it already has and returns a `PushPlan` (per
-blob: skip, mount or upload, with sizes; the tag's state) as plain data; `execute` carries it out
-(blobs first, the manifest by digest, then the tag) and returns the pushed `ImageRef`. The lock
-file entry is written by `record_lock`. `destination` resolves where an image goes, in one place.
+Enters: an `Image`, its destination `ImageRef` (registry/repository:tag), a `RegistryClient` for that
+registry and, for registries whose repositories must be created first (ECR), the `Repositories` to
+ask and create with. Leaves: a `PushPlan` (plain data), then a `PushResult` (the pushed, digest-pinned
+`ImageRef`), and the entry `record_lock` writes to mlpack.lock.json.
 
-Speaks to registries only through packager/registry/client.py and to AWS only through packager/aws.py.
-Must not import build or export code beyond reading the layout (packager/oci.py).
+Plan, then act: `plan_push` asks (read-only) whether the repository exists and what the registry already
+has, and returns a `PushPlan` (the repository to create, if any; per blob: skip, mount or upload, with
+sizes; the tag's state); `execute` carries it out (the repository first, then blobs, the manifest by
+digest, then the tag). Where an image goes is decided in destination.py.
+
+Speaks to registries only through packager/registry/client.py; reaches AWS only through the `Repositories`
+it is handed (it does not import packager/aws.py). Must not import build or export code beyond reading
+the layout (packager/oci/).
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
+from handlers.model_json import Identity, ModelJsonError, identity
 from packager import oci
 from packager.config import lock as lock_mod
 from packager.errors import MlpackError, RegistryError
@@ -38,6 +45,15 @@ class BlobStep:
     mount_from: str | None = None
 
 
+class Repositories(Protocol):
+    """A registry whose repositories must exist before anything is pushed to them (ECR): `plan_push`
+    asks whether one exists (changing nothing), `execute` creates it."""
+
+    def exists(self, repository: str) -> bool: ...
+
+    def create(self, repository: str) -> None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class PushPlan:
     dest: ImageRef  # repository and tag (no digest)
@@ -47,6 +63,7 @@ class PushPlan:
     tag_state: TagState
     tag_points_to: str | None
     blobs: tuple[BlobStep, ...]
+    create_repository: str | None = None  # the repository to create before anything is uploaded
 
     @property
     def bytes_to_upload(self) -> int:
@@ -60,6 +77,7 @@ class PushPlan:
         return {
             "destination": str(self.dest),
             "image": str(self.pinned),
+            "create_repository": self.create_repository,
             "manifest": {"digest": self.manifest_digest, "media_type": self.manifest_media_type,
                          "present": self.manifest_present},
             "tag": {"name": self.dest.tag, "state": self.tag_state, "points_to": self.tag_points_to},
@@ -95,28 +113,32 @@ def _blobs(image: Image) -> list[tuple[Descriptor, str]]:
 
 
 def plan_push(image: Image, dest: ImageRef, client: RegistryClient, *,
-              mount_candidates: Iterable[str] = ()) -> PushPlan:
+              mount_candidates: Iterable[str] = (), repositories: Repositories | None = None) -> PushPlan:
     """What a push of `image` to `dest` would do, asking the registry (read-only) what it has.
-    `mount_candidates` are other repositories of the same registry that may hold shared blobs."""
+    `mount_candidates` are other repositories of the same registry that may hold shared blobs;
+    `repositories`, when given, is asked whether `dest`'s repository exists: when it does not, the plan
+    creates it first, and the registry is not asked about a repository that does not exist yet."""
     repo = dest.repository
+    create = repositories is not None and not repositories.exists(repo)
     candidates = [c for c in dict.fromkeys(mount_candidates) if c != repo]
     steps: list[BlobStep] = []
     for desc, kind in _blobs(image):
-        if client.blob_size(repo, desc.digest) is not None:
+        if not create and client.blob_size(repo, desc.digest) is not None:
             steps.append(BlobStep(digest=desc.digest, size=desc.size, kind=kind, action="skip"))
             continue
         source = next((c for c in candidates if client.blob_size(c, desc.digest) is not None), None)
         steps.append(BlobStep(digest=desc.digest, size=desc.size, kind=kind,
                               action="mount" if source else "upload", mount_from=source))
-    present = client.head_manifest(repo, image.manifest.digest) is not None
+    present = not create and client.head_manifest(repo, image.manifest.digest) is not None
     tag_state: TagState = "none"
     points_to: str | None = None
     if dest.tag:
-        points_to = client.head_manifest(repo, dest.tag)
+        points_to = None if create else client.head_manifest(repo, dest.tag)
         tag_state = "absent" if points_to is None else "same" if points_to == image.manifest.digest else "conflict"
     return PushPlan(dest=dest.with_digest(None), manifest_digest=image.manifest.digest,
                     manifest_media_type=image.manifest.media_type, manifest_present=present,
-                    tag_state=tag_state, tag_points_to=points_to, blobs=tuple(steps))
+                    tag_state=tag_state, tag_points_to=points_to, blobs=tuple(steps),
+                    create_repository=repo if create else None)
 
 
 def check_plan(plan: PushPlan) -> None:
@@ -136,13 +158,20 @@ def check_plan(plan: PushPlan) -> None:
 Progress = Callable[[BlobStep, str], None]
 
 
-def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: Progress | None = None) -> PushResult:
-    """Carry out a plan: blobs, then the manifest by digest (exact bytes), then the tag."""
+def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: Progress | None = None,
+            repositories: Repositories | None = None) -> PushResult:
+    """Carry out a plan: the repository when it is missing (with `repositories`), blobs, then the manifest
+    by digest (exact bytes), then the tag."""
     check_plan(plan)
     if image.manifest.digest != plan.manifest_digest:
         raise RegistryError(f"{image.layout}: the image changed since the push was planned",
                             hint="run `mlpack push` again")
     repo = plan.dest.repository
+    if plan.create_repository is not None:
+        if repositories is None:
+            raise RegistryError(f"{plan.dest.name}: the plan creates the repository, but nothing was given "
+                                "to create it with", hint="plan and execute the push with the same repositories")
+        repositories.create(plan.create_repository)
     sent = 0
     counts = {"skip": 0, "mount": 0, "upload": 0}
     for step in plan.blobs:
@@ -186,13 +215,7 @@ def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: P
 # model metadata and the lock file
 
 
-@dataclass(frozen=True, kw_only=True)
-class ModelInfo:
-    """What the lock records about the model, from model.json next to the image layout."""
-
-    name: str
-    version: str
-    model_sha256: str
+ModelInfo = Identity  # what the lock records about the model: name, version, model_sha256
 
 
 def model_info_for(image: Image, model_json: Path) -> ModelInfo:
@@ -214,10 +237,10 @@ def model_info(model_json: Path) -> ModelInfo:
                             "image layout", hint="run `mlpack build` on the project first") from e
     except (OSError, ValueError) as e:
         raise RegistryError(f"{model_json}: cannot read it: {e}", hint="run `mlpack build` again") from e
-    problems = [k for k in ("name", "version", "model_sha256") if not isinstance(data.get(k), str) or not data[k]]
-    if problems:
-        raise RegistryError(f"{model_json}: missing {', '.join(problems)}", hint="run `mlpack build` again")
-    return ModelInfo(name=data["name"], version=data["version"], model_sha256=data["model_sha256"])
+    try:
+        return identity(data, str(model_json))
+    except ModelJsonError as e:  # e.field lists every one of name, version, model_sha256 that is missing
+        raise RegistryError(f"{model_json}: missing {e.field}", hint="run `mlpack build` again") from e
 
 
 def default_lock_path(project_dir: Path) -> Path:

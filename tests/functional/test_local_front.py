@@ -25,8 +25,9 @@ import httpx
 import pytest
 
 from handlers import contract as C
-from packager.cli.run import _rmtree
 from packager.local import function as local
+from packager.local.front import ApiGatewayFront, BodyError, read_chunked
+from packager.local.prepare import _rmtree
 
 ECHO = '''
 import json
@@ -50,7 +51,7 @@ def fronts(tmp_path_factory):
     (root / "model").mkdir()
     with local.LocalFunction(local.task_root_command(root, name="echo"), timeout_s=10, output=lambda s: None) as fn:
         fn.start()
-        made = {api: local.ApiGatewayFront(fn, api=api) for api in ("rest", "http")}
+        made = {api: ApiGatewayFront(fn, api=api) for api in ("rest", "http")}
         for front in made.values():
             front.start_background()
         try:
@@ -198,8 +199,8 @@ MALFORMED = {
 
 @pytest.mark.parametrize("raw", list(MALFORMED.values()), ids=list(MALFORMED))
 def test_a_malformed_chunked_body_is_a_400_naming_the_fault(raw):
-    with pytest.raises(local.BodyError) as caught:
-        local.read_chunked(io.BytesIO(raw))
+    with pytest.raises(BodyError) as caught:
+        read_chunked(io.BytesIO(raw))
     assert caught.value.status == 400 and caught.value.message.startswith("chunked body: ")
     assert json.loads(caught.value.payload()) == {"message": caught.value.message}
 
@@ -219,8 +220,8 @@ def test_a_malformed_chunked_request_is_answered_400_and_the_connection_closed(f
 
 def test_chunked_reading_stops_at_the_limit_without_reading_the_oversized_chunk():
     stream = io.BytesIO(b"5\r\nhello\r\n" + b"6\r\n" + b"z" * 6 + b"\r\n0\r\n\r\n")
-    with pytest.raises(local.BodyError) as caught:
-        local.read_chunked(stream, limit=10)
+    with pytest.raises(BodyError) as caught:
+        read_chunked(stream, limit=10)
     assert caught.value.status == 413 and caught.value.payload() == b'{"message":"Request Too Long"}'
     assert stream.read() == b"z" * 6 + b"\r\n0\r\n\r\n"  # the 6-byte chunk was not read
 

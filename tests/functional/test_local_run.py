@@ -21,6 +21,8 @@ from click.testing import CliRunner
 from handlers import contract as C
 from packager.cli import cli
 from packager.local import function as local
+from packager.local.front import ApiGatewayFront, gateway_response, http_event
+from packager.local.prepare import handlers_source, task_root_view
 from tests.support import events as ev
 from tests.support import handler_models as hm
 from tests.support.serving import Served
@@ -52,8 +54,8 @@ def iris(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def iris_fn(iris, tmp_path_factory):
-    view = local.task_root_view(tmp_path_factory.mktemp("task"), handlers_dir=local.handlers_source(),
-                                model_dir=iris[0])
+    view = task_root_view(tmp_path_factory.mktemp("task"), handlers_dir=handlers_source(),
+                          model_dir=iris[0])
     logs: list[str] = []
     fn = local.LocalFunction(local.task_root_command(view, name="iris"), timeout_s=10, output=logs.append)
     fn.start()
@@ -144,7 +146,7 @@ def test_init_error_is_reported_and_not_retried_in_a_loop(tmp_path):
 def test_http_front_behaves_like_api_gateway(iris, iris_fn):
     _, clf, X = iris
     for api in ("rest", "http"):
-        front = local.ApiGatewayFront(iris_fn, api=api)
+        front = ApiGatewayFront(iris_fn, api=api)
         front.start_background()
         try:
             with httpx.Client(base_url=front.url, timeout=30) as client:
@@ -170,15 +172,15 @@ def test_function_errors_become_gateway_errors(tmp_path):
     root = misbehaving_root(tmp_path)
     with local.LocalFunction(local.task_root_command(root, name="bad"), timeout_s=1, output=lambda s: None) as fn:
         fn.start()
-        front = local.ApiGatewayFront(fn)
+        front = ApiGatewayFront(fn)
         front.start_background()
         try:
             event_body = {"do": "raise"}
             # the REST front wraps the body into an event; this handler reads "do" from the event itself,
             # so send an event-shaped failure through invoke and check the gateway mapping directly
-            status, _, body = local.gateway_response(fn.invoke(event_body))
+            status, _, body = gateway_response(fn.invoke(event_body))
             assert (status, json.loads(body)) == (502, {"message": "Internal server error"})
-            status, _, _ = local.gateway_response(fn.invoke({"do": "hang"}), api="http")
+            status, _, _ = gateway_response(fn.invoke({"do": "hang"}), api="http")
             assert status == 503
             # a handler answering something that is not a proxy response: REST says 502
             r = httpx.get(front.url + "/anything", timeout=30)
@@ -307,10 +309,10 @@ def test_an_image_of_another_arch_needs_an_emulator_and_a_program_as_entry_point
 @pytest.mark.parametrize("api", ["rest", "http"])
 def test_http_event_passes_json_as_text_whatever_the_header_case(api):
     """API Gateway base64-encodes only binary media types; a client may spell Content-Type any way."""
-    event = local.http_event("POST", "/predict", "", {"Content-Type": "application/json"}, b'{"inputs": [[1]]}',
-                             api=api)
+    event = http_event("POST", "/predict", "", {"Content-Type": "application/json"}, b'{"inputs": [[1]]}',
+                       api=api)
     assert event["isBase64Encoded"] is False and event["body"] == '{"inputs": [[1]]}'
-    event = local.http_event("POST", "/predict", "", {"Content-Type": C.NPY_CONTENT_TYPE}, b"\x93NUMPY", api=api)
+    event = http_event("POST", "/predict", "", {"Content-Type": C.NPY_CONTENT_TYPE}, b"\x93NUMPY", api=api)
     assert event["isBase64Encoded"] is True
 
 

@@ -416,6 +416,77 @@ def test_ecr_dry_run_creates_nothing(tmp_path, capsys, local_registry, aws_env):
     assert repos == []
 
 
+def test_ecr_repository_creation_is_a_step_of_the_plan(tmp_path, capsys, local_registry, aws_env):
+    import boto3
+    from moto import mock_aws
+
+    aws_env.setenv("MLPACK_REGISTRY_ENDPOINT", local_registry.url)
+    project = make_project(tmp_path / "stepped", "stepped", "1")
+    lock = str(tmp_path / "l.json")
+    with mock_aws():
+        ecr = boto3.client("ecr", region_name="eu-west-1")
+        # --dry-run shows the step, in text and in JSON, and creates nothing
+        code, dry_out, err = push(capsys, str(project), "--lock", lock, "--dry-run")
+        assert code == 0, err
+        dry_plan = push_json(capsys, str(project), "--lock", lock, "--dry-run")
+        repos_after_dry_run = ecr.describe_repositories()["repositories"]
+        # a real push performs it before uploading
+        code, _, first_err = push(capsys, str(project), "--lock", lock)
+        assert code == 0, first_err
+        repos_after_push = [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]]
+        # the next push finds it: no such step
+        code, again_out, again_err = push(capsys, str(project), "--lock", lock, "--dry-run")
+        assert code == 0, again_err
+        again_plan = push_json(capsys, str(project), "--lock", lock, "--dry-run")
+        code, _, second_err = push(capsys, str(project), "--lock", lock)
+        assert code == 0, second_err
+    assert "  create repository mlpack/stepped\n" in dry_out
+    assert dry_plan["create_repository"] == "mlpack/stepped"
+    assert [b["action"] for b in dry_plan["blobs"]] == ["upload"] * 5
+    assert repos_after_dry_run == []
+    assert first_err.index("create repository mlpack/stepped") < first_err.index("upload")
+    assert repos_after_push == ["mlpack/stepped"]
+    assert again_plan["create_repository"] is None and "create repository" not in again_out
+    assert [b["action"] for b in again_plan["blobs"]] == ["skip"] * 5
+    assert "create repository" not in second_err
+
+
+class FakeRepositories:
+    """push.Repositories for a registry where repositories must be created first; records calls."""
+
+    def __init__(self, existing: set[str]) -> None:
+        self.existing = existing
+        self.calls: list[tuple[str, str]] = []
+
+    def exists(self, repository: str) -> bool:
+        self.calls.append(("exists", repository))
+        return repository in self.existing
+
+    def create(self, repository: str) -> None:
+        self.calls.append(("create", repository))
+        self.existing.add(repository)
+
+
+def test_a_plan_that_creates_the_repository_needs_something_to_create_it_with(tmp_path, local_registry):
+    from packager.errors import RegistryError
+
+    layout = tmp_path / "img"
+    write_layout(layout, [BASE, {"x": b"created first"}])
+    image = oci.read_layout(layout)
+    dest = ImageRef(local_registry.host, "created/first", "v1", None)
+    repos = FakeRepositories(set())
+    with RegistryClient(local_registry.host) as client:
+        plan = push_mod.plan_push(image, dest, client, repositories=repos)
+        assert plan.create_repository == "created/first" and repos.calls == [("exists", "created/first")]
+        with pytest.raises(RegistryError, match="nothing was given to create it with"):
+            push_mod.execute(plan, image, client)
+        assert client.head_manifest("created/first", "v1") is None
+        result = push_mod.execute(plan, image, client, repositories=repos)
+        assert repos.calls[-1] == ("create", "created/first")
+        assert result.ref.digest == image.manifest.digest
+        assert push_mod.plan_push(image, dest, client, repositories=repos).create_repository is None
+
+
 def test_ecr_without_credentials_says_so_in_one_line(tmp_path, capsys, aws_env):
     project = make_project(tmp_path / "nocred", "nocred", "1")
     code, out, err = push(capsys, str(project), "--lock", str(tmp_path / "l.json"))

@@ -142,90 +142,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.stats = FaultStats()
         self.enabled = True
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    body = self._read_chunked()
-                else:
-                    body = self.rfile.read(length) if length else b""
-                with proxy.lock:
-                    proxy.stats.requests += 1
-                    roll = proxy.random.random() if proxy.enabled and self.command in proxy.methods else 1.0
-                    when = proxy.random.random()
-                if roll < proxy.drop_share:
-                    with proxy.lock:
-                        proxy.stats.dropped += 1
-                    if when < 0.5:  # drop before the registry sees it
-                        self._drop()
-                        return
-                    self._forward(body, drop_after=True)
-                    return
-                if roll < proxy.drop_share + proxy.error_share:
-                    with proxy.lock:
-                        proxy.stats.errors += 1
-                    msg = b'{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}'
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(msg)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(msg)
-                    return
-                self._forward(body, drop_after=False)
-
-            def _read_chunked(self) -> bytes:
-                out = bytearray()
-                while True:
-                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        return bytes(out)
-                    out += self.rfile.read(size)
-                    self.rfile.readline()
-
-            def _drop(self) -> None:
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
-
-            def _forward(self, body: bytes, *, drop_after: bool) -> None:
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("transfer-encoding", "content-length", "connection")}
-                headers["Content-Length"] = str(len(body))
-                conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "PATCH",
-                                                                                           "POST") else None,
-                             headers=headers)
-                r = conn.getresponse()
-                data = r.read()
-                conn.close()
-                if drop_after:
-                    self._drop()
-                    return
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() in ("transfer-encoding", "connection", "content-length"):
-                        continue
-                    if k.lower() == "location":
-                        v = v.replace(f"//{proxy.upstream}", f"//{proxy.host}")
-                    self.send_header(k, v)
-                length = r.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
-                self.send_header("Content-Length", length or "0")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        handler = type("Handler", (_FaultHandler,), {"proxy": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -238,6 +156,91 @@ class FaultProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _FaultHandler(BaseHTTPRequestHandler):
+    """FaultProxy's request handler; each proxy's server uses a subclass naming that proxy."""
+
+    proxy: FaultProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = self._read_chunked()
+        else:
+            body = self.rfile.read(length) if length else b""
+        with self.proxy.lock:
+            self.proxy.stats.requests += 1
+            roll = self.proxy.random.random() if self.proxy.enabled and self.command in self.proxy.methods else 1.0
+            when = self.proxy.random.random()
+        if roll < self.proxy.drop_share:
+            with self.proxy.lock:
+                self.proxy.stats.dropped += 1
+            if when < 0.5:  # drop before the registry sees it
+                self._drop()
+                return
+            self._forward(body, drop_after=True)
+            return
+        if roll < self.proxy.drop_share + self.proxy.error_share:
+            with self.proxy.lock:
+                self.proxy.stats.errors += 1
+            msg = b'{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(msg)
+            return
+        self._forward(body, drop_after=False)
+
+    def _read_chunked(self) -> bytes:
+        out = bytearray()
+        while True:
+            size = int(self.rfile.readline().strip().split(b";")[0], 16)
+            if size == 0:
+                self.rfile.readline()
+                return bytes(out)
+            out += self.rfile.read(size)
+            self.rfile.readline()
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _forward(self, body: bytes, *, drop_after: bool) -> None:
+        conn = http.client.HTTPConnection(self.proxy.upstream, timeout=60)
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("transfer-encoding", "content-length", "connection")}
+        headers["Content-Length"] = str(len(body))
+        conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "PATCH",
+                                                                                   "POST") else None,
+                     headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        if drop_after:
+            self._drop()
+            return
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() in ("transfer-encoding", "connection", "content-length"):
+                continue
+            if k.lower() == "location":
+                v = v.replace(f"//{self.proxy.upstream}", f"//{self.proxy.host}")
+            self.send_header(k, v)
+        length = r.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+        self.send_header("Content-Length", length or "0")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from packager.errors import RegistryError
-from packager.registry.client import ImageRef, _range_end, _with_query, is_local
+from packager.registry.ref import ImageRef, is_local
+from packager.registry.transport import _range_end, _with_query
 
 D = "sha256:" + "a" * 64
 
