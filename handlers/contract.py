@@ -4,7 +4,8 @@ metric names, error kinds, the layout of the model inside the image, and the sha
 stacks/ imports this to configure; handlers/ imports it to read. Standard library only, and
 nothing from packager/ or stacks/.
 
-model.json (written by `mlpack export`, read by the handler, the image builder and the stacks):
+model.json (written by `mlpack export`, read by the handler, `mlpack push` and the stacks, all
+through the typed records of handlers/model_json.py):
 
     {
       "format": "mlpack.model/1",

@@ -61,7 +61,7 @@ def document(model: Any) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": f"{name} model", "version": model.version or "0",
-                 "description": model.meta.get("description") or f"Predictions from the {name} model."},
+                 "description": model.document.description or f"Predictions from the {name} model."},
         "paths": {
             "/predict": {"post": {
                 "summary": "Predict a batch of rows",

@@ -1,18 +1,23 @@
 """Read what the stacks need from an exported model.json: the request schema for API Gateway's
 validation (from the signature) and the training prediction profile for the drift alarm.
 
-Pure data in, pure data out: no CDK, no AWS. Imports handlers.contract for names only; never
-packager's export code (the file format in handlers/contract.py is the only agreement).
+Enters: the path of PROJECT/build/<name>/model.json (or its parsed JSON) and the API's batch limit.
+Leaves: a `ModelInfo` (name, version, task, request schema, drift profile), or DeployError naming the
+file and what is wrong with it.
+
+Pure data in, pure data out: no CDK, no AWS. The file is read through handlers/model_json.py (the one
+reader of the format handlers/contract.py documents); never through packager's export code.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handlers import contract
+from handlers import contract, model_json
 from packager.errors import DeployError
 
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
@@ -62,25 +67,32 @@ def load(path: Path, *, max_batch_size: int) -> ModelInfo:
 
 
 def parse(data: Any, *, origin: str, max_batch_size: int) -> ModelInfo:
-    if not isinstance(data, dict) or data.get("format") != contract.MODEL_FORMAT:
-        raise DeployError(
-            f"{origin}: format: expected {contract.MODEL_FORMAT!r}",
-            hint="re-export the model with this version of mlpack (`mlpack export PROJECT`)",
-        )
+    """The stacks' view of a parsed model.json. Besides what every reader needs, the stacks need a
+    version, a task and at least one input."""
     try:
-        inputs = data["signature"]["inputs"]
-        task = str(data["task"])
-        name, version = str(data["name"]), str(data["version"])
-        if not isinstance(inputs, list) or not inputs:
-            raise TypeError("signature.inputs must be a non-empty list")
-        schema = request_schema(inputs, max_batch_size=max_batch_size)
-        drift = _drift(data.get("profile") or {}, task)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DeployError(
-            f"{origin}: malformed model.json ({type(e).__name__}: {e})",
-            hint="re-export the model with `mlpack export PROJECT`",
-        ) from e
-    return ModelInfo(name=name, version=version, task=task, request_schema=schema, drift=drift)
+        document = model_json.from_dict(data, origin)
+    except model_json.ModelJsonError as e:
+        if e.field in ("", "format"):
+            raise DeployError(
+                f"{origin}: format: expected {contract.MODEL_FORMAT!r}",
+                hint="re-export the model with this version of mlpack (`mlpack export PROJECT`)",
+            ) from e
+        # the kind of problem named as these messages always named it: KeyError missing, TypeError mistyped
+        raise _malformed(origin, f"KeyError: {e.field!r}" if e.problem == "missing"
+                         else f"TypeError: {e.field}: {e.problem}") from e
+    task, version = document.task, document.version
+    if task is None or version is None:
+        raise _malformed(origin, f"KeyError: {'task' if task is None else 'version'!r}")
+    if not document.signature.inputs:
+        raise _malformed(origin, "TypeError: signature.inputs must be a non-empty list")
+    schema = request_schema(document.signature.inputs, max_batch_size=max_batch_size)
+    drift = _drift(document.profile, task, origin)
+    return ModelInfo(name=document.name, version=version, task=task, request_schema=schema, drift=drift)
+
+
+def _malformed(origin: str, what: str) -> DeployError:
+    return DeployError(f"{origin}: malformed model.json ({what})",
+                       hint="re-export the model with `mlpack export PROJECT`")
 
 
 def _value_schema(dtype: str) -> dict[str, Any]:
@@ -93,10 +105,10 @@ def _value_schema(dtype: str) -> dict[str, Any]:
     return {"type": "string"}
 
 
-def _tensor_schema(spec: dict[str, Any], *, max_batch_size: int) -> dict[str, Any]:
+def _tensor_schema(spec: model_json.Tensor, *, max_batch_size: int) -> dict[str, Any]:
     """Nested arrays: the batch dimension capped at max_batch_size, fixed dimensions exact."""
-    shape = list(spec["shape"])
-    node: dict[str, Any] = _value_schema(str(spec["dtype"]))
+    shape = list(spec.shape)
+    node: dict[str, Any] = _value_schema(spec.dtype)
     for dim in reversed(shape[1:]):
         node = {"type": "array", "items": node}
         if isinstance(dim, int):
@@ -104,10 +116,10 @@ def _tensor_schema(spec: dict[str, Any], *, max_batch_size: int) -> dict[str, An
     return {"type": "array", "minItems": 1, "maxItems": max_batch_size, "items": node}
 
 
-def request_schema(inputs: list[dict[str, Any]], *, max_batch_size: int) -> dict[str, Any]:
+def request_schema(inputs: Sequence[model_json.Tensor], *, max_batch_size: int) -> dict[str, Any]:
     """JSON schema (draft 4, what API Gateway models accept) for POST /predict:
     {"inputs": [[...], ...]} for single-input models, or {"inputs": {"<name>": ...}} for any model."""
-    by_name = {str(i["name"]): _tensor_schema(i, max_batch_size=max_batch_size) for i in inputs}
+    by_name = {i.name: _tensor_schema(i, max_batch_size=max_batch_size) for i in inputs}
     named = {"type": "object", "properties": by_name, "required": sorted(by_name), "additionalProperties": False}
     inputs_schema: dict[str, Any] = named if len(by_name) > 1 else {"oneOf": [*by_name.values(), named]}
     return {
@@ -120,11 +132,17 @@ def request_schema(inputs: list[dict[str, Any]], *, max_batch_size: int) -> dict
     }
 
 
-def _drift(profile: dict[str, Any], task: str) -> ClassShares | RegressionProfile | None:
-    outputs = profile.get("outputs") or {}
-    if task == "classification" and isinstance(outputs.get("classes"), dict) and outputs["classes"]:
-        return ClassShares(shares=tuple((str(k), float(v)) for k, v in outputs["classes"].items()))
-    if task == "regression" and isinstance(outputs.get("regression"), list) and outputs["regression"]:
-        first = outputs["regression"][0]
-        return RegressionProfile(name=str(first["name"]), mean=float(first["mean"]), std=float(first["std"]))
+def _drift(profile: model_json.Profile | None, task: str, origin: str) -> ClassShares | RegressionProfile | None:
+    outputs = profile.outputs if profile is not None else None
+    if outputs is None:
+        return None
+    if task == "classification" and outputs.classes:
+        return ClassShares(shares=tuple((k, float(v)) for k, v in outputs.classes.items()))
+    if task == "regression" and outputs.regression:
+        first = outputs.regression[0]
+        name, mean, std = first.name, first.mean, first.std
+        if name is None or mean is None or std is None:
+            missing = "name" if name is None else "mean" if mean is None else "std"
+            raise _malformed(origin, f"KeyError: 'profile.outputs.regression[0].{missing}'")
+        return RegressionProfile(name=name, mean=float(mean), std=float(std))
     return None

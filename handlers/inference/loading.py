@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from handlers import contract as C
+from handlers import model_json
 from handlers.inference import codec
 from handlers.inference.types import Model, ModelLoadError
 
@@ -49,18 +50,23 @@ def load_model(model_dir: str, *, max_batch: int = C.DEFAULT_MAX_BATCH,
         raise ModelLoadError(f"cannot read {meta_path}: {e}") from e
     except codec.DECODE_ERRORS as e:
         raise ModelLoadError(f"{meta_path} is not valid JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != C.MODEL_FORMAT:
-        raise ModelLoadError(f"{meta_path}: format must be {C.MODEL_FORMAT!r}")
+    try:
+        document = model_json.from_dict(meta, meta_path)
+    except model_json.ModelJsonError as e:
+        if e.field in ("", "format"):
+            raise ModelLoadError(f"{meta_path}: format must be {C.MODEL_FORMAT!r}") from None
+        what = f"missing {e.key!r}" if e.problem == "missing" else f"{e.field}: {e.problem}"
+        raise ModelLoadError(f"{meta_path} does not describe the model ({what}); export it again with "
+                             "`mlpack export`") from None
     try:
         session = ort.InferenceSession(onnx_path, sess_options=session_options(intra_op_threads),
                                        providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ModelLoadError(f"cannot load {onnx_path}: {e}") from e
     try:
-        model = Model(meta, session, max_batch=max_batch)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a hand-edited or foreign model.json
-        what = f"missing {e}" if isinstance(e, KeyError) else str(e)
-        raise ModelLoadError(f"{meta_path} does not describe the model ({what}); export it again with "
+        model = Model(document, session, max_batch=max_batch)
+    except ValueError as e:  # well-formed but not servable, e.g. a dtype numpy does not know
+        raise ModelLoadError(f"{meta_path} does not describe the model ({e}); export it again with "
                              "`mlpack export`") from e
     actual = sorted(i.name for i in session.get_inputs())
     declared = sorted(t.name for t in model.inputs)

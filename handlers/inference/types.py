@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from handlers import model_json
 from handlers.inference import codec
 
 # numpy dtype name -> Open Inference Protocol datatype
@@ -41,16 +42,16 @@ class ModelLoadError(Exception):
 class TensorSpec:
     __slots__ = ("dims", "dtype", "kind", "name", "rank", "row_width", "shape", "v2_type")
 
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.name: str = raw["name"]
-        dtype = str(raw["dtype"])
+    def __init__(self, tensor: model_json.Tensor) -> None:
+        self.name: str = tensor.name
+        dtype = tensor.dtype
         try:
             self.dtype = np.dtype(object) if dtype in ("str", "string", "object") else np.dtype(dtype)
         except TypeError:
             raise ValueError(f"tensor {self.name!r}: dtype {dtype!r} is not one numpy knows "
                              f"(re-export the model with this mlpack)") from None
         self.kind: str = "O" if self.dtype.kind == "O" else self.dtype.kind
-        self.shape: list[int | str] = list(raw["shape"])
+        self.shape: list[int | str] = list(tensor.shape)
         self.rank = len(self.shape)
         self.dims = [(i, d) for i, d in enumerate(self.shape) if isinstance(d, int) and i > 0]
         self.v2_type = V2_TYPES.get(dtype, dtype.upper())
@@ -102,46 +103,45 @@ class Result:
 class Model:
     """A loaded model and everything about it that can be worked out before the first request."""
 
-    def __init__(self, meta: dict[str, Any], session: Any, *, max_batch: int) -> None:
-        self.meta = meta
+    def __init__(self, document: model_json.ModelJson, session: Any, *, max_batch: int) -> None:
+        self.document = document
         self.session = session
-        self.name: str = meta["name"]
-        self.version: str = str(meta.get("version", ""))
+        self.name: str = document.name
+        self.version: str = document.version or ""
         self.max_batch = max_batch
-        sig = meta["signature"]
-        self.inputs = [TensorSpec(t) for t in sig["inputs"]]
-        self.outputs = [TensorSpec(t) for t in sig["outputs"]]
+        sig = document.signature
+        self.inputs = [TensorSpec(t) for t in sig.inputs]
+        self.outputs = [TensorSpec(t) for t in sig.outputs]
         self.input_by_name = {t.name: t for t in self.inputs}
         self.output_names = [t.name for t in self.outputs]
         self.output_by_name = {t.name: t for t in self.outputs}
         self.single = self.inputs[0] if len(self.inputs) == 1 else None
-        roles = meta.get("roles") or {}
-        self.task: str = meta.get("task", "regression")
-        self.label_names: list[str] = [str(n) for n in meta.get("label_names") or []]
-        self.scores_index = (self.output_names.index(roles["scores"])
-                             if roles.get("scores") in self.output_names else None)
-        self.label_index = (self.output_names.index(roles["label"])
-                            if roles.get("label") in self.output_names else None)
+        roles = document.roles or model_json.Roles()
+        self.task: str = document.task or "regression"
+        self.label_names: list[str] = [str(n) for n in document.label_names or ()]
+        self.scores_index = self.output_names.index(roles.scores) if roles.scores in self.output_names else None
+        self.label_index = self.output_names.index(roles.label) if roles.label in self.output_names else None
         self.is_classifier = self.task == "classification" and bool(self.label_names)
         self.row_dict = _row_builder(self.label_names)
         self.input_names_text = ", ".join(t.name for t in self.inputs)
         self.feature_names: dict[str, list[str]] = {}
         self.bounds: dict[str, tuple[np.ndarray, np.ndarray, list[float], list[float]]] = {}
-        profile = (meta.get("profile") or {}).get("inputs") or {}
+        profile = (document.profile.inputs if document.profile else None) or {}
+        declared_names = document.feature_names or {}
         for spec in self.inputs:
-            feats = profile.get(spec.name) or []
-            names = (meta.get("feature_names") or {}).get(spec.name) or [f.get("name") for f in feats]
+            feats = profile.get(spec.name) or ()
+            names = declared_names.get(spec.name) or [f.name for f in feats]
             self.feature_names[spec.name] = [str(n) if n is not None else str(i) for i, n in enumerate(names)]
             if feats and spec.kind in "fiu":
                 # in the input's own dtype: comparing float32 rows to float64 bounds would cast every value
                 bdt = spec.dtype if spec.kind == "f" else np.dtype(np.float64)
-                lo = np.array([_num(f.get("q01"), -math.inf) for f in feats], dtype=bdt)
-                hi = np.array([_num(f.get("q99"), math.inf) for f in feats], dtype=bdt)
+                lo = np.array([_num(f.q01, -math.inf) for f in feats], dtype=bdt)
+                hi = np.array([_num(f.q99, math.inf) for f in feats], dtype=bdt)
                 self.bounds[spec.name] = (lo, hi, lo.tolist(), hi.tolist())
         # documents that never change: built once
         self.health_doc = {"status": "ok", "model": self.name, "version": self.version,
-                           "task": self.task, "signature": sig, "label_names": self.label_names,
-                           "max_batch_size": max_batch}
+                           "task": self.task, "signature": model_json.as_dict(document)["signature"],
+                           "label_names": self.label_names, "max_batch_size": max_batch}
         self.v2_metadata = {
             "name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
             "inputs": [{"name": t.name, "datatype": t.v2_type, "shape": t.v2_shape()} for t in self.inputs],

@@ -428,7 +428,7 @@ def test_failed_reexport_keeps_the_previous_files(tmp_path: Path) -> None:
 
 
 def test_nan_on_one_side_is_a_parity_mismatch_and_on_both_agrees() -> None:
-    from packager.export.pipeline import _compare
+    from packager.export.parity import _compare
 
     expected = np.array([[1.0, np.nan], [2.0, 3.0]])
     one_side = _compare("y", expected, np.array([[1.0, 5.0], [2.0, 3.0]]), exact=False, rtol=1e-4, atol=1e-5)

@@ -1,36 +1,49 @@
 """Small model folders (model.onnx + model.json per handlers/contract.py) for handler tests and
 benchmarks, made in seconds from data scikit-learn ships: iris logistic regression, a diabetes
 ridge regressor, a 784-input MLP (PyTorch when asked, else built with onnx.helper) and a
-two-input model. Never downloads anything.
+two-input model. Never downloads anything. model.json is written by handlers.model_json, as
+`mlpack export` writes it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from handlers import contract as C
+from handlers import model_json as mj
+
+NO_ROLES = mj.Roles(label=None, scores=None, scores_kind=None)
 
 
-def _profile_feature(name: str, col: np.ndarray) -> dict[str, Any]:
+def _tensor(name: str, dtype: str, *dims: int) -> mj.Tensor:
+    return mj.Tensor(name=name, dtype=dtype, shape=(C.BATCH_DIM, *dims))
+
+
+def _signature(inputs: list[mj.Tensor], outputs: list[mj.Tensor]) -> mj.Signature:
+    return mj.Signature(inputs=tuple(inputs), outputs=tuple(outputs))
+
+
+def _profile_feature(name: str, col: np.ndarray) -> mj.FeatureProfile:
     q = np.quantile(col, [0.01, 0.5, 0.99])
-    return {"name": name, "count": int(col.size), "min": float(col.min()), "max": float(col.max()),
-            "mean": float(col.mean()), "std": float(col.std()), "q01": float(q[0]), "q50": float(q[1]),
-            "q99": float(q[2]), "nan_share": 0.0}
+    return mj.FeatureProfile(name=name, count=int(col.size), min=float(col.min()), max=float(col.max()),
+                             mean=float(col.mean()), std=float(col.std()), q01=float(q[0]), q50=float(q[1]),
+                             q99=float(q[2]), nan_share=0.0)
 
 
-def _write(out: Path, onnx_bytes: bytes, meta: dict[str, Any]) -> Path:
+def _write(out: Path, onnx_bytes: bytes, meta: mj.ModelJson) -> Path:
+    """model.onnx and model.json; the fields export derives from the run (digest, versions, parity) are
+    filled in for a test model."""
     out.mkdir(parents=True, exist_ok=True)
     (out / C.MODEL_FILE).write_bytes(onnx_bytes)
-    meta = {"format": C.MODEL_FORMAT, "opset": 17, "versions": {}, "source": {"kind": "test"},
-            "model_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "parity": {"passed": True},
-            "inputs_hash": "test", **meta}
-    meta.setdefault("version", meta["model_sha256"][:12])
-    (out / C.MODEL_JSON).write_text(json.dumps(meta, indent=2))
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    meta = mj.ModelJson(**{**vars(meta), "version": meta.version or digest[:12], "opset": 17,
+                           "versions": mj.Versions(), "source": mj.Source(kind="test"), "model_sha256": digest,
+                           "parity": mj.Parity(passed=True), "inputs_hash": "test"})
+    (out / C.MODEL_JSON).write_bytes(mj.dumps(meta))
     return out
 
 
@@ -45,17 +58,16 @@ def iris(out: Path) -> tuple[Path, Any, np.ndarray]:
     clf = LogisticRegression(max_iter=500).fit(X, data.target)
     onx = to_onnx(clf, X[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
     names = list(data.feature_names)
-    meta = {
-        "name": "iris", "description": "iris test model", "task": "classification",
-        "signature": {"inputs": [{"name": "X", "dtype": "float32", "shape": ["batch", 4]}],
-                      "outputs": [{"name": "label", "dtype": "int64", "shape": ["batch"]},
-                                  {"name": "probabilities", "dtype": "float32", "shape": ["batch", 3]}]},
-        "roles": {"label": "label", "scores": "probabilities", "scores_kind": "probabilities"},
-        "feature_names": {"X": names},
-        "label_names": [str(n) for n in data.target_names],
-        "profile": {"rows": len(X), "inputs": {"X": [_profile_feature(n, X[:, i]) for i, n in enumerate(names)]},
-                    "outputs": {"classes": {str(n): 1 / 3 for n in data.target_names}}},
-    }
+    meta = mj.ModelJson(
+        name="iris", description="iris test model", task="classification",
+        signature=_signature([_tensor("X", "float32", 4)],
+                             [_tensor("label", "int64"), _tensor("probabilities", "float32", 3)]),
+        roles=mj.Roles(label="label", scores="probabilities", scores_kind="probabilities"),
+        feature_names={"X": tuple(names)},
+        label_names=tuple(str(n) for n in data.target_names),
+        profile=mj.Profile(rows=len(X), inputs={"X": tuple(_profile_feature(n, X[:, i]) for i, n in enumerate(names))},
+                           outputs=mj.ProfileOutputs(classes={str(n): 1 / 3 for n in data.target_names})),
+    )
     assert [i.name for i in onx.graph.input] == ["X"], onx.graph.input
     return _write(out, onx.SerializeToString(), meta), clf, X
 
@@ -72,16 +84,14 @@ def regressor(out: Path) -> tuple[Path, Any, np.ndarray]:
     in_name = onx.graph.input[0].name
     out_name = onx.graph.output[0].name
     names = list(data.feature_names)
-    meta = {
-        "name": "diabetes", "task": "regression",
-        "signature": {"inputs": [{"name": in_name, "dtype": "float32", "shape": ["batch", 10]}],
-                      "outputs": [{"name": out_name, "dtype": "float32", "shape": ["batch", 1]}]},
-        "roles": {"label": None, "scores": None, "scores_kind": None},
-        "feature_names": {in_name: names}, "label_names": [],
-        "profile": {"rows": len(X), "inputs": {in_name: [_profile_feature(n, X[:, i])
-                                                         for i, n in enumerate(names)]},
-                    "outputs": {"regression": [{"name": out_name}]}},
-    }
+    meta = mj.ModelJson(
+        name="diabetes", task="regression",
+        signature=_signature([_tensor(in_name, "float32", 10)], [_tensor(out_name, "float32", 1)]),
+        roles=NO_ROLES, feature_names={in_name: tuple(names)}, label_names=(),
+        profile=mj.Profile(rows=len(X), inputs={in_name: tuple(_profile_feature(n, X[:, i])
+                                                               for i, n in enumerate(names))},
+                           outputs=mj.ProfileOutputs(regression=(mj.OutputProfile(name=out_name),))),
+    )
     return _write(out, onx.SerializeToString(), meta), reg, X
 
 
@@ -142,17 +152,16 @@ def mlp(out: Path, *, n_in: int = 784, hidden: int = 128, n_out: int = 10, use_t
     with a second hidden layer), else written with onnx.helper (one hidden layer, no torch import)."""
     onnx_bytes = (_mlp_torch(n_in, hidden, n_out, seed, hidden2) if use_torch
                   else _mlp_onnx_helper(n_in, hidden, n_out, seed))
-    labels = [str(d) for d in range(n_out)]
-    meta = {
-        "name": "mlp", "task": "classification",
-        "signature": {"inputs": [{"name": "input", "dtype": "float32", "shape": ["batch", n_in]}],
-                      "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", n_out]}]},
-        "roles": {"label": None, "scores": "logits", "scores_kind": "logits"},
-        "feature_names": {"input": [f"pixel{i}" for i in range(n_in)]}, "label_names": labels,
-        "profile": {"rows": 100, "inputs": {"input": [{"name": f"pixel{i}", "q01": 0.0, "q99": 1.0}
-                                                      for i in range(n_in)]},
-                    "outputs": {"classes": {lbl: 1 / n_out for lbl in labels}}},
-    }
+    labels = tuple(str(d) for d in range(n_out))
+    meta = mj.ModelJson(
+        name="mlp", task="classification",
+        signature=_signature([_tensor("input", "float32", n_in)], [_tensor("logits", "float32", n_out)]),
+        roles=mj.Roles(label=None, scores="logits", scores_kind="logits"),
+        feature_names={"input": tuple(f"pixel{i}" for i in range(n_in))}, label_names=labels,
+        profile=mj.Profile(rows=100, inputs={"input": tuple(mj.FeatureProfile(name=f"pixel{i}", q01=0.0, q99=1.0)
+                                                            for i in range(n_in))},
+                           outputs=mj.ProfileOutputs(classes={lbl: 1 / n_out for lbl in labels})),
+    )
     return _write(out, onnx_bytes, meta)
 
 
@@ -174,15 +183,12 @@ def two_inputs(out: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
         [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
          numpy_helper.from_array(np.array([1], np.int64), "axes")])
-    meta = {
-        "name": "two", "task": "regression",
-        "signature": {"inputs": [{"name": "a", "dtype": "float32", "shape": ["batch", 3]},
-                                 {"name": "b", "dtype": "int64", "shape": ["batch", 2]}],
-                      "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", 1]}]},
-        "roles": {"label": None, "scores": None, "scores_kind": None},
-        "feature_names": {"a": ["a0", "a1", "a2"], "b": ["b0", "b1"]}, "label_names": [],
-        "profile": {"rows": 0, "inputs": {}, "outputs": {}},
-    }
+    meta = mj.ModelJson(
+        name="two", task="regression",
+        signature=_signature([_tensor("a", "float32", 3), _tensor("b", "int64", 2)], [_tensor("y", "float32", 1)]),
+        roles=NO_ROLES, feature_names={"a": ("a0", "a1", "a2"), "b": ("b0", "b1")}, label_names=(),
+        profile=mj.Profile(rows=0, inputs={}, outputs=mj.ProfileOutputs()),
+    )
     return _write(out, _serialized(graph), meta)
 
 
@@ -194,12 +200,10 @@ def flags(out: Path) -> Path:
         [helper.make_node("Not", ["x"], ["y"])], "flags",
         [helper.make_tensor_value_info("x", TensorProto.BOOL, ["batch", 2])],
         [helper.make_tensor_value_info("y", TensorProto.BOOL, ["batch", 2])])
-    meta = {
-        "name": "flags", "task": "regression",
-        "signature": {"inputs": [{"name": "x", "dtype": "bool", "shape": ["batch", 2]}],
-                      "outputs": [{"name": "y", "dtype": "bool", "shape": ["batch", 2]}]},
-        "roles": {"label": None, "scores": None, "scores_kind": None},
-        "feature_names": {"x": ["x0", "x1"]}, "label_names": [],
-        "profile": {"rows": 0, "inputs": {}, "outputs": {}},
-    }
+    meta = mj.ModelJson(
+        name="flags", task="regression",
+        signature=_signature([_tensor("x", "bool", 2)], [_tensor("y", "bool", 2)]),
+        roles=NO_ROLES, feature_names={"x": ("x0", "x1")}, label_names=(),
+        profile=mj.Profile(rows=0, inputs={}, outputs=mj.ProfileOutputs()),
+    )
     return _write(out, _serialized(graph), meta)

@@ -1,5 +1,5 @@
-"""Fixture model projects for the stack tests: an mlpack.toml, an exported model.json (as
-`mlpack export` writes it, see handlers/contract.py) and an mlpack.lock.json entry pointing at ECR,
+"""Fixture model projects for the stack tests: an mlpack.toml, an exported model.json (built with
+handlers/model_json.py, as `mlpack export` builds it) and an mlpack.lock.json entry pointing at ECR,
 all written into a temporary folder. No training, no images: the stacks only read these files.
 """
 
@@ -9,6 +9,8 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from handlers import model_json as mj
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -21,51 +23,46 @@ def digest_for(name: str) -> str:
 
 def classifier_json(name: str, version: str, classes: list[str], width: int = 4) -> dict[str, Any]:
     share = round(1 / len(classes), 6)
-    return {
-        "format": "mlpack.model/1",
-        "name": name,
-        "version": version,
-        "description": "",
-        "task": "classification",
-        "signature": {
-            "inputs": [{"name": "input", "dtype": "float32", "shape": ["batch", width]}],
-            "outputs": [
-                {"name": "label", "dtype": "int64", "shape": ["batch"]},
-                {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(classes)]},
-            ],
-        },
-        "roles": {"label": "label", "scores": "probabilities", "scores_kind": "probabilities"},
-        "feature_names": {"input": [f"f{i}" for i in range(width)]},
-        "label_names": classes,
-        "profile": {"rows": 150, "inputs": {"input": []}, "outputs": {"classes": {c: share for c in classes}}},
-    }
+    return mj.as_dict(mj.ModelJson(
+        name=name,
+        version=version,
+        description="",
+        task="classification",
+        signature=mj.Signature(
+            inputs=(mj.Tensor(name="input", dtype="float32", shape=("batch", width)),),
+            outputs=(
+                mj.Tensor(name="label", dtype="int64", shape=("batch",)),
+                mj.Tensor(name="probabilities", dtype="float32", shape=("batch", len(classes))),
+            ),
+        ),
+        roles=mj.Roles(label="label", scores="probabilities", scores_kind="probabilities"),
+        feature_names={"input": tuple(f"f{i}" for i in range(width))},
+        label_names=tuple(classes),
+        profile=mj.Profile(rows=150, inputs={"input": ()},
+                           outputs=mj.ProfileOutputs(classes={c: share for c in classes})),
+    ))
 
 
 def regressor_json(name: str, version: str, mean: float = 150.0, std: float = 75.0) -> dict[str, Any]:
-    return {
-        "format": "mlpack.model/1",
-        "name": name,
-        "version": version,
-        "description": "",
-        "task": "regression",
-        "signature": {
-            "inputs": [
-                {"name": "x", "dtype": "float64", "shape": ["batch", 10]},
-                {"name": "mask", "dtype": "int64", "shape": ["batch", 2]},
-            ],
-            "outputs": [{"name": "variable", "dtype": "float32", "shape": ["batch", 1]}],
-        },
-        "roles": {"label": None, "scores": None, "scores_kind": None},
-        "feature_names": {},
-        "label_names": [],
-        "profile": {
-            "rows": 100,
-            "inputs": {},
-            "outputs": {
-                "regression": [{"name": "variable", "mean": mean, "std": std, "q01": 0.0, "q50": mean, "q99": 300.0}]
-            },
-        },
-    }
+    return mj.as_dict(mj.ModelJson(
+        name=name,
+        version=version,
+        description="",
+        task="regression",
+        signature=mj.Signature(
+            inputs=(
+                mj.Tensor(name="x", dtype="float64", shape=("batch", 10)),
+                mj.Tensor(name="mask", dtype="int64", shape=("batch", 2)),
+            ),
+            outputs=(mj.Tensor(name="variable", dtype="float32", shape=("batch", 1)),),
+        ),
+        roles=mj.Roles(),
+        feature_names={},
+        label_names=(),
+        profile=mj.Profile(rows=100, inputs={}, outputs=mj.ProfileOutputs(regression=(
+            mj.OutputProfile(name="variable", mean=mean, std=std, q01=0.0, q50=mean, q99=300.0),
+        ))),
+    ))
 
 
 def write_project(
@@ -79,6 +76,7 @@ def write_project(
         f'[model]\nname = "{name}"\nowners = ["ana@example.com", "bo@example.com"]\nsource = "train:build_model"\n'
         f'[samples]\nsource = "train:samples"\n{toml_extra}\n'
     )
+    # through handlers.model_json like export, unless a test hands in a deliberately broken document
     data = classifier_json(name, version, ["setosa", "versicolor", "virginica"]) if model_json is None else model_json
     if data:
         build = project / "build" / name

@@ -1,0 +1,171 @@
+"""Converting the loaded model to ONNX, and opening it in onnxruntime.
+
+Enters: a ModelSpec, the `Loaded` source model and its samples (sources.py). Leaves: an ONNX
+ModelProto (from torch, its inputs' and outputs' dynamic first dimension named "batch"), stripped of
+what would make its bytes depend on where and when the export ran; the object parity compares it
+against (the original model, or None for an ONNX source); and an onnxruntime session over the
+serialized bytes. Or ExportError naming what could not be converted.
+
+scikit-learn models go through skl2onnx, torch models through torch.export and torch.onnx (dynamo);
+an ONNX source is taken as it is. skl2onnx, torch and onnxruntime are imported only when needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from handlers import contract
+from packager.config.spec import ModelSpec
+from packager.errors import ExportError
+from packager.export.sources import Arrays, Loaded, import_torch
+
+
+def to_onnx(spec: ModelSpec, loaded: Loaded, samples: Arrays | np.ndarray) -> tuple[onnx.ModelProto, Any]:
+    """Returns the ONNX model and the object to compare against (the original model, or None)."""
+    if loaded.kind == "onnx":
+        return loaded.obj, None
+    if loaded.kind == "sklearn":
+        return _sklearn_to_onnx(spec, loaded.obj, samples), loaded.obj
+    return _torch_to_onnx(spec, loaded.obj, samples)
+
+
+def _sklearn_to_onnx(spec: ModelSpec, model: Any, samples: Arrays | np.ndarray) -> onnx.ModelProto:
+    try:
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType
+        from sklearn.base import is_classifier
+    except ImportError as e:
+        raise ExportError("scikit-learn models need skl2onnx", hint="pip install 'mlpack-lambda[sklearn]'") from e
+    if isinstance(samples, dict):
+        raise ExportError("samples.source: a scikit-learn model takes one input; give one array, not several",
+                          hint="use .npy or .csv samples")
+    width = int(np.prod(samples.shape[1:])) if samples.ndim > 1 else 1
+    n_in = getattr(model, "n_features_in_", None)
+    if n_in is not None and n_in != width:
+        raise ExportError(f"samples.source: samples have {width} feature(s) per row but the model expects {n_in}",
+                          hint=f"give samples shaped (rows, {n_in})")
+    options = {id(model): {"zipmap": False}} if is_classifier(model) else None
+    opset: Any = {"": spec.export.opset, "ai.onnx.ml": 3} if spec.export.opset else None
+    try:
+        proto: onnx.ModelProto = to_onnx(
+            model, initial_types=[("input", FloatTensorType([None, width]))], options=options, target_opset=opset)
+        return proto
+    except Exception as e:
+        name = type(model).__name__
+        steps = getattr(model, "steps", None)
+        if steps:
+            name = f"Pipeline({', '.join(type(s).__name__ for _, s in steps)})"
+        raise ExportError(f"model.source: cannot convert {name} to ONNX: {type(e).__name__}: {e}",
+                          hint="skl2onnx supports most scikit-learn estimators; see its list of supported "
+                               "models, or export to ONNX yourself and point model.source at the .onnx") from e
+
+
+def _torch_to_onnx(spec: ModelSpec, obj: Any, samples: Arrays | np.ndarray) -> tuple[onnx.ModelProto, Any]:
+    torch = import_torch()
+    import inspect
+    import logging
+    import warnings
+
+    if isinstance(obj, torch.export.ExportedProgram):
+        module = obj.module()
+        names = [s.arg.name for s in obj.graph_signature.input_specs
+                 if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    else:
+        module = obj.eval()
+        params = list(inspect.signature(obj.forward).parameters.values())
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if isinstance(samples, dict):
+        missing = [n for n in names if n not in samples]
+        extra = [n for n in samples if n not in names]
+        if missing or extra:
+            raise ExportError(f"samples.source: inputs {sorted(samples)} do not match the model's {names}",
+                              hint="an .npz or factory must give one array per forward() argument, by name")
+        arrays = [samples[n] for n in names]
+    else:
+        if len(names) != 1:
+            raise ExportError(f"samples.source: the model takes {len(names)} inputs {names} but one array was given",
+                              hint="give an .npz or a factory returning a dict with one array per input")
+        arrays = [samples]
+    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a.astype(np.float32) if a.dtype.kind == "f" else a))
+                    for a in arrays)
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        if isinstance(obj, torch.export.ExportedProgram):
+            program = obj
+        else:
+            with torch.no_grad():
+                program = torch.export.export(
+                    module, tensors, dynamic_shapes={n: {0: batch} for n in names}, strict=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            onnx_program = torch.onnx.export(
+                program, tensors, None, input_names=names, dynamo=True, verbose=False,
+                opset_version=spec.export.opset, optimize=True)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"model.source: torch could not export the model to ONNX: {type(e).__name__}: {e}",
+                          hint="the forward() must be traceable by torch.export with a dynamic batch dimension"
+                          ) from e
+    proto = onnx_program.model_proto
+    _name_batch_dim(proto)
+    return proto, module
+
+
+def _name_batch_dim(proto: onnx.ModelProto) -> None:
+    """Call the first dimension of every graph input and output 'batch' (exporters make up names)."""
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = contract.BATCH_DIM
+
+
+def strip_unstable(proto: onnx.ModelProto) -> None:
+    """Remove what would make the bytes depend on where and when the export ran (stack traces with
+    absolute paths, doc strings); the computation is unchanged."""
+    def clean(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    clean(attr.g)
+                for g in attr.graphs:
+                    clean(g)
+        for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+            del vi.metadata_props[:]
+            vi.doc_string = ""
+        for init in graph.initializer:
+            del init.metadata_props[:]
+
+    clean(proto.graph)
+    for fn in proto.functions:
+        for node in fn.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    proto.doc_string = ""
+
+
+def session(model_bytes: bytes) -> Any:
+    """An onnxruntime session over the model's bytes: CPU, one thread."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ExportError(f"onnxruntime cannot load the exported model: {e}",
+                          hint="check the model's opset against the installed onnxruntime") from e
+
+
+def ort_dtype(ort_type: str) -> str:
+    """onnxruntime's type name ("tensor(float)") as the numpy dtype name model.json uses ("float32")."""
+    inner = ort_type[len("tensor("):-1] if ort_type.startswith("tensor(") else ort_type
+    return {"float": "float32", "double": "float64", "string": "str", "float16": "float16"}.get(inner, inner)
+
