@@ -1,4 +1,4 @@
-"""Domain errors. Internal code raises these; only cli.py turns them into exit codes and messages.
+"""Domain errors. Internal code raises these; only packager/cli turns them into exit codes and messages.
 
 Imports nothing from the rest of mlpack.
 """
