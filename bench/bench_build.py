@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, Row, at_most, cli, parser
+from common import ROOT, Row, at_most, cli, parser, samples
 
 sys.path.insert(0, str(ROOT))
 from packager.config import spec as spec_mod
@@ -108,23 +108,24 @@ def run(quick: bool, repeat: int | None = None, base: str = "debian") -> list[Ro
     whole = (layer_row.uncompressed_size or 0)
     return [
         Row("build", "iris cold build, empty mlpack cache (in-process)", cold_s, "s", "recorded", None,
-            f"{where}; pip's own wheel cache may be warm"),
+            f"{where}; pip's own wheel cache may be warm; single sample"),
         Row("build", "iris warm rebuild after model-only change (in-process)", warm_med, "s",
-            *at_most(warm_med, 3, " s"), f"median of {repeat}; exactly 1 layer digest changed, deps cache hit"),
+            *at_most(warm_med, 3, " s"), f"{samples(repeat)}; exactly 1 layer digest changed, deps cache hit"),
         Row("build", "iris warm rebuild after model-only change (new `mlpack build` process)", cli_med, "s",
-            *at_most(cli_med, 3, " s"), f"median of {repeat}; includes Python + scikit-learn/skl2onnx imports"),
+            *at_most(cli_med, 3, " s"), f"{samples(repeat)}; includes Python + scikit-learn/skl2onnx imports"),
         Row("build", "iris rebuild with nothing changed (in-process)", statistics.median(noop), "s",
-            note=f"median of {repeat}"),
+            note=samples(repeat)),
         Row("build", "unstripped `pip install --target onnxruntime numpy` tree", unstripped / 1e6, "MB",
-            note=where),
+            note=f"{where}; single sample"),
         Row("build", "mlpack stripped onnxruntime+numpy tree" + (" (with bytecode)" if ours.bytecode else ""),
-            ours.stripped_bytes / 1e6, "MB"),
+            ours.stripped_bytes / 1e6, "MB", note="single sample"),
         Row("build", "stripped tree / unstripped tree", share, "x", *at_most(share, 0.70),
-            f"{ours.stripped_bytes / 1e6:.1f} MB of {unstripped / 1e6:.1f} MB"),
+            f"{ours.stripped_bytes / 1e6:.1f} MB of {unstripped / 1e6:.1f} MB; single sample"),
         Row("build", "onnxruntime+numpy layer, gzip", ours.layer.size / 1e6, "MB",
-            note=f"uncompressed tar {ours.layer.uncompressed_size / 1e6:.1f} MB"),
+            note=f"uncompressed tar {ours.layer.uncompressed_size / 1e6:.1f} MB; single sample"),
         Row("build", "whole dependency layer, uncompressed", whole / 1e6, "MB",
-            note=f"{' '.join(first.report['dependencies']['requirements'])}; {whole / unstripped:.2f}x unstripped"),
+            note=f"{' '.join(first.report['dependencies']['requirements'])}; {whole / unstripped:.2f}x unstripped; "
+                 "single sample"),
     ]
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, Row, at_most, cli, parser
+from common import ROOT, Row, at_most, cli, parser, samples
 
 sys.path.insert(0, str(ROOT))
 from tests.support.images import copy_example
@@ -45,7 +45,7 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
             e, i = statistics.median(export_times), statistics.median(import_times)
             target, met = at_most(e, 10, " s") if name == "iris" else ("", None)
             rows.append(Row("export", f"{name}: mlpack export, fresh process", e, "s", target, met,
-                            f"median of {runs}; framework import alone {i:.2f} s ({e / i:.1f}x)"))
+                            f"{samples(runs)}; framework import alone {i:.2f} s ({e / i:.1f}x)"))
             rows.append(Row("export", f"{name}: re-export with nothing changed (skipped)", skip, "s",
                             note="median of 3"))
     return rows

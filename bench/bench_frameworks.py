@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, Row, cli, cold_programs, parser, process_ms
+from common import ROOT, Row, cli, cold_programs, parser, process_ms, samples
 
 sys.path.insert(0, str(ROOT))
 from handlers import contract as C
@@ -106,15 +106,16 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
             fw_ms, h_ms, bare_ms = (statistics.median(t) for t in times)
             fw_ratio = statistics.median(f / h for f, h in zip(times[0], times[1], strict=True))
             h_ratio = statistics.median(h / b for h, b in zip(times[1], times[2], strict=True))
-            how = f"fresh process: imports, load, 1 prediction; median of {runs} interleaved runs"
+            how = f"fresh process: imports, load, 1 prediction; {samples(runs, ' interleaved runs')}"
             rows += [
                 Row("frameworks", f"cold init {name}: served by {label} itself", fw_ms, "ms", note=how),
                 Row("frameworks", f"cold init {name}: mlpack ONNX handler", h_ms, "ms", note=how),
                 Row("frameworks", f"cold init {name}: bare onnxruntime", bare_ms, "ms", note=how),
                 Row("frameworks", f"cold init {name}: {label} / mlpack handler", fw_ratio, "x",
-                    note="> 1 means the ONNX handler starts faster; median of per-round ratios"),
+                    note="> 1 means the ONNX handler starts faster; "
+                         + ("median of per-round ratios" if runs > 1 else "single sample")),
                 Row("frameworks", f"cold init {name}: mlpack handler / bare onnxruntime", h_ratio, "x",
-                    note="median of per-round ratios"),
+                    note="median of per-round ratios" if runs > 1 else "single sample"),
             ]
     return rows
 

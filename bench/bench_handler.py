@@ -13,8 +13,16 @@
    <= 5x (.npy).
 2. Cold init in a fresh process: `import handlers.predict` (model.json, session, everything the handler
    precomputes) + one API Gateway request, against a bare `import numpy, onnxruntime` + session + run
-   of the same model. Whole-process wall time, medians. Target: <= 1.15x. Also: what importing
-   orjson and simdjson adds to a process that already imports numpy and onnxruntime.
+   of the same model, with this repository and the developer's virtualenv on sys.path. Whole-process
+   wall time, medians. Target: <= 1.15x. Also: what importing orjson and simdjson adds to a process
+   that already imports numpy and onnxruntime.
+3. The same two cold-init programs from the image's own root file system: examples/iris built by
+   mlpack (debian base, private mlpack cache) and unpacked; both run by the image's interpreter with
+   `-I -B` (isolated: no user site, no PYTHON* variables; nothing written, as on Lambda's read-only file
+   system), sys.path led by the image config's PYTHONPATH / LAMBDA_TASK_ROOT, the config's Env only, and
+   a check (untimed) that every module they load comes from the unpacked tree. Same target.
+   Not the image's: the kernel, the dynamic loader and C libraries (no chroot), and the temp folder
+   in front of /var/task (see bench/iris_image.py).
 
 Prints a table; nothing here is a test.
 """
@@ -32,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, Row, at_most, cli, cold_programs, parser, process_ms, version
+from common import ROOT, Row, at_most, cli, cold_programs, parser, process_ms, samples, version
+from iris_image import build_iris, private_cache, unpack_image
 
 sys.path.insert(0, str(ROOT))
 from handlers import contract as C
 from handlers import events, inference, metrics
+from handlers.inference import codec as codec_mod  # the module; `codec` below is a Codec
 from tests.support import events as ev
 from tests.support import handler_models as hm
 
@@ -87,19 +97,19 @@ class Codec:
         self.simdjson, self.orjson = simdjson, orjson
 
     def __enter__(self) -> None:
-        self.saved = (inference._PARSER, inference.loads, inference.dumps, events.loads, metrics.dumps)
+        self.saved = (codec_mod._PARSER, codec_mod.loads, codec_mod.dumps, events.loads, metrics.dumps)
         if not self.simdjson:
-            inference._PARSER = None
+            codec_mod._PARSER = None
         if not self.orjson:
 
             def dumps(obj: Any) -> bytes:
                 return json.dumps(obj, default=lambda o: o.tolist(), separators=(",", ":")).encode()
 
-            inference.loads = events.loads = json.loads  # Result.body looks inference.dumps up at call time
-            inference.dumps = metrics.dumps = dumps
+            codec_mod.loads = events.loads = json.loads  # Result.body looks codec_mod.dumps up at call time
+            codec_mod.dumps = metrics.dumps = dumps
 
     def __exit__(self, *exc: Any) -> None:
-        inference._PARSER, inference.loads, inference.dumps, events.loads, metrics.dumps = self.saved
+        codec_mod._PARSER, codec_mod.loads, codec_mod.dumps, events.loads, metrics.dumps = self.saved
 
 
 def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, Any]]:
@@ -143,7 +153,7 @@ def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, A
         if "json" in name:
             for what, codec in (("orjson only, no simdjson", Codec(simdjson=False)),
                                 ("stdlib json, no orjson or simdjson", Codec(simdjson=False, orjson=False))):
-                if what.startswith("orjson only") and len(event["body"]) <= inference._ROWS_FAST_MIN:
+                if what.startswith("orjson only") and len(event["body"]) <= codec_mod._ROWS_FAST_MIN:
                     continue  # a body this small never takes simdjson's path
                 with codec:
                     without[what] = paired(bare, ours, min_time=min_time, rounds=max(5, rounds // 3))
@@ -178,6 +188,24 @@ def _paired_processes(a_code: str, b_code: str, env: dict[str, str], runs: int) 
     return _alternate(lambda: process_ms(a_code, env), lambda: process_ms(b_code, env), runs)
 
 
+def image_cold_rows(work: Path, runs: int) -> list[Row]:
+    """Cold init of the handler and of bare onnxruntime from the built iris image's root file system."""
+    with private_cache(work / "cache"):
+        _, built = build_iris(work / "project")
+    rootfs = unpack_image(built, work / "unpacked")
+    ours, bare = cold_programs(rootfs.model_dir, [[5.1, 3.5, 1.4, 0.2]])
+    for code in (bare, ours):
+        rootfs.check_isolated(code)  # also warms the page cache; writes nothing (-B)
+    bare_ms, ours_ms, ratio = _alternate(lambda: rootfs.process_ms(bare), lambda: rootfs.process_ms(ours), runs)
+    stdlib = ("its stdlib ships no bytecode: both compile it at every start, as Lambda would"
+              if rootfs.stdlib_pyc == 0 else f"{rootfs.stdlib_pyc} .pyc files in its stdlib")
+    return [Row("handler", "cold init iris (image rootfs, isolated): handler / bare onnxruntime", ratio, "x",
+                *at_most(ratio, COLD_TARGET, "x"),
+                f"{ours_ms:.0f} ms vs {bare_ms:.0f} ms, fresh processes; {samples(runs, ' pairs')}; iris image "
+                f"({built.report['base']['spec']} base) unpacked, its own python{built.report['python']} -I -B, "
+                f"every module checked to load from it; {stdlib}; host kernel and C libraries (no chroot)")]
+
+
 WARM_TARGETS = {"iris b1 json": 3.5, "iris b32 json": 9.0, "mlp784 b1 json": 4.0, "mlp784 b32 json": 14.0,
                 "mlp784 b32 npy": 5.0}
 COLD_TARGET = 1.15
@@ -189,6 +217,7 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
         work = Path(tmp)
         warm = warm_rows(work, quick)
         cold = cold_rows(work, runs)
+        image_cold = image_cold_rows(work / "image", runs)
     rows: list[Row] = []
     for name, bare, handler, ratio, without in warm:
         limit = WARM_TARGETS.get(name)
@@ -201,12 +230,13 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
     for name, bare, ours, ratio in cold:
         if name.startswith("import"):
             rows.append(Row("handler", "cold: import numpy+onnxruntime+orjson+simdjson / without both", ratio, "x",
-                            note=f"{ours:.0f} ms vs {bare:.0f} ms; median of {runs} pairs"))
+                            note=f"{ours:.0f} ms vs {bare:.0f} ms; {samples(runs, ' pairs')}"))
         else:
-            rows.append(Row("handler", f"cold init {name}: handler / bare onnxruntime", ratio, "x",
+            rows.append(Row("handler", f"cold init {name} (venv): handler / bare onnxruntime", ratio, "x",
                             *at_most(ratio, COLD_TARGET, "x"),
-                            f"{ours:.0f} ms vs {bare:.0f} ms, fresh processes; median of {runs} pairs"))
-    return rows
+                            f"{ours:.0f} ms vs {bare:.0f} ms, fresh processes; {samples(runs, ' pairs')}; "
+                            "this repository and the developer's virtualenv on sys.path"))
+    return rows + image_cold
 
 
 def versions() -> str:

@@ -1,13 +1,21 @@
 """Benchmark `mlpack push` against a local registry (Debian's docker-registry on 127.0.0.1).
 
-1. Bytes and time of a first push of a Lambda-shaped image versus a push after a model-only change
-   (only the model layer and the config should travel) and a push with nothing changed.
-2. Peak memory (max RSS of a fresh process) while pushing a 1 GB layer of random data, monolithic
-   and chunked, against the same process's RSS before the push.
+1. The real iris image: examples/iris (a copy) built by mlpack on the debian base, pushed; retrained
+   (another C in the copy's train.py: a model-only change), rebuilt and pushed again; pushed a third
+   time with nothing changed. Bytes and time of each push (one push each: single samples). Checked,
+   not only reported, on the set of blobs each push uploaded (the pusher's own account, and the blobs
+   the registry's storage gained): the first push uploads every layer and the config; after the
+   retrain, exactly the layers that differ between the two images' manifests plus the new config, and
+   those layers must be exactly the model layer; with nothing changed, no blob. Any other outcome
+   fails the script (non-zero exit; bench/run shows a FAILED row).
+2. Peak memory (VmHWM of a fresh process) while pushing ONE LAYER OF RANDOM DATA (1 GB; 256 MB with
+   --quick), monolithic and chunked, next to the same process's peak before the push: a memory test of
+   the transport, not an image.
 
     .venv/bin/python bench/bench_push.py [--layer-mb 1024] [--keep] [--quick] [--json]
 
-Prints a table. Data is generated locally into a temporary folder; nothing leaves 127.0.0.1.
+Prints a table. The build uses a private mlpack cache under the temp folder (mmdebstrap and pip may
+download); pushes never leave 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -20,50 +28,139 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import ROOT, Row, at_most, cli, parser
+from iris_image import build, build_iris, private_cache, retrain
 
 sys.path.insert(0, str(ROOT))
 from packager import oci
+from packager.image import build as image_mod
 from packager.registry import push as push_mod
 from packager.registry.client import ImageRef, RegistryClient
-from tests.support.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, write_layout
-from tests.support.registry import start_registry
+from tests.support.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
+from tests.support.registry import RegistryServer, start_registry
+
+REPOSITORY = "mlpack/iris"
 
 
-def noise(n: int, seed: int) -> bytes:
-    """Incompressible bytes, reproducible per seed (sizes like a real base and dependency layer)."""
-    out = bytearray()
-    block = 0
-    while len(out) < n:
-        out += hashlib.shake_256(f"{seed}:{block}".encode()).digest(1 << 20)
-        block += 1
-    return bytes(out[:n])
+class PushCheckFailed(AssertionError):
+    """A push uploaded other blobs than the ones it should have."""
 
 
-def lambda_like(dest: Path, model_version: str) -> None:
-    # Sizes after gzip, roughly: AWS base ~ 30 MB in this stand-in, onnxruntime+numpy ~ 28 MB (FACTS.md),
-    # handler code a few KB, a small model ~ 50 KB.
-    base = {"var/lang/lib/libpython.so": noise(30 << 20, 1)}
-    deps = {"var/task/onnxruntime/capi/onnxruntime_pybind11_state.so": noise(28 << 20, 2)}
-    handler = {"var/task/handlers/predict.py": b"# handler\n" * 2000}
-    model = {"var/task/model/model.onnx": noise(50 << 10, 1000 + int(model_version)),
-             "var/task/model/model.json": json.dumps({"version": model_version}).encode()}
-    write_layout(dest, [base, deps, handler, model])
+@dataclass(frozen=True)
+class Pushed:
+    seconds: float
+    bytes_sent: int
+    counts: dict[str, int]
+    uploaded: frozenset[str]  # digests the pusher uploaded (its progress callback, after any mount fallback)
+    stored: frozenset[str]  # digests the registry's blob storage gained (blobs and the manifest)
 
 
-def timed_push(layout: Path, host: str, repo: str, tag: str) -> tuple[float, int, dict[str, int]]:
-    image = oci.read_layout(layout)
+def registry_blobs(server: RegistryServer) -> set[str]:
+    """Every digest in the registry's filesystem storage (layers, configs and manifests all live there)."""
+    store = server.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    return {"sha256:" + p.parent.name for p in store.glob("*/*/data")}
+
+
+def timed_push(image: oci.Image, server: RegistryServer, tag: str) -> Pushed:
+    before = registry_blobs(server)
+    uploaded: set[str] = set()
+
+    def progress(step: push_mod.BlobStep, action: str) -> None:
+        if action == "upload":
+            uploaded.add(step.digest)
+
     t0 = time.perf_counter()
-    with RegistryClient(host) as client:
-        plan = push_mod.plan_push(image, ImageRef(host, repo, tag, None), client)
-        result = push_mod.execute(plan, image, client)
-    return time.perf_counter() - t0, result.bytes_sent, result.counts
+    with RegistryClient(server.host) as client:
+        plan = push_mod.plan_push(image, ImageRef(server.host, REPOSITORY, tag, None), client)
+        result = push_mod.execute(plan, image, client, progress=progress)
+    seconds = time.perf_counter() - t0
+    return Pushed(seconds, result.bytes_sent, result.counts, frozenset(uploaded),
+                  frozenset(registry_blobs(server) - before))
+
+
+def names(result: image_mod.BuildResult) -> dict[str, str]:
+    """digest -> what it is in the image (base, deps, handler, model, config)."""
+    out = {r.digest: r.name for r in result.rows}
+    out[result.image.config.digest] = "config"
+    out[result.image.manifest.digest] = "manifest"
+    return out
+
+
+def describe(digests: set[str] | frozenset[str], known: dict[str, str]) -> str:
+    return "{" + ", ".join(sorted(f"{known.get(d, 'unknown')} {d[:19]}" for d in digests)) + "}"
+
+
+def check(what: str, pushed: Pushed, image: oci.Image, expected: set[str], known: dict[str, str]) -> None:
+    """Fail unless the push uploaded exactly `expected`, sent exactly their bytes, and the registry's
+    storage gained exactly those blobs (plus the manifest, when it was new)."""
+    problems = []
+    if pushed.uploaded != expected:
+        problems.append(f"uploaded {describe(pushed.uploaded, known)}, expected {describe(expected, known)}")
+    sizes = {d.digest: d.size for d in [*image.layers, image.config]}
+    want_bytes = sum(sizes[d] for d in expected)
+    if pushed.bytes_sent != want_bytes:
+        problems.append(f"sent {pushed.bytes_sent} bytes, the expected blobs hold {want_bytes}")
+    if pushed.stored - {image.manifest.digest} != expected:
+        problems.append(f"the registry's storage gained {describe(pushed.stored, known)}")
+    if problems:
+        raise PushCheckFailed(f"{what}: " + "; ".join(problems))
+
+
+def counts(c: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in c.items()) + " blobs"
+
+
+def iris_rows(work: Path, server: RegistryServer) -> list[Row]:
+    with private_cache(work / "cache"):
+        project, first = build_iris(work)
+        image1 = first.image  # descriptors stay in memory: the rebuild below replaces the layout on disk
+        known = names(first)
+        layers1 = {d.digest for d in image1.layers}
+        p1 = timed_push(image1, server, first.report["model"]["version"])
+        check("first push", p1, image1, layers1 | {image1.config.digest}, known)
+
+        retrain(project, c=0.5)
+        second = build(project)
+    image2 = second.image
+    known |= names(second)
+    layers2 = {d.digest for d in image2.layers}
+    differing = layers2 - layers1  # in the new manifest, not in the old one
+    model_layer = {r.digest for r in second.rows if r.name == "model"}
+    old_model = {r.digest for r in first.rows if r.name == "model"}
+    if differing != model_layer or layers1 - layers2 != old_model:
+        raise PushCheckFailed(f"the retrain changed the layers {describe(layers1 ^ layers2, known)}, not only "
+                              f"the model layer {describe(old_model | model_layer, known)}")
+    tag2 = second.report["model"]["version"]
+    p2 = timed_push(image2, server, tag2)
+    check("push after the retrain", p2, image2, differing | {image2.config.digest}, known)
+    p3 = timed_push(image2, server, tag2)
+    check("push with nothing changed", p3, image2, set(), known)
+
+    total = sum(d.size for d in image1.layers) + image1.config.size
+    model_kb = sum(d.size for d in image2.layers if d.digest in differing) / 1e3
+    where = f"debian base, {len(image1.layers)} layers"
+    return [
+        Row("push", "first push, iris image: bytes sent", p1.bytes_sent / 1e6, "MB",
+            note=f"{where} + config, {total / 1e6:.1f} MB; {counts(p1.counts)}; single sample"),
+        Row("push", "first push, iris image: time", p1.seconds, "s",
+            note="local registry on 127.0.0.1; single sample"),
+        Row("push", "push after retrain (model-only change): bytes sent", p2.bytes_sent / 1e6, "MB",
+            "only the model layer + config travel", True,
+            f"checked on the uploaded blobs: model layer {model_kb:.1f} kB + config; {counts(p2.counts)}; "
+            f"{p1.bytes_sent / max(p2.bytes_sent, 1):.0f}x fewer bytes; single sample"),
+        Row("push", "push after retrain (model-only change): time", p2.seconds, "s",
+            note=f"{p1.seconds / p2.seconds:.0f}x faster than the first push; single sample"),
+        Row("push", "push with nothing changed: bytes sent", p3.bytes_sent / 1e6, "MB", "no blob uploaded", True,
+            f"{p3.seconds:.2f} s; {counts(p3.counts)}; single sample"),
+    ]
 
 
 def big_layout(dest: Path, size: int) -> None:
-    """An OCI layout whose one layer is `size` bytes of random data, written in 8 MB pieces."""
+    """An OCI layout whose one layer is `size` bytes of random data (not a tar: registries do not look
+    inside layers), written in 8 MB pieces."""
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     tmp = blobs / "tmp"
@@ -117,53 +214,40 @@ print(json.dumps({"before_kb": before, "peak_kb": hwm_kb(),
 """
 
 
-def counts(c: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in c.items()) + " blobs"
+def memory_rows(work: Path, server: RegistryServer, layer_mb: int) -> list[Row]:
+    big = work / "big"
+    big_layout(big, layer_mb << 20)
+    rows = []
+    for mode in ("monolithic", "chunked"):
+        out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(big), server.host,
+                              f"bench/big-{mode}", mode], check=True, capture_output=True, text=True)
+        r = json.loads(out.stdout)
+        peak = r["peak_kb"] / 1024
+        rows.append(Row("push", f"{layer_mb} MB layer of random data (transport memory test, not an image), "
+                                f"{mode} upload: peak RSS of the pushing process", peak, "MB",
+                        *at_most(peak, 100, " MB"),
+                        f"peak before the push {r['before_kb'] / 1024:.0f} MB; {r['bytes'] / 1e6:.0f} MB "
+                        f"sent in {r['seconds']:.1f} s; single sample"))
+    shutil.rmtree(big)
+    return rows
 
 
 def run(quick: bool, layer_mb: int | None = None, keep: bool = False) -> list[Row]:
     layer_mb = layer_mb or (256 if quick else 1024)
     tmp = Path(tempfile.mkdtemp(prefix="bench-push-"))
     server = start_registry(tmp)
-    rows: list[Row] = []
     try:
-        v1, v2 = tmp / "v1", tmp / "v2"
-        lambda_like(v1, "1")
-        lambda_like(v2, "2")
-        total = sum(d.size for d in oci.read_layout(v1).layers)
-        first_s, first_b, c = timed_push(v1, server.host, "mlpack/iris", "1")
-        rows.append(Row("push", "first push, Lambda-shaped iris image: bytes sent", first_b / 1e6, "MB",
-                        note=f"4 layers, {total / 1e6:.1f} MB; {counts(c)}"))
-        rows.append(Row("push", "first push: time", first_s, "s", note="local registry on 127.0.0.1"))
-        s, b, c = timed_push(v2, server.host, "mlpack/iris", "2")
-        rows.append(Row("push", "push after model-only change: bytes sent", b / 1e6, "MB",
-                        "only the model layer travels", b < 0.01 * first_b,
-                        f"{counts(c)}; {first_b / max(b, 1):.0f}x fewer bytes"))
-        rows.append(Row("push", "push after model-only change: time", s, "s", note=f"{first_s / s:.0f}x faster"))
-        s, b, c = timed_push(v2, server.host, "mlpack/iris", "2")
-        rows.append(Row("push", "push with nothing changed: bytes sent", b / 1e6, "MB", note=f"{s:.2f} s; {counts(c)}"))
-
-        big = tmp / "big"
-        big_layout(big, layer_mb << 20)
-        for mode in ("monolithic", "chunked"):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(big), server.host,
-                                  f"bench/big-{mode}", mode], check=True, capture_output=True, text=True)
-            r = json.loads(out.stdout)
-            peak = r["peak_kb"] / 1024
-            rows.append(Row("push", f"{layer_mb} MB layer, {mode} upload: peak RSS of the pushing process", peak,
-                            "MB", *at_most(peak, 100, " MB"),
-                            f"RSS before the push {r['before_kb'] / 1024:.0f} MB; {r['bytes'] / 1e6:.0f} MB "
-                            f"sent in {r['seconds']:.1f} s"))
+        return iris_rows(tmp / "iris", server) + memory_rows(tmp, server, layer_mb)
     finally:
         server.stop()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    return rows
 
 
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--layer-mb", type=int, default=None, help="size of the big layer (default 1024, quick 256)")
+    ap.add_argument("--layer-mb", type=int, default=None,
+                    help="size of the random-data layer for the memory test (default 1024, quick 256)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     cli(ap, run)
 

@@ -87,17 +87,19 @@ def run(quick: bool, sizes: list[int] | None = None, repeat: int | None = None, 
                 seconds, count = synth_in_process(root, base / f"out-{n}-{r}")
                 times.append(seconds)
             measured.append((n, count, statistics.median(times), min(times), synth_cli(root) if cli else None))
-    rows = [Row("synth", "jsii + aws-cdk-lib import, once per process", startup, "s")]
+    rows = [Row("synth", "jsii + aws-cdk-lib import, once per process", startup, "s", note="single sample")]
     for n, count, med, low, cli_s in measured:
-        note = f"{count} stacks; median of {repeat}, min {low:.2f} s; {med / n:.3f} s per model"
+        note = f"{count} stacks; " + (f"median of {repeat}, min {low:.2f} s" if repeat > 1 else "single sample")
+        note += f"; {med / n:.3f} s per model"
         if cli_s is not None:
-            note += f"; whole `cdk synth` CLI {cli_s:.2f} s"
+            note += f"; whole `cdk synth` CLI {cli_s:.2f} s (single sample)"
         rows.append(Row("synth", f"synth {n} model{'s' if n > 1 else ''} (in-process)", med, "s", note=note))
     if len(measured) >= 2:
         (n0, _, t_lo, _, _), (n1, _, t_hi, _, _) = measured[0], measured[-1]
         marginal = (t_hi - t_lo) / (n1 - n0)
         rows.append(Row("synth", f"marginal synth cost per model ({n0} -> {n1} models)", marginal, "s",
-                        *at_most(marginal, 0.5, " s")))
+                        *at_most(marginal, 0.5, " s"),
+                        f"from the {n0}- and {n1}-model figures" + ("" if repeat > 1 else ", single samples")))
     return rows
 
 

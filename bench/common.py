@@ -38,6 +38,11 @@ class Row:
     note: str = ""  # the figures a ratio came from, run counts ...
 
 
+def samples(n: int, what: str = "") -> str:
+    """How a figure was taken, for a row's note: "median of 5 pairs", or "single sample" when n is 1."""
+    return "single sample" if n == 1 else f"median of {n}{what}"
+
+
 def at_most(value: float, limit: float, unit: str = "") -> tuple[str, bool]:
     """(target text, met) for an upper bound."""
     return f"<= {limit:g}{unit}", value <= limit
@@ -174,10 +179,11 @@ def cold_programs(folder: Path, row: list[list[float]]) -> tuple[str, str]:
     """(handler, bare onnxruntime) programs predicting `row` with the exported model in `folder`, the
     handler through an API Gateway REST request. Needs ROOT on sys.path."""
     from handlers import contract as C
+    from handlers import model_json
     from tests.support import events as ev
 
-    meta = json.loads((folder / C.MODEL_JSON).read_text())
+    first_input = model_json.read(folder / C.MODEL_JSON).signature.inputs[0].name
     event = ev.rest_v1("POST", "/predict", {"inputs": row})
     handler = COLD_HANDLER.format(env=C.ENV_MODEL_DIR, folder=str(folder), event=event)
-    bare = COLD_BARE.format(onnx=str(folder / C.MODEL_FILE), name=meta["signature"]["inputs"][0]["name"], row=row)
+    bare = COLD_BARE.format(onnx=str(folder / C.MODEL_FILE), name=first_input, row=row)
     return handler, bare
