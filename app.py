@@ -2,13 +2,17 @@
 
 Reads mlpack.lock.json (context "mlpack:lock") and every model project matched by the globs in
 context "mlpack:projects", then creates one stack per pushed model (mlpack-<model>) and one shared
-stack (mlpack-shared). A project not pushed yet is skipped with a note on stderr; a lock entry
-without its project, or a pushed model without its exported model.json, stops synth with a
-message saying what to run. No AWS calls, no Docker.
+stack (mlpack-shared). A project not pushed yet is skipped with a note on stderr. A model with a
+problem (an invalid mlpack.toml, a lock entry without its project, a pushed model without its
+exported model.json, ...) is skipped with one line saying why and what to run, and the others are
+still synthesised: only deploying that model fails. Problems of the whole app (a lock file that
+cannot be read, models in several accounts or regions) stop synth. No AWS calls, no Docker.
 
 Other context keys: "mlpack:account_concurrency" (default 1000; the concurrency alarm's limit for
 functions without reserved concurrency), "mlpack:bootstrapless" (true: no bootstrap stack needed;
-used by the deploy smoke test; only works while no stack has file assets, i.e. no chat notifier).
+used by the deploy smoke test; only works while no stack has file assets, i.e. no chat notifier),
+"mlpack:strict" (true: a skipped model fails synth, exit 2 and no template written — for CI checks
+of a pull request).
 Context values are validated first (read_context): a bad one stops synth with exit 2 and a line
 naming the key, the value and what to put instead.
 """
@@ -45,6 +49,7 @@ class Settings:
     lock: Path = Path(DEFAULT_LOCK)
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY
     bootstrapless: bool = False
+    strict: bool = False
 
 
 class ContextError(MlpackError):
@@ -104,18 +109,23 @@ def read_context(get: Callable[[str], Any]) -> Settings:
         else:
             problems.append(_problem("mlpack:account_concurrency", "a positive integer", raw, "N"))
 
-    bootstrapless = False
-    raw = get("mlpack:bootstrapless")
-    if raw is not None:
-        text = str(raw).strip().lower()  # str(True) == "True"
-        if text in TRUE or text in FALSE:
-            bootstrapless = text in TRUE
-        else:
-            problems.append(_problem("mlpack:bootstrapless", "true or false", raw, "true"))
-
+    bootstrapless = _flag(get, "mlpack:bootstrapless", problems)
+    strict = _flag(get, "mlpack:strict", problems)
     if problems:
         raise ContextError(problems)
-    return Settings(projects=projects, lock=lock, account_concurrency=concurrency, bootstrapless=bootstrapless)
+    return Settings(projects=projects, lock=lock, account_concurrency=concurrency, bootstrapless=bootstrapless,
+                    strict=strict)
+
+
+def _flag(get: Callable[[str], Any], key: str, problems: list[str]) -> bool:
+    """A true/false context value (unset: false); a bad one is added to problems."""
+    raw = get(key)
+    if raw is None:
+        return False
+    text = str(raw).strip().lower()  # str(True) == "True"
+    if text not in TRUE and text not in FALSE:
+        problems.append(_problem(key, "true or false", raw, "true"))
+    return text in TRUE
 
 
 def main() -> None:
@@ -134,8 +144,12 @@ def main() -> None:
     except MlpackError as e:
         print(f"mlpack: {e}", file=sys.stderr)
         sys.exit(2)
-    for note in the_plan.notes:
-        print(note, file=sys.stderr)
+    for line in (*the_plan.notes, *the_plan.skipped):
+        print(line, file=sys.stderr)
+    if settings.strict and the_plan.skipped:
+        print(f"mlpack: {len(the_plan.skipped)} model(s) cannot be deployed (mlpack:strict is on); "
+              "fix them or run without -c mlpack:strict=true", file=sys.stderr)
+        sys.exit(2)
     if not the_plan.models:
         print("mlpack: no pushed model to deploy (run `mlpack push PROJECT` first)", file=sys.stderr)
     add_stacks(

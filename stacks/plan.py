@@ -1,13 +1,17 @@
 """Which model stacks to create: match model projects (cdk.json "mlpack:projects" globs) against
 mlpack.lock.json and their exported model.json. Plain data out; no CDK, no AWS, no network.
 
-Rules (documented in app.py too):
-- a project with no lock entry has not been pushed yet: skipped with a note;
-- a lock entry whose project is gone (no mlpack.toml there, or outside the globs) is an error, as
-  is a project whose mlpack.toml names another model than its lock entry;
+Rules (documented in app.py too). One model's problem never blocks the others: that model is skipped
+with one line saying why and what to run, and only deploying it fails (its stack does not exist):
+- a project with no lock entry has not been pushed yet (a note, not a problem);
+- a project whose mlpack.toml is invalid;
+- a lock entry whose project is gone (no mlpack.toml there, or outside the globs), or whose project's
+  mlpack.toml names another model than its lock entry;
 - a pushed model without PROJECT/build/<name>/model.json, or with one from another model version
-  than the lock's, is an error: the API's request schema and the drift alarm come from it;
-- every model must live in one AWS account and region (the shared stack is per account and region).
+  than the lock's (the API's request schema and the drift alarm come from it), or built for another
+  architecture than mlpack.toml asks for.
+What concerns the whole app is an error: every model must live in one AWS account and region (the
+shared stack is per account and region), and the lock file must be readable.
 """
 
 from __future__ import annotations
@@ -35,8 +39,12 @@ class ModelPlan:
 
 @dataclass(frozen=True, kw_only=True)
 class AppPlan:
+    """models: the stacks to create. notes: projects not pushed yet. skipped: models left out because
+    of a problem, one line each (app.py prints both; with mlpack:strict, a skipped model fails synth)."""
+
     models: tuple[ModelPlan, ...]
     notes: tuple[str, ...] = field(default=())
+    skipped: tuple[str, ...] = field(default=())
 
     @property
     def env(self) -> tuple[str, str] | None:
@@ -44,98 +52,91 @@ class AppPlan:
         return (self.models[0].image.account, self.models[0].image.region) if self.models else None
 
 
-def find_projects(root: Path, patterns: list[str]) -> dict[Path, spec_mod.ModelSpec]:
-    """Project folders (containing mlpack.toml) matched by the globs, relative to root, loaded and validated.
-    Every invalid project is reported at once."""
+def find_projects(root: Path, patterns: list[str]) -> tuple[dict[Path, spec_mod.ModelSpec], dict[Path, str]]:
+    """Project folders (containing mlpack.toml) matched by the globs, relative to root, loaded and
+    validated: (valid ones, invalid ones with every problem of each)."""
     found: dict[Path, spec_mod.ModelSpec] = {}
-    problems: list[str] = []
+    broken: dict[Path, str] = {}
     for pattern in patterns:
         for hit in sorted(glob.glob(str(root / pattern))):
             folder = Path(hit).resolve()
-            if not (folder / spec_mod.SPEC_FILE).is_file() or folder in found:
+            if not (folder / spec_mod.SPEC_FILE).is_file() or folder in found or folder in broken:
                 continue
             try:
                 found[folder] = spec_mod.resolve(spec_mod.load(folder))
             except MlpackError as e:
-                problems.append(str(e))
-    if problems:
-        raise DeployError(
-            "invalid model project(s):\n" + "\n".join(problems),
-            hint="fix them (`mlpack validate PROJECT`) or narrow cdk.json's mlpack:projects",
-        )
-    return found
+                broken[folder] = str(e)
+    return found, broken
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def plan(root: Path, *, patterns: list[str], lock_path: Path) -> AppPlan:
     root = root.resolve()
     lock_path = (root / lock_path).resolve()
-    projects = find_projects(root, patterns)
-    by_name = {s.name: (folder, s) for folder, s in projects.items()}
+    projects, broken = find_projects(root, patterns)
     pushed = lock_mod.read(lock_path)
-    notes: list[str] = []
-    problems: list[str] = []
     models: list[ModelPlan] = []
+    skipped: list[str] = []
     for name, entry in sorted(pushed.items()):
-        folder = (lock_path.parent / entry.project).resolve()
-        where = f"{lock_path.name}: models.{name}"
-        if folder not in projects:
-            if (folder / spec_mod.SPEC_FILE).is_file():
-                problems.append(
-                    f"{where}: project {entry.project} is not matched by cdk.json's mlpack:projects "
-                    f"({', '.join(patterns)}); add it there"
-                )
-            else:
-                problems.append(
-                    f"{where}: project {entry.project} is gone (no {spec_mod.SPEC_FILE}); remove the "
-                    f"entry from {lock_path.name} (and `cdk destroy {ModelNames(name).stack}` if it was deployed)"
-                )
-            continue
-        spec = projects[folder]
-        if spec.name != name:
-            problems.append(
-                f"{where}: {entry.project}/{spec_mod.SPEC_FILE} names model {spec.name!r}, not {name!r}; "
-                f"push it again with `mlpack push {entry.project}`"
-            )
-            continue
-        info_path = spec.default_build_dir() / contract.MODEL_JSON
-        try:
-            image = EcrImage.parse(entry.repository, entry.digest, origin=f"{where}.repository")
-            info = model_json.load(info_path, max_batch_size=spec.api.max_batch_size)
-        except MlpackError as e:
-            problems.append(str(e))
-            continue
-        if spec.runtime.arch != entry.arch:
-            problems.append(
-                f"{where}.arch: the pushed image is {entry.arch} but {entry.project}/{spec_mod.SPEC_FILE} "
-                f"asks for runtime.arch = {spec.runtime.arch!r}; build and push it again"
-            )
-            continue
-        if info.version != entry.model_version:
-            problems.append(
-                f"{info_path}: model version {info.version} does not match "
-                f"the pushed image's {entry.model_version} ({where}.model_version)\n  hint: run "
-                f"`mlpack export {entry.project}` for the version you pushed, or push again"
-            )
-            continue
-        models.append(ModelPlan(spec=spec, lock=entry, info=info, image=image))
-    for name, (folder, _spec) in sorted(by_name.items()):
-        if name not in pushed:
-            notes.append(
-                f"mlpack: skipping {name} ({_rel(folder, root)}): not in {lock_path.name} yet; "
-                f"run `mlpack push {_rel(folder, root)}` to deploy it"
-            )
+        planned = _model(name, entry, projects, broken, lock_path=lock_path, patterns=patterns)
+        if isinstance(planned, ModelPlan):
+            models.append(planned)
+        else:
+            skipped.append(f"mlpack: skipping {name} ({entry.project}): {_one_line(planned)}")
+    in_lock = {(lock_path.parent / e.project).resolve() for e in pushed.values()}
+    for folder, problem in sorted(broken.items()):
+        if folder not in in_lock:
+            skipped.append(f"mlpack: skipping {_rel(folder, root)}: {_one_line(problem)}")
+    notes = [
+        f"mlpack: skipping {spec.name} ({_rel(folder, root)}): not in {lock_path.name} yet; "
+        f"run `mlpack push {_rel(folder, root)}` to deploy it"
+        for folder, spec in sorted(projects.items(), key=lambda kv: kv[1].name) if spec.name not in pushed
+    ]
     envs = sorted({(m.image.account, m.image.region) for m in models})
     if len(envs) > 1:
-        problems.append(
-            f"{lock_path.name}: models span several AWS accounts/regions ({envs}); one app deploys one "
-            f"account and region: use one lock file per environment (cdk -c mlpack:lock=FILE)"
-        )
-    if problems:
         raise DeployError(
-            "cannot describe the model stacks:\n" + "\n".join(f"- {p}" for p in problems),
-            hint="fix the problems above, then run cdk synth again",
+            f"{lock_path.name}: models span several AWS accounts/regions ({envs}); one app deploys one "
+            f"account and region",
+            hint="use one lock file per environment (cdk -c mlpack:lock=FILE)",
         )
-    return AppPlan(models=tuple(models), notes=tuple(notes))
+    return AppPlan(models=tuple(models), notes=tuple(notes), skipped=tuple(skipped))
+
+
+def _model(name: str, entry: lock_mod.LockEntry, projects: dict[Path, spec_mod.ModelSpec], broken: dict[Path, str],
+           *, lock_path: Path, patterns: list[str]) -> ModelPlan | str:
+    """The plan of one pushed model, or why it cannot be deployed (with what to run)."""
+    folder = (lock_path.parent / entry.project).resolve()
+    where = f"{lock_path.name}: models.{name}"
+    if folder in broken:
+        return f"{entry.project}/{spec_mod.SPEC_FILE} is invalid: {broken[folder]} (check with `mlpack validate " \
+               f"{entry.project}`)"
+    if folder not in projects:
+        if (folder / spec_mod.SPEC_FILE).is_file():
+            return (f"{where}: project {entry.project} is not matched by cdk.json's mlpack:projects "
+                    f"({', '.join(patterns)}); add it there")
+        return (f"{where}: project {entry.project} is gone (no {spec_mod.SPEC_FILE}); remove the entry from "
+                f"{lock_path.name} (and `cdk destroy {ModelNames(name).stack}` if it was deployed)")
+    spec = projects[folder]
+    if spec.name != name:
+        return (f"{where}: {entry.project}/{spec_mod.SPEC_FILE} names model {spec.name!r}, not {name!r}; "
+                f"push it again with `mlpack push {entry.project}`")
+    info_path = spec.default_build_dir() / contract.MODEL_JSON
+    try:
+        image = EcrImage.parse(entry.repository, entry.digest, origin=f"{where}.repository")
+        info = model_json.load(info_path, max_batch_size=spec.api.max_batch_size)
+    except MlpackError as e:
+        return str(e)
+    if spec.runtime.arch != entry.arch:
+        return (f"{where}.arch: the pushed image is {entry.arch} but {entry.project}/{spec_mod.SPEC_FILE} "
+                f"asks for runtime.arch = {spec.runtime.arch!r}; build and push it again")
+    if info.version != entry.model_version:
+        return (f"{info_path}: model version {info.version} does not match the pushed image's "
+                f"{entry.model_version} ({where}.model_version); run `mlpack export {entry.project}` for the "
+                f"version you pushed, or push again")
+    return ModelPlan(spec=spec, lock=entry, info=info, image=image)
 
 
 def _rel(folder: Path, root: Path) -> str:

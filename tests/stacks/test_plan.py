@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -41,59 +42,68 @@ def test_no_lock_file_means_nothing_to_deploy(tmp_path):
     assert p.models == () and len(p.notes) == 1
 
 
+def _skipped(root: Path, **kwargs) -> str:
+    """The plan's skipped lines, one model each, after checking every model with a problem is left out."""
+    p = plan(root, patterns=kwargs.get("patterns", ["models/*"]), lock_path=LOCK)
+    for line in p.skipped:
+        assert "\n" not in line and line.startswith("mlpack: skipping ")
+    return "\n".join(p.skipped)
+
+
 def test_lock_entry_whose_project_is_gone(tmp_path):
     sp.write_project(tmp_path, "iris")
     sp.write_lock(tmp_path, ["iris", "old"])
-    with pytest.raises(DeployError) as e:
-        _plan(tmp_path)
-    assert "mlpack.lock.json: models.old: project models/old is gone (no mlpack.toml)" in str(e.value)
-    assert "cdk destroy mlpack-old" in str(e.value)
+    p = _plan(tmp_path)
+    assert [m.spec.name for m in p.models] == ["iris"]
+    (line,) = p.skipped
+    assert line.startswith("mlpack: skipping old (models/old): mlpack.lock.json: models.old: project models/old is "
+                           "gone (no mlpack.toml)")
+    assert "cdk destroy mlpack-old" in line
 
 
 def test_lock_entry_outside_the_project_globs(tmp_path):
     sp.write_project(tmp_path, "iris")
     sp.write_lock(tmp_path, ["iris"])
-    with pytest.raises(DeployError, match=r"not matched by cdk.json's mlpack:projects \(examples/\*\)"):
-        plan(tmp_path, patterns=["examples/*"], lock_path=LOCK)
+    assert re.search(r"not matched by cdk.json's mlpack:projects \(examples/\*\)",
+                     _skipped(tmp_path, patterns=["examples/*"]))
 
 
 def test_missing_model_json_says_to_export(tmp_path):
     sp.write_project(tmp_path, "iris", model_json={})
     sp.write_lock(tmp_path, ["iris"])
-    with pytest.raises(DeployError) as e:
-        _plan(tmp_path)
-    assert "models/iris/build/iris/model.json: not found" in str(e.value)
-    assert f"run `mlpack export {tmp_path.resolve() / 'models/iris'}`" in str(e.value)
+    line = _skipped(tmp_path)
+    assert "models/iris/build/iris/model.json: not found" in line
+    assert f"run `mlpack export {tmp_path.resolve() / 'models/iris'}`" in line
 
 
 def test_model_json_from_another_version(tmp_path):
     sp.write_project(tmp_path, "iris", version="v2")
     sp.write_lock(tmp_path, ["iris"], version="v1")
-    with pytest.raises(DeployError, match="model version v2 does not match the pushed image's v1"):
-        _plan(tmp_path)
+    assert "model version v2 does not match the pushed image's v1" in _skipped(tmp_path)
 
 
 def test_malformed_model_json_names_the_file(tmp_path):
     sp.write_project(tmp_path, "iris", model_json={"format": "mlpack.model/1", "name": "iris"})
     sp.write_lock(tmp_path, ["iris"])
-    with pytest.raises(DeployError, match=r"model.json: malformed model.json \(KeyError"):
-        _plan(tmp_path)
+    assert re.search(r"model.json: malformed model.json \(KeyError", _skipped(tmp_path))
 
 
-def test_arch_mismatch_and_non_ecr_repository_and_renamed_model_are_all_reported(tmp_path):
+def test_arch_mismatch_and_non_ecr_repository_and_renamed_model_are_each_skipped(tmp_path):
     sp.write_project(tmp_path, "a", toml_extra='[runtime]\narch = "arm64"\n')
     sp.write_project(tmp_path, "b")
     (tmp_path / "models/c").mkdir(parents=True)
     sp.write_project(tmp_path, "c")
     text = (tmp_path / "models/c/mlpack.toml").read_text().replace('name = "c"', 'name = "renamed"')
     (tmp_path / "models/c/mlpack.toml").write_text(text)
-    sp.write_lock(tmp_path, ["a", "c"])
+    sp.write_project(tmp_path, "good")
+    sp.write_lock(tmp_path, ["a", "c", "good"])
     lock = json.loads((tmp_path / "mlpack.lock.json").read_text())
     lock["models"]["b"] = {**lock["models"]["a"], "repository": "127.0.0.1:5000/mlpack/b", "project": "models/b"}
     (tmp_path / "mlpack.lock.json").write_text(json.dumps(lock))
-    with pytest.raises(DeployError) as e:
-        _plan(tmp_path)
-    msg = str(e.value)
+    p = _plan(tmp_path)
+    assert [m.spec.name for m in p.models] == ["good"]
+    assert len(p.skipped) == 3
+    msg = "\n".join(p.skipped)
     assert "models.a.arch: the pushed image is x86_64 but models/a/mlpack.toml asks for runtime.arch = 'arm64'" in msg
     assert "models.b.repository: repository '127.0.0.1:5000/mlpack/b' is not an ECR repository" in msg
     assert "`mlpack push PROJECT` without --to" in msg  # the flag that exists
@@ -115,10 +125,19 @@ def test_models_in_two_regions_are_refused(tmp_path):
         _plan(tmp_path)
 
 
-def test_invalid_project_is_reported_with_its_problems(tmp_path):
+def test_an_invalid_project_is_skipped_with_its_problems_and_the_others_planned(tmp_path):
     sp.write_project(tmp_path, "iris", toml_extra="[runtime]\nmemory_mb = 64\n")
-    with pytest.raises(DeployError, match=r"runtime.memory_mb: must be 128-10240 \(got 64\)"):
-        _plan(tmp_path)
+    sp.write_project(tmp_path, "houses", model_json=sp.regressor_json("houses", "v1"))
+    sp.write_project(tmp_path, "typo")
+    (tmp_path / "models/typo/mlpack.toml").write_text("[model\nname = 'typo'\n")  # not TOML
+    sp.write_lock(tmp_path, ["iris", "houses"])
+    p = _plan(tmp_path)
+    assert [m.spec.name for m in p.models] == ["houses"]
+    iris, typo = p.skipped
+    assert iris.startswith("mlpack: skipping iris (models/iris): models/iris/mlpack.toml is invalid: ")
+    assert re.search(r"runtime.memory_mb: must be 128-10240 \(got 64\)", iris)
+    assert "mlpack validate models/iris" in iris
+    assert typo.startswith("mlpack: skipping models/typo: ") and "mlpack.toml" in typo
 
 
 # --- app.py through the pinned CLI ---------------------------------------------------------------
@@ -158,11 +177,28 @@ def test_cdk_synth_lists_one_stack_per_pushed_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_cdk_synth_fails_with_the_message_and_writes_no_stack(tmp_path):
+def test_cdk_synth_skips_a_broken_model_and_synthesises_the_others(tmp_path):
     sp.write_project(tmp_path, "iris", model_json={})
-    sp.write_lock(tmp_path, ["iris"])
+    sp.write_project(tmp_path, "houses", model_json=sp.regressor_json("houses", "v1"))
+    sp.write_lock(tmp_path, ["iris", "houses"])
     sp.write_cdk_json(tmp_path, REPO)
-    result = _cdk(tmp_path, "synth")
+    result = _cdk(tmp_path, "synth", "mlpack-houses")
+    assert result.returncode == 0, result.stderr
+    assert "mlpack: skipping iris (models/iris): " in result.stderr and "run `mlpack export" in result.stderr
+    assert (tmp_path / "cdk.out" / "mlpack-houses.template.json").is_file()
+    assert not (tmp_path / "cdk.out" / "mlpack-iris.template.json").exists()
+    # deploying the broken one fails, with the reason printed above CDK's own message
+    result = _cdk(tmp_path, "synth", "mlpack-iris")
+    assert result.returncode != 0 and "mlpack: skipping iris" in result.stderr
+
+
+@pytest.mark.slow
+def test_cdk_synth_in_strict_mode_fails_with_the_message_and_writes_no_stack(tmp_path):
+    sp.write_project(tmp_path, "iris", model_json={})
+    sp.write_project(tmp_path, "houses", model_json=sp.regressor_json("houses", "v1"))
+    sp.write_lock(tmp_path, ["iris", "houses"])
+    sp.write_cdk_json(tmp_path, REPO)
+    result = _cdk(tmp_path, "synth", "-c", "mlpack:strict=true")
     assert result.returncode != 0
-    assert "model.json: not found" in result.stderr and "run `mlpack export" in result.stderr
+    assert "model.json: not found" in result.stderr and "mlpack:strict" in result.stderr
     assert not list((tmp_path / "cdk.out").glob("*.template.json"))
