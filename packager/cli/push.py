@@ -1,8 +1,10 @@
 """`mlpack push`: send a built image to ECR or any OCI registry and pin its digest in mlpack.lock.json.
 
-The edge of the push stage: parses the arguments, asks packager/registry/destination.py for the source
-image and the destination, packager/registry/push.py for the plan (which creates a missing ECR repository
-first), then prints the plan (--dry-run) or executes it and records the lock entry.
+The edge of the push stage: parses the arguments, reads and checks the lock file first (a damaged or
+unwritable one stops the push before anything is sent), asks packager/registry/destination.py for the
+source image and the destination, packager/registry/push.py for the plan (which creates a missing ECR
+repository first), then prints the plan (--dry-run) or executes it and records the lock entry (leaving
+the file as it was when it already records this image).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from packager.registry.ref import ImageRef
 
 
 class ImageRefParam(click.ParamType):  # type: ignore[type-arg]
-    """REGISTRY/REPO[:TAG]; no default tag (the model version is used)."""
+    """REGISTRY/REPO[:TAG]; no default tag (destination.py names the image: <model version>-<digest prefix>)."""
 
     name = "REGISTRY/REPO[:TAG]"
 
@@ -58,15 +60,19 @@ def print_plan(plan: push_mod.PushPlan) -> None:
     tag = {"absent": "set", "same": "already set", "conflict": f"CONFLICT (points to {plan.tag_points_to})",
            "none": "-"}[plan.tag_state]
     click.echo(f"  manifest {manifest}; tag {plan.dest.tag}: {tag}")
+    if plan.free_tag:
+        click.echo(f"  free tag for this image: {plan.free_tag}")
     click.echo(f"  to upload: {_size(plan.bytes_to_upload)}")
 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR|LAYOUT")
 @click.option("--to", "to", type=ImageRefParam(), help="Destination REGISTRY/REPO[:TAG] (default: [registry] in "
-              "mlpack.toml, else ECR of the current AWS account/region, repository mlpack/<model>).")
+              "mlpack.toml, else ECR of the current AWS account/region, repository mlpack/<model>). Without "
+              "a TAG the image is tagged <model version>-<first 12 hex of its digest>; a tag is never moved.")
 @click.option("--lock", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Lock file to record the digest in (default: mlpack.lock.json at the repository root).")
+              help="Lock file to record the digest in (default: mlpack.lock.json at the repository root). "
+              "Checked before anything is uploaded.")
 @click.option("--dry-run", is_flag=True,
               help="Print what would be created, uploaded, mounted or skipped; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan or the result as JSON.")
@@ -76,10 +82,11 @@ def push(path: Path, to: ImageRef | None, lock_path: Path | None, dry_run: bool,
     image = dest_mod.read_image(source, path)
     model = push_mod.model_info_for(image, source.model_json)
     lock_path = (lock_path or push_mod.default_lock_path(source.project_dir)).resolve()
-    dest = dest_mod.destination(to, source, model)
+    recorded = push_mod.read_lock(lock_path)
+    dest = dest_mod.destination(to, source, model, image.manifest.digest)
     with dest.client as client:
         plan = push_mod.plan_push(image, dest.ref, client, repositories=dest.repositories,
-                                  mount_candidates=push_mod.mount_candidates(lock_path, dest.ref))
+                                  mount_candidates=push_mod.mount_candidates(recorded, dest.ref))
         if dry_run:
             if as_json:
                 echo_json({"dry_run": True, **plan.to_json()})
@@ -96,19 +103,24 @@ def push(path: Path, to: ImageRef | None, lock_path: Path | None, dry_run: bool,
             click.echo(f"  create repository {plan.create_repository}", err=True)
         result = push_mod.execute(plan, image, client, progress=progress, repositories=dest.repositories)
     try:
-        entry = push_mod.record_lock(lock_path, model=model, ref=result.ref, arch=image.arch,
-                                     project_dir=source.project_dir)
+        entry, changed = push_mod.record_lock(lock_path, model=model, ref=result.ref, arch=image.arch,
+                                              project_dir=source.project_dir)
     except MlpackError as e:
         raise MlpackError(f"pushed {result.ref}, but could not record it in {lock_path}: {e.message}",
                           hint=e.hint) from e
     if as_json:
-        echo_json({**result.to_json(), "lock": str(lock_path), "model": model.name, "arch": entry.arch})
+        echo_json({**result.to_json(), "lock": str(lock_path), "lock_changed": changed, "model": model.name,
+                   "arch": entry.arch})
         return
     click.echo(f"pushed {result.ref.name}@{result.ref.digest} (tag {result.ref.tag}); "
                f"sent {_size(result.bytes_sent)}, {result.counts['upload']} uploaded, "
                f"{result.counts['mount']} mounted, {result.counts['skip']} already there")
     shown = os.path.relpath(lock_path)
-    click.echo(f"recorded {model.name} in {lock_path if shown.startswith('..') else shown}")
+    shown = str(lock_path) if shown.startswith("..") else shown
+    if changed:
+        click.echo(f"recorded {model.name} in {shown}")
+    else:
+        click.echo(f"{shown} already records {model.name} at this digest; left unchanged")
 
 
 commands = [push]

@@ -73,6 +73,14 @@ def _is_version(value: str) -> str | None:
     return None if ok else "must be 1-64 characters of letters, digits, '.', '_' or '-' (it becomes an image tag)"
 
 
+def _is_repository(value: str) -> str | None:
+    """REGISTRY/REPO without a tag or digest: the tag is chosen per image by `mlpack push`."""
+    if "/" not in value or "@" in value or ":" in value.rsplit("/", 1)[1]:
+        return (f"must be REGISTRY/REPO without a tag or digest (got {value!r}): each push tags the image "
+                "<version>-<digest>; to name a tag once, use `mlpack push --to REGISTRY/REPO:TAG`")
+    return None
+
+
 def _is_webhook_ref(value: str) -> str | None:
     if value.startswith(("ssm:", "secretsmanager:")) and len(value.split(":", 1)[1]) > 0:
         return None
@@ -101,7 +109,8 @@ class ModelSection:
         check=_is_model_source,
     )
     version: str | None = _f(
-        "Model version, used as the image tag. Default: derived from the model's content hash.",
+        "Model version; the image tag is <version>-<first 12 hex of the image digest>. Default: derived "
+        "from the model's content hash.",
         None,
         check=_is_version,
     )
@@ -239,6 +248,7 @@ class RegistrySection:
         "Where `mlpack push` sends the image: REGISTRY/REPO. Default: ECR of the current AWS account and "
         "region, repository mlpack/<name>.",
         None,
+        check=_is_repository,
     )
 
 

@@ -1,11 +1,13 @@
 """What `mlpack push` sends and where: the source image and the destination, each decided in one place.
 
 Enters: the path given on the command line (a model project or an OCI image layout), an optional
-destination `ImageRef` (--to), the model's name and version, and the environment (MLPACK_REGISTRY_ENDPOINT,
-MLPACK_REGISTRY_USERNAME/PASSWORD; for ECR, AWS's own). Leaves: a `Source` (layout, model.json, project
-folder, [registry].repository) and its `Image`; a `Destination`: the `ImageRef` (registry/repository:tag),
-a `RegistryClient` with credentials and, for ECR, the `Repositories` that push.py's plan asks whether the
-repository exists and its execution creates it with.
+destination `ImageRef` (--to), the model's name and version, the image's manifest digest, and the
+environment (MLPACK_REGISTRY_ENDPOINT, MLPACK_REGISTRY_USERNAME/PASSWORD; for ECR, AWS's own).
+Leaves: a `Source` (layout, model.json, project folder, [registry].repository) and its `Image`; a
+`Destination`: the `ImageRef` (registry/repository:tag; the tag is the one given, else
+`<model version>-<12 hex of the manifest digest>`, which names the image), a `RegistryClient` with
+credentials and, for ECR, the `Repositories` that push.py's plan asks whether the repository exists and
+its execution creates it with.
 
 Changes nothing itself: ECR is only asked (the account, a login token); creating the repository is a
 step of the push plan, so `--dry-run` shows it. AWS is reached only through packager/aws.py, imported
@@ -89,9 +91,11 @@ class Destination:
     repositories: push_mod.Repositories | None = None  # ECR: repositories must be created before a push
 
 
-def destination(to: ImageRef | None, source: Source, model: push_mod.ModelInfo) -> Destination:
+def destination(to: ImageRef | None, source: Source, model: push_mod.ModelInfo, manifest_digest: str) -> Destination:
     """Where the image goes: --to, else [registry].repository in mlpack.toml, else ECR of the current
-    AWS account and region (repository mlpack/<model>). The tag is the one given, else the model version."""
+    AWS account and region (repository mlpack/<model>). The tag is the one given, else one that names
+    this image, `<model version>-<12 hex of manifest_digest>`: any change to the image (dependencies,
+    base, architecture, mlpack itself) gets a new tag, so no legitimate push meets a taken one."""
     from packager import aws as aws_mod  # boto3 loads only when needed
 
     ref = to
@@ -103,7 +107,7 @@ def destination(to: ImageRef | None, source: Source, model: push_mod.ModelInfo) 
         aws = aws_mod.Aws()
         registry = aws.default_registry()
         ref = ImageRef(registry.host, ECR_REPO_PREFIX + model.name, None, None)
-    ref = ref.with_tag(ref.tag or model.version)
+    ref = ref.with_tag(ref.tag or push_mod.image_tag(model.version, manifest_digest))
     ecr = aws_mod.parse_ecr_host(ref.registry)
     if ecr is not None:
         aws = aws or aws_mod.Aws(region=ecr.region)

@@ -2,8 +2,13 @@
 
 Enters: an `Image`, its destination `ImageRef` (registry/repository:tag), a `RegistryClient` for that
 registry and, for registries whose repositories must be created first (ECR), the `Repositories` to
-ask and create with. Leaves: a `PushPlan` (plain data), then a `PushResult` (the pushed, digest-pinned
-`ImageRef`), and the entry `record_lock` writes to mlpack.lock.json.
+ask and create with; the lock file's path. Leaves: the lock's entries, read and checked before anything
+is planned (`read_lock`); a `PushPlan` (plain data), then a `PushResult` (the pushed, digest-pinned
+`ImageRef`), and the entry `record_lock` writes to mlpack.lock.json (or finds already there).
+
+Tags: `image_tag` names an image, not only a model (`<model version>-<12 hex of the manifest digest>`),
+so a new image never needs an existing tag; a tag is never moved, and a refused tag comes with a free
+one to use instead.
 
 Plan, then act: `plan_push` asks (read-only) whether the repository exists and what the registry already
 has, and returns a `PushPlan` (the repository to create, if any; per blob: skip, mount or upload, with
@@ -20,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,12 +34,33 @@ from typing import IO, Any, Literal, Protocol
 from handlers.model_json import Identity, ModelJsonError, identity
 from packager import oci
 from packager.config import lock as lock_mod
-from packager.errors import MlpackError, RegistryError
+from packager.errors import RegistryError
 from packager.oci import Descriptor, Image
 from packager.registry.client import ImageRef, RegistryClient
 
 Action = Literal["skip", "mount", "upload"]
 TagState = Literal["absent", "same", "conflict", "none"]
+
+TAG_MAX = 128  # the OCI distribution spec's tag grammar: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}
+TAG_DIGEST_CHARS = 12  # hex digits of the manifest digest in a default tag
+
+
+def image_tag(base: str, manifest_digest: str, digits: int = TAG_DIGEST_CHARS) -> str:
+    """`<base>-<first digits hex of the manifest digest>`, a valid tag whatever `base` holds: characters a
+    tag may not hold become '_', leading '.' and '-' go, and `base` is cut so the tag fits in 128."""
+    hexpart = manifest_digest.partition(":")[2][:digits]
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".-")[:TAG_MAX - len(hexpart) - 1]
+    return f"{safe}-{hexpart}" if safe else hexpart
+
+
+def free_tag(client: RegistryClient, repository: str, taken: str, manifest_digest: str) -> str | None:
+    """A tag for this image in place of `taken` that is free (or already names this image), asking the
+    registry; None when neither candidate is."""
+    for digits in (TAG_DIGEST_CHARS, 64):
+        tag = image_tag(taken, manifest_digest, digits)
+        if client.head_manifest(repository, tag) in (None, manifest_digest):
+            return tag
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +91,7 @@ class PushPlan:
     tag_points_to: str | None
     blobs: tuple[BlobStep, ...]
     create_repository: str | None = None  # the repository to create before anything is uploaded
+    free_tag: str | None = None  # on a conflict: a tag for this image that is free in the repository
 
     @property
     def bytes_to_upload(self) -> int:
@@ -80,7 +108,8 @@ class PushPlan:
             "create_repository": self.create_repository,
             "manifest": {"digest": self.manifest_digest, "media_type": self.manifest_media_type,
                          "present": self.manifest_present},
-            "tag": {"name": self.dest.tag, "state": self.tag_state, "points_to": self.tag_points_to},
+            "tag": {"name": self.dest.tag, "state": self.tag_state, "points_to": self.tag_points_to,
+                    "free": self.free_tag},
             "blobs": [asdict(b) for b in self.blobs],
             "bytes_to_upload": self.bytes_to_upload,
         }
@@ -135,20 +164,23 @@ def plan_push(image: Image, dest: ImageRef, client: RegistryClient, *,
     if dest.tag:
         points_to = None if create else client.head_manifest(repo, dest.tag)
         tag_state = "absent" if points_to is None else "same" if points_to == image.manifest.digest else "conflict"
+    free = free_tag(client, repo, dest.tag, image.manifest.digest) if dest.tag and tag_state == "conflict" else None
     return PushPlan(dest=dest.with_digest(None), manifest_digest=image.manifest.digest,
                     manifest_media_type=image.manifest.media_type, manifest_present=present,
                     tag_state=tag_state, tag_points_to=points_to, blobs=tuple(steps),
-                    create_repository=repo if create else None)
+                    create_repository=repo if create else None, free_tag=free)
 
 
 def check_plan(plan: PushPlan) -> None:
-    """Refuse a plan that would move an existing tag."""
+    """Refuse a plan that would move an existing tag; the hint names a free tag when the plan found one."""
     if plan.tag_state == "conflict":
+        instead = (f"push with --to {plan.dest.name}:{plan.free_tag} (free, and it names this image)"
+                   if plan.free_tag else "push with another tag in --to")
         raise RegistryError(
             f"{plan.dest}: the tag already points to {plan.tag_points_to}, not to this image "
             f"({plan.manifest_digest}); mlpack never moves a tag",
-            hint="set a new model.version in mlpack.toml (or retrain: the default version follows the model's "
-                 "content), or push to another repository with --to",
+            hint=f"{instead}; when neither --to nor [registry].repository names a tag, mlpack tags the image "
+                 "<model version>-<12 hex of its digest>",
         )
 
 
@@ -204,7 +236,8 @@ def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: P
         # The tag may have been set by someone else since the plan: look again right before writing it.
         now = client.head_manifest(repo, plan.dest.tag)
         if now is not None and now != plan.manifest_digest:
-            check_plan(replace(plan, tag_state="conflict", tag_points_to=now))
+            check_plan(replace(plan, tag_state="conflict", tag_points_to=now,
+                               free_tag=free_tag(client, repo, plan.dest.tag, plan.manifest_digest)))
         if now is None:
             client.put_manifest(repo, plan.dest.tag, image.manifest_bytes, image.manifest.media_type)
     ref = ImageRef(plan.dest.registry, repo, plan.dest.tag, plan.manifest_digest)
@@ -253,8 +286,18 @@ def default_lock_path(project_dir: Path) -> Path:
     return project_dir / lock_mod.LOCK_FILE
 
 
+def read_lock(lock_path: Path) -> dict[str, lock_mod.LockEntry]:
+    """The lock's entries, before anything is planned or uploaded: a damaged lock file, or one that could
+    not be written, stops the push here (`DeployError`), when nothing has been sent yet."""
+    models = lock_mod.read(lock_path)
+    lock_mod.check_writable(lock_path)
+    return models
+
+
 def record_lock(lock_path: Path, *, model: ModelInfo, ref: ImageRef, arch: str, project_dir: Path,
-                now: dt.datetime | None = None) -> lock_mod.LockEntry:
+                now: dt.datetime | None = None) -> tuple[lock_mod.LockEntry, bool]:
+    """Record the pushed image as `model`'s entry. Returns the entry as pushed and whether the file
+    changed: an entry equal to the recorded one but for `pushed_at` leaves the file byte-identical."""
     when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
     assert ref.digest is not None
     entry = lock_mod.LockEntry(
@@ -263,17 +306,12 @@ def record_lock(lock_path: Path, *, model: ModelInfo, ref: ImageRef, arch: str, 
         project=Path(os.path.relpath(project_dir.resolve(), lock_path.resolve().parent)).as_posix(),
         pushed_at=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
-    lock_mod.record(lock_path, model.name, entry)
-    return entry
+    return entry, lock_mod.record(lock_path, model.name, entry)
 
 
-def mount_candidates(lock_path: Path, dest: ImageRef) -> list[str]:
-    """Repositories of the same registry that earlier pushes recorded: they likely share base and
-    dependency layers with this image."""
-    try:
-        models = lock_mod.read(lock_path)
-    except MlpackError:  # an unreadable lock only costs the mount optimisation here; record_lock reports it
-        return []
+def mount_candidates(models: dict[str, lock_mod.LockEntry], dest: ImageRef) -> list[str]:
+    """Repositories of the same registry that earlier pushes recorded (the lock's `models`): they likely
+    share base and dependency layers with this image."""
     out = []
     for entry in models.values():
         registry, _, repository = entry.repository.partition("/")

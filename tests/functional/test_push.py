@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,11 @@ def make_project(root: Path, name: str, version: str, *, extra_layers: list[dict
     return root
 
 
+def default_tag(version: str, image: oci.Image) -> str:
+    """The tag `mlpack push` gives an image when --to names none: the version and the digest's start."""
+    return f"{version}-{image.manifest.digest.removeprefix('sha256:')[:12]}"
+
+
 def push(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(["push", *args])
     out = capsys.readouterr()
@@ -79,11 +86,11 @@ def test_push_arrives_byte_exact_and_unpacks(tmp_path, capsys, local_registry: R
 
     image = oci.read_layout(project / "build" / "iris" / "image")
     assert res["digest"] == image.manifest.digest
-    assert res["tag"] == "1.0.0"
+    assert res["tag"] == default_tag("1.0.0", image)
     assert res["blobs"] == {"upload": 5, "mount": 0, "skip": 0}
     # A third-party reader sees exactly our manifest bytes, by digest and by tag.
     assert skopeo_raw(f"{local_registry.host}/mlpack/iris@{image.manifest.digest}") == image.manifest_bytes
-    assert skopeo_raw(f"{local_registry.host}/mlpack/iris:1.0.0") == image.manifest_bytes
+    assert skopeo_raw(f"{local_registry.host}/mlpack/iris:{res['tag']}") == image.manifest_bytes
 
     entry = lock_mod.read(lock)["iris"]
     assert entry.repository == f"{local_registry.host}/mlpack/iris"
@@ -119,16 +126,74 @@ def test_second_push_sends_nothing_and_model_change_sends_one_layer(tmp_path, ca
     assert lock_mod.read(Path(lock))["again"].digest == image.manifest.digest
 
 
-def test_existing_tag_is_never_moved(tmp_path, capsys, local_registry):
+def test_an_image_change_with_the_same_model_gets_its_own_tag(tmp_path, capsys, local_registry):
+    # A dependency refresh (or a base update, an arch switch, an mlpack upgrade): same model version and
+    # ONNX, another image. Its push must not be refused, and the first image's tag must not move.
+    repo = f"{local_registry.host}/mlpack/refresh"
+    lock = tmp_path / "l.json"
+    project = make_project(tmp_path / "refresh", "refresh", "1")
+    old = oci.read_layout(project / "build/refresh/image")
+    first = push_json(capsys, str(project), "--to", repo, "--lock", str(lock))
+    make_project(tmp_path / "refresh", "refresh", "1", extra_layers=[{"var/task/numpy/_new.py": b"# newer\n"}])
+    new = oci.read_layout(project / "build/refresh/image")
+    assert new.manifest.digest != old.manifest.digest
+    second = push_json(capsys, str(project), "--to", repo, "--lock", str(lock))
+    assert (first["tag"], second["tag"]) == (default_tag("1", old), default_tag("1", new))
+    assert skopeo_raw(f"{repo}:{first['tag']}") == old.manifest_bytes
+    assert skopeo_raw(f"{repo}:{second['tag']}") == new.manifest_bytes
+    assert lock_mod.read(lock)["refresh"].digest == new.manifest.digest
+
+
+def test_a_default_tag_taken_by_another_image_is_refused_with_a_free_one(tmp_path, capsys, local_registry):
+    # Someone pushed another image under the tag mlpack would pick: it stays, and the hint still works.
+    repo = f"{local_registry.host}/mlpack/squatted"
+    lock = tmp_path / "l.json"
+    other = make_project(tmp_path / "other", "squatted", "0")
+    mine = make_project(tmp_path / "mine", "squatted", "1")
+    taken = default_tag("1", oci.read_layout(mine / "build/squatted/image"))
+    push_json(capsys, str(other), "--to", f"{repo}:{taken}", "--lock", str(lock))
+    code, _, err = push(capsys, str(mine), "--to", repo, "--lock", str(lock))
+    assert code != 0 and f"{repo}:{taken}: the tag already points to" in err
+    suggested = re.search(r"push with --to (\S+) ", err)
+    assert suggested, err
+    res = push_json(capsys, str(mine), "--to", suggested.group(1), "--lock", str(lock))
+    assert res["tag"] != taken and res["digest"] == oci.read_layout(mine / "build/squatted/image").manifest.digest
+
+
+def test_default_tags_follow_the_tag_grammar():
+    digest = "sha256:" + hashlib.sha256(b"an image").hexdigest()
+    for base in ("1.0.0", "3f2a9c01b7d4", "-lead.dash", "..dots", "v 1/2+3", "x" * 200, "", "ü"):
+        for digits in (12, 64):
+            tag = push_mod.image_tag(base, digest, digits)
+            assert ImageRef.parse(f"127.0.0.1:5000/r:{tag}").tag == tag, base
+            assert len(tag) <= 128 and tag.endswith(digest[7:7 + digits]), base
+    assert push_mod.image_tag("1.0.0", digest) == f"1.0.0-{digest[7:19]}"
+
+
+def test_existing_tag_is_never_moved_and_the_hint_names_one_that_works(tmp_path, capsys, local_registry):
     dest = f"{local_registry.host}/mlpack/tagged:v1"
+    lock = tmp_path / "l.json"
     a = make_project(tmp_path / "a", "tagged", "1")
-    first = push_json(capsys, str(a), "--to", dest, "--lock", str(tmp_path / "l.json"))
+    first = push_json(capsys, str(a), "--to", dest, "--lock", str(lock))
     b = make_project(tmp_path / "b", "tagged", "2")
-    code, _, err = push(capsys, str(b), "--to", dest, "--lock", str(tmp_path / "l.json"))
+    code, out, _ = push(capsys, str(b), "--to", dest, "--lock", str(lock), "--dry-run", "--json")
+    assert code != 0 and json.loads(out)["tag"]["state"] == "conflict"
+    free = json.loads(out)["tag"]["free"]
+    code, out, _ = push(capsys, str(b), "--to", dest, "--lock", str(lock), "--dry-run")
+    assert code != 0 and "tag v1: CONFLICT" in out and f"free tag for this image: {free}\n" in out
+    code, _, err = push(capsys, str(b), "--to", dest, "--lock", str(lock))
     assert code != 0
     assert "never moves a tag" in err and first["digest"] in err and "hint:" in err
     assert json.loads(skopeo_raw(dest)) == json.loads(oci.read_layout(a / "build/tagged/image").manifest_bytes)
-    assert lock_mod.read(tmp_path / "l.json")["tagged"].digest == first["digest"]
+    assert lock_mod.read(lock)["tagged"].digest == first["digest"]
+    # The hint names a destination with a free tag: following it succeeds, and v1 stays where it was.
+    suggested = re.search(r"push with --to (\S+) ", err)
+    assert suggested and suggested.group(1) == f"{dest.rpartition(':')[0]}:{free}", err
+    res = push_json(capsys, str(b), "--to", suggested.group(1), "--lock", str(lock))
+    image_b = oci.read_layout(b / "build/tagged/image")
+    assert res["digest"] == image_b.manifest.digest and res["tag"] == push_mod.image_tag("v1", res["digest"])
+    assert skopeo_raw(suggested.group(1)) == image_b.manifest_bytes
+    assert json.loads(skopeo_raw(dest)) == json.loads(oci.read_layout(a / "build/tagged/image").manifest_bytes)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path, capsys, local_registry):
@@ -140,7 +205,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path, capsys, local_reg
     image = oci.read_layout(project / "build/dry/image")
     assert out.count("upload") >= 6 and image.layers[0].digest[:19] in out
     plan = push_json(capsys, str(project), "--to", dest, "--lock", str(lock), "--dry-run")
-    assert plan["dry_run"] is True and plan["tag"] == {"name": "1", "state": "absent", "points_to": None}
+    assert plan["dry_run"] is True
+    assert plan["tag"] == {"name": default_tag("1", image), "state": "absent", "points_to": None, "free": None}
     assert [b["action"] for b in plan["blobs"]] == ["upload"] * 6
     assert plan["bytes_to_upload"] == sum(d.size for d in image.layers) + image.config.size
     assert not lock.exists()
@@ -295,13 +361,104 @@ def test_concurrent_lock_writes_for_two_models_lose_nothing(tmp_path, local_regi
     assert len(lock_mod.read(lock)) == 2 + 30
 
 
-def test_an_unwritable_lock_is_one_clear_line_after_the_push(tmp_path, capsys, local_registry):
+def test_an_unwritable_lock_stops_the_push_before_anything_is_sent(tmp_path, capsys, local_registry):
     project = make_project(tmp_path / "unwritable", "unwritable", "1")
     (tmp_path / "a-file").write_text("not a folder")
-    lock = tmp_path / "a-file" / "mlpack.lock.json"
+    lock = tmp_path / "a-file" / "sub" / "mlpack.lock.json"
     code, _, err = push(capsys, str(project), "--to", f"{local_registry.host}/mlpack/unwritable", "--lock", str(lock))
-    assert code != 0 and "Traceback" not in err
-    assert "pushed " in err and "could not record it" in err and "cannot write the lock file" in err
+    assert code != 0 and "Traceback" not in err and "pushed " not in err
+    assert f"{lock}: cannot write the lock file: {tmp_path / 'a-file'} is not a folder" in err and "--lock" in err
+    image = oci.read_layout(project / "build/unwritable/image")
+    assert not any(local_registry.blob_exists("mlpack/unwritable", d.digest) for d in image.layers)
+    # A folder that does not exist yet is fine: writing the lock creates it.
+    push_json(capsys, str(project), "--to", f"{local_registry.host}/mlpack/unwritable",
+              "--lock", str(tmp_path / "new" / "mlpack.lock.json"))
+    assert lock_mod.read(tmp_path / "new" / "mlpack.lock.json")["unwritable"].digest == image.manifest.digest
+
+
+def test_an_unchanged_push_leaves_the_lock_byte_identical(tmp_path, capsys, local_registry):
+    project = make_project(tmp_path / "same", "same", "1")
+    lock = tmp_path / "mlpack.lock.json"
+    dest = f"{local_registry.host}/mlpack/same"
+    first = push_json(capsys, str(project), "--to", dest, "--lock", str(lock))
+    assert first["lock_changed"] is True
+    # Date the entry back, so that rewriting it now would change the bytes.
+    entry = lock_mod.read(lock)["same"]
+    lock.write_text(lock.read_text().replace(entry.pushed_at, "2020-01-01T00:00:00Z"))
+    before = lock.read_bytes()
+    code, out, err = push(capsys, str(project), "--to", dest, "--lock", str(lock))
+    assert code == 0, err
+    assert lock.read_bytes() == before
+    assert "mlpack.lock.json already records same at this digest; left unchanged" in out
+    assert push_json(capsys, str(project), "--to", dest, "--lock", str(lock))["lock_changed"] is False
+    assert lock.read_bytes() == before
+    # Anything else that differs is recorded: the same image from another project folder.
+    moved = make_project(tmp_path / "elsewhere", "same", "1")
+    assert push_json(capsys, str(moved), "--to", dest, "--lock", str(lock))["lock_changed"] is True
+    after = lock_mod.read(lock)["same"]
+    assert after.project == "elsewhere" and after.pushed_at != "2020-01-01T00:00:00Z"
+
+
+def _other_entry() -> dict[str, str]:
+    return {"repository": "127.0.0.1:1/mlpack/other", "digest": "sha256:" + "ab" * 32, "arch": "x86_64",
+            "model_version": "7", "model_sha256": "0" * 64, "project": "other", "pushed_at": "2026-01-01T00:00:00Z"}
+
+
+DAMAGED = {
+    "bad-json": ('{"format": "mlpack.lock/1", "models": {', "cannot read the lock file: not valid JSON"),
+    "wrong-shape": ('{"format": "mlpack.lock/1", "models": []}', "not an mlpack lock file"),
+    "other-format": ('{"format": "mlpack.lock/9", "models": {}}', "not an mlpack lock file"),
+    "bad-entry": (json.dumps({"format": "mlpack.lock/1", "models": {
+        "damaged": {**_other_entry(), "digest": 5}, "other": _other_entry()}}),
+        "models.damaged.digest: expected a non-empty string (got 5)"),
+    "missing-keys": (json.dumps({"format": "mlpack.lock/1", "models": {
+        "damaged": {"digest": "sha256:" + "cd" * 32}, "other": _other_entry()}}),
+        "models.damaged: expected keys arch, digest, model_sha256, model_version, project, pushed_at, "
+        "repository (got digest)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_lock_stops_the_push_first_and_its_hint_works(tmp_path, capsys, local_registry, case):
+    text, problem = DAMAGED[case]
+    project = make_project(tmp_path / "damaged", "damaged", "1")
+    image = oci.read_layout(project / "build/damaged/image")
+    lock = tmp_path / "mlpack.lock.json"
+    lock.write_text(text)
+    dest = f"{local_registry.host}/mlpack/damaged-{case}"
+    for extra in (["--dry-run"], []):
+        code, out, err = push(capsys, str(project), "--to", dest, "--lock", str(lock), *extra)
+        assert code != 0 and out == "" and "Traceback" not in err
+        assert f"{lock}: {problem}" in err, err
+    # Nothing was sent and the file is as it was.
+    assert not any(local_registry.blob_exists(f"mlpack/damaged-{case}", d.digest)
+                   for d in [*image.layers, image.config])
+    assert lock.read_text() == text
+    # Follow the hint: move the file aside (the command it gives), then push again.
+    hint = err.split("hint:", 1)[1]
+    mv = shlex.split(re.search(r"(mv \S+ \S+)\)", hint).group(1))
+    assert mv[1] == str(lock)
+    Path(mv[1]).rename(mv[2])
+    push_json(capsys, str(project), "--to", dest, "--lock", str(lock))
+    assert lock_mod.read(lock)["damaged"].digest == image.manifest.digest
+    assert Path(mv[2]).read_text() == text
+
+
+def test_a_damaged_entry_can_be_deleted_by_hand_keeping_the_others(tmp_path, capsys, local_registry):
+    project = make_project(tmp_path / "entry", "entry", "1")
+    lock = tmp_path / "mlpack.lock.json"
+    lock.write_text(json.dumps({"format": "mlpack.lock/1", "models": {
+        "entry": {**_other_entry(), "arch": None}, "other": _other_entry()}}))
+    dest = f"{local_registry.host}/mlpack/entry"
+    code, _, err = push(capsys, str(project), "--to", dest, "--lock", str(lock))
+    assert code != 0 and f"{lock}: models.entry.arch: expected a non-empty string (got None)" in err
+    assert f"delete models.entry from {lock}" in err
+    data = json.loads(lock.read_text())
+    del data["models"]["entry"]
+    lock.write_text(json.dumps(data))
+    push_json(capsys, str(project), "--to", dest, "--lock", str(lock))
+    models = lock_mod.read(lock)
+    assert set(models) == {"entry", "other"} and models["other"] == lock_mod.LockEntry(**_other_entry())
 
 
 def test_default_lock_is_at_the_repository_root(tmp_path, capsys, local_registry):
@@ -336,7 +493,7 @@ def test_model_identity_comes_from_the_image_labels_first(tmp_path, capsys, loca
                          "org.mlpack.model.sha256": "ab" * 32})
     lock = tmp_path / "l.json"
     res = push_json(capsys, str(project), "--to", f"{local_registry.host}/mlpack/labelled", "--lock", str(lock))
-    assert res["tag"] == "1"
+    assert res["tag"] == default_tag("1", oci.read_layout(project / "build/labelled/image"))
     entry = lock_mod.read(lock)["labelled"]
     assert (entry.model_version, entry.model_sha256) == ("1", "ab" * 32)
 
@@ -412,7 +569,8 @@ def test_ecr_dry_run_creates_nothing(tmp_path, capsys, local_registry, aws_env):
     with mock_aws():
         plan = push_json(capsys, str(project), "--lock", str(tmp_path / "l.json"), "--dry-run")
         repos = boto3.client("ecr", region_name="eu-west-1").describe_repositories()["repositories"]
-    assert plan["destination"].endswith(".dkr.ecr.eu-west-1.amazonaws.com/mlpack/dry-ecr:1")
+    tag = default_tag("1", oci.read_layout(project / "build/dry-ecr/image"))
+    assert plan["destination"].endswith(f".dkr.ecr.eu-west-1.amazonaws.com/mlpack/dry-ecr:{tag}")
     assert repos == []
 
 

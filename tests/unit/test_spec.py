@@ -120,6 +120,15 @@ def test_name_is_dns_safe_and_at_most_40_characters(tmp_path: Path) -> None:
         assert found and found[0].startswith("model.name:"), bad
 
 
+def test_registry_repository_names_no_tag(tmp_path: Path) -> None:
+    """A tag there would make every push reuse it, and tags are never moved: each push picks its own."""
+    for bad in ("127.0.0.1:5000/mlpack/churn:v1", "ecr.example/churn@sha256:" + "a" * 64, "churn"):
+        found = problems(tmp_path, MINIMAL + f'[registry]\nrepository = "{bad}"\n')
+        assert any(p.startswith("registry.repository: must be REGISTRY/REPO without a tag") for p in found), found
+    spec = spec_mod.load(project(tmp_path, MINIMAL + '[registry]\nrepository = "127.0.0.1:5000/mlpack/churn"\n'))
+    assert spec.registry.repository == "127.0.0.1:5000/mlpack/churn"
+
+
 def test_factory_module_must_exist(tmp_path: Path) -> None:
     text = MINIMAL.replace('"model.joblib"', '"train:build"').replace('"samples.csv"', '"train:samples"')
     found = problems(tmp_path, text, files=())
