@@ -37,11 +37,18 @@ through the typed records of handlers/model_json.py):
                    | {"regression": [{"name": "variable", "mean": ..., "std": ...,
                                       "q01": ..., "q50": ..., "q99": ...}]}  # regressors
       },
-      "inputs_hash": "<sha256 over everything that determined this export>"
+      "inputs_hash": "<sha256 over everything that determined this export>",
+      "read_files": [{"path": "weights/model.pt", "sha256": "..."}, ...]
     }
 
 The batch dimension is always the first and is written as the string "batch"; other dynamic
-dimensions are strings too, fixed ones integers. dtypes are numpy names.
+dimensions are strings too, fixed ones integers. dtypes are numpy names. read_files lists, sorted by
+path, the regular files the source and the samples read while export loaded them (a factory's weights
+file, a CSV it parses; not the Python installation's files, the project's build/ folder, files the
+load wrote, nor files inputs_hash covers already: the source and samples files and, with a factory, the
+project's Python files): paths POSIX and relative to the project folder when inside it, absolute
+otherwise; sha256 as read. Their digests are part of inputs_hash, and the next export re-hashes them
+to decide whether it is stale.
 """
 
 from __future__ import annotations
@@ -93,6 +100,7 @@ M_INFERENCE_LATENCY = "InferenceLatency"  # Milliseconds, session.run only
 M_BATCH_SIZE = "BatchSize"  # Count, rows per request
 M_ROWS = "Rows"  # Count, rows predicted (sum over a period = predictions made)
 M_VALIDATION_FAILURES = "ValidationFailures"  # Count, per request refused with a 4xx ([Model] and [Model, Kind])
+M_NON_FINITE_OUTPUTS = "NonFiniteOutputs"  # Count, rows whose outputs held NaN or infinity (refused: never Rows)
 M_INPUT_VALUES = "InputValues"  # Count, values checked against the training profile
 M_OUT_OF_RANGE = "OutOfRangeValues"  # Count, values outside the profile's [q01, q99] ([Model], [Model, Feature])
 M_PREDICTIONS = "Predictions"  # Count per class ([Model, Class]); class shares = Predictions / Rows
@@ -109,5 +117,8 @@ METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
 TOO_LARGE = "too_large"  # 413: body over 6 MB or batch over the maximum
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
 BAD_INPUT = "bad_input"  # 422: unknown input name, shape, dtype, non-finite values
+# 422: the model's outputs for some rows hold NaN or infinity (inputs outside what it was trained on); the
+# whole batch is refused, and the rows are counted in NonFiniteOutputs as well
+NON_FINITE_OUTPUT = "non_finite_output"
 VALIDATION_KINDS = (BAD_JSON, BAD_REQUEST, UNKNOWN_ROUTE, METHOD_NOT_ALLOWED, TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
-                    BAD_INPUT)
+                    BAD_INPUT, NON_FINITE_OUTPUT)

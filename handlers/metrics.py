@@ -3,7 +3,9 @@
 A request costs one EMF line in the common case: every [Model] metric, plus the one class a batch of
 one predicts, plus the validation failure kind. EMF takes one value per dimension per document, so a
 batch that predicts several classes, or has out-of-range values in several features, adds one short
-line per extra class or feature.
+line per extra class or feature. A refused request (a 4xx) counts as a request and a validation failure
+of its kind, never as rows or predictions; one refused because the model's outputs held NaN or infinity
+also counts those rows in NonFiniteOutputs.
 
 In: the model's name and metric namespace (once), then a `Result` per request with its latency and
 whether it was a cold start (Emitter.request), or a log record (Emitter.log). Out: lines on stdout
@@ -45,6 +47,8 @@ class Emitter:
         self._class = {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_CLASS]],
                        "Metrics": [{"Name": C.M_PREDICTIONS, "Unit": "Count"}]}
         self._fail = {"Namespace": namespace, "Dimensions": model_dim, "Metrics": base}
+        self._fail_non_finite = {"Namespace": namespace, "Dimensions": model_dim,
+                                 "Metrics": [*base, {"Name": C.M_NON_FINITE_OUTPUTS, "Unit": "Count"}]}
         self._kind = {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL], [C.DIM_MODEL, C.DIM_KIND]],
                       "Metrics": [{"Name": C.M_VALIDATION_FAILURES, "Unit": "Count"}]}
         self._feature = {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_FEATURE]],
@@ -80,7 +84,11 @@ class Emitter:
         if res.kind is not None:
             doc[C.DIM_KIND] = res.kind
             doc[C.M_VALIDATION_FAILURES] = 1
-            doc["_aws"] = {"Timestamp": ts, "CloudWatchMetrics": [self._fail, self._kind]}
+            fail = self._fail
+            if res.non_finite_rows:
+                doc[C.M_NON_FINITE_OUTPUTS] = res.non_finite_rows
+                fail = self._fail_non_finite
+            doc["_aws"] = {"Timestamp": ts, "CloudWatchMetrics": [fail, self._kind]}
         else:
             doc["_aws"] = {"Timestamp": ts, "CloudWatchMetrics": [self._fail]}
         line = dumps(doc).decode()

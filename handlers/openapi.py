@@ -3,12 +3,15 @@
 In: a loaded inference.Model (its name, version, signature, label and feature names, batch limit).
 Out: the document as a dict, served by GET /openapi.json.
 
-Standard library only (it reads attributes of inference.Model); never packager/ or stacks/.
+Standard library only (it reads attributes of inference.Model, and error codes from contract); never
+packager/ or stacks/.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from handlers import contract as C
 
 _JSON_TYPES = {"f": "number", "i": "integer", "u": "integer", "b": "boolean", "O": "string", "U": "string"}
 
@@ -50,9 +53,13 @@ def document(model: Any) -> dict[str, Any]:
     else:
         out_props = {t.name: {"type": "array"} for t in model.outputs}
     error = {"$ref": "#/components/schemas/Error"}
+    codes = ", ".join((*C.VALIDATION_KINDS, "model_error", "internal_error"))
     errors = {str(code): {"description": text, "content": {"application/json": {"schema": error}}}
               for code, text in ((400, "Malformed JSON or request structure"), (413, "Body or batch too large"),
-                                 (415, "Unsupported Content-Type"), (422, "Input does not match the signature"),
+                                 (415, "Unsupported Content-Type"),
+                                 (422, f"Input does not match the signature ({C.BAD_INPUT}), or the model's "
+                                       f"outputs for some rows hold NaN or infinity ({C.NON_FINITE_OUTPUT}): "
+                                       "the message names those rows, and the batch is refused as a whole"),
                                  (500, "The model failed; the message carries the request id"))}
     v2_tensor = {"type": "object", "required": ["name", "shape", "datatype", "data"],
                  "properties": {"name": {"type": "string"}, "shape": {"type": "array",
@@ -95,9 +102,7 @@ def document(model: Any) -> dict[str, Any]:
         },
         "components": {"schemas": {"Error": {
             "type": "object", "required": ["code", "message", "path"],
-            "properties": {"code": {"type": "string", "description": "bad_json, bad_request, bad_input, "
-                                    "too_large, unsupported_media_type, unknown_route, method_not_allowed, "
-                                    "model_error"},
+            "properties": {"code": {"type": "string", "description": codes},
                            "message": {"type": "string"},
                            "path": {"type": "string", "nullable": True,
                                     "description": "The field at fault, e.g. inputs[3][1]"},

@@ -8,14 +8,14 @@ one `Result` per request (status, JSON payload, and what the metrics need); `han
 The modules: what init sets up, then the stages in the order a request meets them.
 
     codec       which JSON library reads and writes (orjson, else json; simdjson for the fast paths)
-    types       Model, TensorSpec, Request, Result, RequestError, ModelLoadError
+    types       Model, TensorSpec, Request, Result, RequestError (NonFiniteOutputError), ModelLoadError
     loading     model.json + model.onnx -> Model, at init (load_model, threads_for_memory)
     routes      handle: method and path -> a route; a RequestError -> a 4xx, a model failure -> a 500
     body        the body's media type and size; JSON or .npy decoding
     predict_v1  POST /predict -> feeds, with its simdjson fast path for rows of numbers
     v2          POST /v2/models/<name>/infer -> feeds, with its simdjson fast path for tensors' data
     validate    one input's value -> an array of its dtype, or the first element at fault
-    run         session.run, and the count of values outside the training profile
+    run         session.run, the rows whose outputs are not finite, the values outside the training profile
     outputs     the session's outputs -> a /predict response's "outputs", and the prediction metrics
 
 A name with a leading underscore is private to this package: its modules share it, importers do not.
@@ -39,7 +39,16 @@ from handlers.inference.outputs import shape_outputs
 from handlers.inference.predict_v1 import parse_predict
 from handlers.inference.routes import error_result, handle
 from handlers.inference.run import run
-from handlers.inference.types import V2_TYPES, Model, ModelLoadError, Request, RequestError, Result, TensorSpec
+from handlers.inference.types import (
+    V2_TYPES,
+    Model,
+    ModelLoadError,
+    NonFiniteOutputError,
+    Request,
+    RequestError,
+    Result,
+    TensorSpec,
+)
 from handlers.inference.v2 import parse_v2
 from handlers.inference.validate import to_array
 
@@ -49,7 +58,7 @@ _PARSER = _codec._PARSER
 _rows_fast = _predict_v1._rows_fast
 
 __all__ = [
-    "DECODE_ERRORS", "V2_TYPES", "Model", "ModelLoadError", "Request", "RequestError", "Result", "TensorSpec",
-    "decode_json", "dumps", "error_result", "handle", "load_model", "loads", "parse_predict", "parse_v2", "run",
-    "session_options", "shape_outputs", "threads_for_memory", "to_array",
+    "DECODE_ERRORS", "V2_TYPES", "Model", "ModelLoadError", "NonFiniteOutputError", "Request", "RequestError",
+    "Result", "TensorSpec", "decode_json", "dumps", "error_result", "handle", "load_model", "loads", "parse_predict",
+    "parse_v2", "run", "session_options", "shape_outputs", "threads_for_memory", "to_array",
 ]

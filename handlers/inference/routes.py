@@ -1,10 +1,12 @@
 """Routing: one request in, one `Result` out, whatever happens.
 
 In: a `Model` and a `Request` (method, path, body). Out: a `Result` (handle): the route's answer; a 4xx
-built from the RequestError any stage raised (error_result); or a 500 carrying the traceback when the
-model itself failed. The two infer routes chain the other modules in request order: parse (predict_v1 or
-v2, which decode with body and validate with validate), run and _profile (run), shape_outputs (outputs);
-/health, /openapi.json and the v2 metadata answer documents the `Model` built at load.
+built from the RequestError any stage raised (error_result), among them a 422 refusing a batch whose
+outputs hold NaN or infinity for some rows (counted in the Result's non_finite_rows, not as predictions);
+or a 500 carrying the traceback when the model itself failed. The two infer routes chain the other
+modules in request order: parse (predict_v1 or v2, which decode with body and validate with validate),
+run, _non_finite_rows and _profile (run), shape_outputs (outputs); /health, /openapi.json and the v2
+metadata answer documents the `Model` built at load.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from handlers import contract as C
+from handlers.inference.body import _media_type
 from handlers.inference.outputs import shape_outputs
 from handlers.inference.predict_v1 import parse_predict
-from handlers.inference.run import _ModelFailure, _profile, run
-from handlers.inference.types import Model, Request, RequestError, Result
+from handlers.inference.run import _ModelFailure, _non_finite_rows, _profile, run
+from handlers.inference.types import Model, NonFiniteOutputError, Request, RequestError, Result
 from handlers.inference.v2 import parse_v2
 
 
@@ -41,6 +44,8 @@ def handle(model: Model, req: Request) -> Result:
 def error_result(e: RequestError) -> Result:
     res = Result(e.status, {"code": e.kind, "message": e.message, "path": e.path}, e.headers or None)
     res.kind = e.kind
+    if isinstance(e, NonFiniteOutputError):
+        res.non_finite_rows = e.rows
     return res
 
 
@@ -93,6 +98,10 @@ def _predict_route(model: Model, req: Request) -> Result:
     feeds = parse_predict(model, req)
     rows = next(iter(feeds.values())).shape[0]
     outs, infer_ms = run(model, feeds, rows)
+    bad = _non_finite_rows(model, outs, rows)
+    if bad is not None:
+        where = "body" if req.data is None and _media_type(req) == "npy" else "inputs"
+        raise NonFiniteOutputError(bad[0], rows, bad[1], where)
     res = Result(200, None)
     res.rows, res.infer_ms = rows, infer_ms
     _profile(model, feeds, res)
@@ -104,6 +113,9 @@ def _v2_infer_route(model: Model, req: Request) -> Result:
     feeds, wanted, rid = parse_v2(model, req)
     rows = next(iter(feeds.values())).shape[0]
     outs, infer_ms = run(model, feeds, rows)
+    bad = _non_finite_rows(model, outs, rows)
+    if bad is not None:
+        raise NonFiniteOutputError(bad[0], rows, bad[1], "inputs")
     res = Result(200, None)
     res.rows, res.infer_ms = rows, infer_ms
     _profile(model, feeds, res)

@@ -2,12 +2,14 @@
 
 In: a `Model` and its feeds ({input name: array}). Out: the session's outputs and the milliseconds
 session.run took (run), or _ModelFailure carrying the traceback when onnxruntime fails (routes.handle
-turns it into a 500); and, on a `Result`, the count of input values outside the training profile's
-[q01, q99], per feature (_profile).
+turns it into a 500); the rows whose float outputs hold NaN or infinity, and those outputs' names, or
+None when every value is finite (_non_finite_rows: routes refuses such a batch with a 422); and, on a
+`Result`, the count of input values outside the training profile's [q01, q99], per feature (_profile).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from typing import Any
@@ -32,6 +34,28 @@ def run(model: Model, feeds: dict[str, np.ndarray], res_rows: int) -> tuple[list
     except Exception:
         raise _ModelFailure(traceback.format_exc(), res_rows) from None
     return outs, (perf() - t) * 1000.0
+
+
+def _non_finite_rows(model: Model, outs: list[Any], rows: int) -> tuple[list[int], list[str]] | None:
+    """(indices of the rows whose float outputs hold NaN or infinity, the names of those outputs), or None
+    when every value is finite. The common case costs one check per float output: a Python loop over a few
+    values, else a sum (a NaN or infinity makes it non-finite; only then, or when it overflows, are the
+    values looked at one by one), and rows are located only when that fails. A non-finite value in an
+    output whose first dimension is not the batch counts against every row."""
+    bad: np.ndarray | None = None
+    names: list[str] = []
+    for i, out in enumerate(outs):
+        if type(out) is not np.ndarray or out.dtype.kind != "f" or out.size == 0:
+            continue
+        if (all(map(math.isfinite, out.ravel().tolist())) if out.size <= 32
+                else math.isfinite(out.sum()) or bool(np.isfinite(out).all())):
+            continue
+        mask = np.ones(rows, dtype=bool)
+        if out.ndim and out.shape[0] == rows:
+            mask = np.asarray(~np.isfinite(out.reshape(rows, -1)).all(axis=1))
+        bad = mask if bad is None else bad | mask
+        names.append(model.output_names[i])
+    return None if bad is None else (np.flatnonzero(bad).tolist(), names)
 
 
 def _profile(model: Model, feeds: dict[str, np.ndarray], res: Result) -> None:

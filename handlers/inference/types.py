@@ -4,7 +4,8 @@ In: a decoded model.json (a dict) and an onnxruntime session, for `Model`; an ev
 path, body and content type, for `Request`. Out: `Model` (the signature as TensorSpecs and everything
 else that can be worked out before the first request: label names, profile bounds, the /health, v2
 metadata and OpenAPI documents), `Request`, `Result` (status, payload, and what the metrics need), and
-the two errors: RequestError (a client mistake, a 4xx) and ModelLoadError (the function cannot start).
+the errors: RequestError (a client mistake, a 4xx), its NonFiniteOutputError (rows the model answered
+with NaN or infinity, a 422 naming them) and ModelLoadError (the function cannot start).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from handlers import contract as C
 from handlers import model_json
 from handlers.inference import codec
 
@@ -33,6 +35,24 @@ class RequestError(Exception):
         super().__init__(message)
         self.status, self.kind, self.message, self.path = status, kind, message, path
         self.headers = headers or {}
+
+
+class NonFiniteOutputError(RequestError):
+    """The model's outputs for some rows hold NaN or infinity: the batch is refused with a 422 naming the
+    first few rows and how many; `rows` is that count (the NonFiniteOutputs metric)."""
+
+    SHOWN = 5  # row indices named in the message
+
+    def __init__(self, bad_rows: list[int], batch: int, outputs: list[str], path: str) -> None:
+        n = len(bad_rows)
+        shown = ", ".join(map(str, bad_rows[:self.SHOWN])) + (", ..." if n > self.SHOWN else "")
+        where = ", ".join(repr(name) for name in outputs)
+        rest = "" if n == batch else "; the batch is refused as a whole: send the other rows without them"
+        super().__init__(422, C.NON_FINITE_OUTPUT,
+                         f"{'row' if n == 1 else 'rows'} {shown} ({n} of {batch}) produced non-finite outputs "
+                         f"(NaN or infinity in {where}); their inputs are probably outside what the model was "
+                         f"trained on{rest}", path)
+        self.rows = n
 
 
 class ModelLoadError(Exception):
@@ -81,7 +101,7 @@ class Request:
 class Result:
     """A response plus what the metrics need to know about it."""
 
-    __slots__ = ("class_counts", "error_trace", "headers", "infer_ms", "input_values", "kind",
+    __slots__ = ("class_counts", "error_trace", "headers", "infer_ms", "input_values", "kind", "non_finite_rows",
                  "oor_by_feature", "out_of_range", "payload", "prediction_sum", "rows", "status")
 
     def __init__(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
@@ -95,6 +115,7 @@ class Result:
         self.out_of_range = 0
         self.oor_by_feature: dict[str, int] | None = None
         self.error_trace: str | None = None
+        self.non_finite_rows = 0  # rows refused because their outputs held NaN or infinity
 
     def body(self) -> bytes:
         return codec.dumps(self.payload)

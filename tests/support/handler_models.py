@@ -1,8 +1,8 @@
 """Small model folders (model.onnx + model.json per handlers/contract.py) for handler tests and
 benchmarks, made in seconds from data scikit-learn ships: iris logistic regression, a diabetes
-ridge regressor, a 784-input MLP (PyTorch when asked, else built with onnx.helper) and a
-two-input model. Never downloads anything. model.json is written by handlers.model_json, as
-`mlpack export` writes it.
+ridge regressor, a 784-input MLP (PyTorch when asked, else built with onnx.helper), a
+two-input model, a boolean one, and one that answers some rows with NaN or infinity. Never
+downloads anything. model.json is written by handlers.model_json, as `mlpack export` writes it.
 """
 
 from __future__ import annotations
@@ -205,5 +205,41 @@ def flags(out: Path) -> Path:
         signature=_signature([_tensor("x", "bool", 2)], [_tensor("y", "bool", 2)]),
         roles=NO_ROLES, feature_names={"x": ("x0", "x1")}, label_names=(),
         profile=mj.Profile(rows=0, inputs={}, outputs=mj.ProfileOutputs()),
+    )
+    return _write(out, _serialized(graph), meta)
+
+
+def non_finite(out: Path, *, task: str = "classification") -> Path:
+    """A model that answers some rows with NaN or infinity, x float32 [batch, 2]:
+    classification: probabilities = softmax(2 * x) over the labels ("low", "high"); a value beyond half of
+    float32's range doubles to infinity, and softmax makes NaN of it.
+    regression: y = log(x0) + log(x1) [batch, 1]; NaN for a negative value, -inf for 0."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])]
+    if task == "classification":
+        graph = helper.make_graph(
+            [helper.make_node("Mul", ["x", "two"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)], "non_finite", x,
+            [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+            [numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+        labels = ("low", "high")
+        outputs = [_tensor("probabilities", "float32", 2)]
+        roles = mj.Roles(label=None, scores="probabilities", scores_kind="probabilities")
+        profile_out = mj.ProfileOutputs(classes={lbl: 0.5 for lbl in labels})
+    else:
+        graph = helper.make_graph(
+            [helper.make_node("Log", ["x"], ["logs"]),
+             helper.make_node("ReduceSum", ["logs", "axes"], ["y"], keepdims=1)], "non_finite", x,
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+            [numpy_helper.from_array(np.array([1], np.int64), "axes")])
+        labels, outputs, roles = (), [_tensor("y", "float32", 1)], NO_ROLES
+        profile_out = mj.ProfileOutputs(regression=(mj.OutputProfile(name="y"),))
+    meta = mj.ModelJson(
+        name="nonfinite", task=task, signature=_signature([_tensor("x", "float32", 2)], outputs), roles=roles,
+        feature_names={"x": ("x0", "x1")}, label_names=labels,
+        profile=mj.Profile(rows=100, inputs={"x": (mj.FeatureProfile(name="x0", q01=0.0, q99=10.0),
+                                                   mj.FeatureProfile(name="x1", q01=0.0, q99=10.0))},
+                           outputs=profile_out),
     )
     return _write(out, _serialized(graph), meta)

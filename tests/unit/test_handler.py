@@ -203,3 +203,59 @@ def test_base64_encoded_json_body(predict, out):
     event["body"] = base64.b64encode(event["body"].encode()).decode()
     event["isBase64Encoded"] = True
     assert ev.response_json("v2", predict.handler(event, Ctx()))[0] == 200
+
+
+EXTREME = [3.4e38] * 4  # finite float32 values that make the iris model's probabilities NaN
+
+
+@pytest.mark.parametrize("body", ["json", "npy", "v2"])
+def test_non_finite_outputs_are_a_422_counted_apart_from_predictions(predict, iris_dir, out, body):
+    _, _, X = iris_dir
+    x = np.vstack([X[:2], [EXTREME], X[2:3]]).astype(np.float32)
+    if body == "npy":
+        event = ev.rest_v1("POST", "/predict", ev.npy_bytes(x), content_type=C.NPY_CONTENT_TYPE)
+    elif body == "v2":
+        event = ev.rest_v1("POST", "/v2/models/iris/infer", {"inputs": [
+            {"name": "X", "shape": [4, 4], "datatype": "FP32", "data": x.tolist()}]})
+    else:
+        event = ev.rest_v1("POST", "/predict", {"inputs": x.tolist()})
+    status, answer = ev.response_json("v1", predict.handler(event, Ctx()))
+    assert (status, answer["code"]) == (422, C.NON_FINITE_OUTPUT)
+    assert answer["message"].startswith("row 2 (1 of 4) produced non-finite outputs")
+    log, doc = lines(out)
+    assert (log["kind"], log["detail"]) == (C.NON_FINITE_OUTPUT, answer["message"])
+    assert doc[C.M_NON_FINITE_OUTPUTS] == 1 and doc[C.M_VALIDATION_FAILURES] == 1
+    assert doc[C.DIM_KIND] == C.NON_FINITE_OUTPUT and doc[C.M_REQUESTS] == 1 and doc[C.M_MODEL_ERRORS] == 0
+    # a refused request, like any other 4xx: no rows, no predictions, no class, no inputs checked
+    for name in (C.M_ROWS, C.M_PREDICTIONS, C.DIM_CLASS, C.M_PREDICTION_SUM, C.M_BATCH_SIZE, C.M_INPUT_VALUES):
+        assert name not in doc
+    directives = doc["_aws"]["CloudWatchMetrics"]
+    assert {"Name": C.M_NON_FINITE_OUTPUTS, "Unit": "Count"} in [m for d in directives for m in d["Metrics"]]
+    for d in directives:
+        assert all(k in doc for dims in d["Dimensions"] for k in dims)
+        assert all(m["Name"] in doc for m in d["Metrics"])
+
+
+def test_a_finite_batch_is_still_served_and_counted_as_predictions(predict, iris_dir, out):
+    _, _, X = iris_dir
+    status, _ = ev.response_json("v1", predict.handler(ev.rest_v1("POST", "/predict",
+                                                                  {"inputs": X[:2].tolist()}), Ctx()))
+    (doc,) = lines(out)
+    assert status == 200 and doc[C.M_ROWS] == 2 and doc[C.M_PREDICTIONS] == 2
+    assert C.M_NON_FINITE_OUTPUTS not in doc and all(C.M_NON_FINITE_OUTPUTS not in m["Name"]
+                                                    for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"])
+
+
+def test_a_regressor_refusing_non_finite_rows_adds_nothing_to_its_prediction_sum(tmp_path):
+    from handlers import events, inference
+
+    model = inference.load_model(str(hm.non_finite(tmp_path, task="regression")))
+    buf = io.StringIO()
+    em = metrics.Emitter(model.name, stream=buf)
+    rows = [[1.0, 2.0], [-1.0, 1.0], [0.0, 1.0], [0.5, 2.0], [-2.0, -2.0]]  # log: 1, 2 and 4 are not finite
+    events.handle(model, em, ev.rest_v1("POST", "/predict", {"inputs": rows}), "r-1")
+    events.handle(model, em, ev.rest_v1("POST", "/predict", {"inputs": rows[::3]}), "r-2")
+    _log, refused, served = lines(buf)
+    assert refused[C.M_NON_FINITE_OUTPUTS] == 3 and C.M_PREDICTION_SUM not in refused and C.M_ROWS not in refused
+    assert served[C.M_ROWS] == 2 and served[C.M_PREDICTION_SUM] == pytest.approx(np.log(2) + 0.0, rel=1e-6)
+    assert C.M_NON_FINITE_OUTPUTS not in served

@@ -1,10 +1,12 @@
-"""Property: whatever JSON or bytes arrive, the handler answers 2xx or 4xx, never 5xx, never raises."""
+"""Property: whatever JSON or bytes arrive, the handler answers 2xx or 4xx, never 5xx, never raises; and
+whatever finite values arrive, it never serves a null (a NaN or infinity the model produced) with a 200."""
 
 from __future__ import annotations
 
 import io
 import json
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -60,14 +62,19 @@ def two(tmp_path_factory):
     return inference.load_model(str(hm.two_inputs(tmp_path_factory.mktemp("two"))), max_batch=8)
 
 
-def _status(m, event):
+def _answer(m, event):
+    """(status, the response body as text)."""
     em = metrics.Emitter(m.name, stream=io.StringIO())
     response = handle_event(m, em, event, "prop")
     if isinstance(response, dict) and "statusCode" in response:
         json.loads(response["body"])
-        return response["statusCode"]
-    json.dumps(response)
-    return response.get("status", 200) if isinstance(response, dict) else 200
+        return response["statusCode"], response["body"]
+    text = json.dumps(response)
+    return (response.get("status", 200) if isinstance(response, dict) else 200), text
+
+
+def _status(m, event):
+    return _answer(m, event)[0]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -102,3 +109,34 @@ def test_random_direct_invokes_get_only_2xx_or_4xx(model, two, value):
 @given(body=v2_bodies)
 def test_random_v2_requests_get_only_2xx_or_4xx(model, body):
     assert _status(model, ev.http_v2("POST", "/v2/models/iris/infer", body)) < 500
+
+
+# every finite float32, with the extremes (where a model's arithmetic overflows) drawn often
+float32s = st.floats(width=32, allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [3.4028235e38, -3.4028235e38, 3.4e38, -3.4e38, 1e38, -1e38, 1.5e-45, 0.0])
+
+
+@pytest.fixture(scope="module")
+def non_finite(tmp_path_factory):
+    return inference.load_model(str(hm.non_finite(tmp_path_factory.mktemp("nf"))), max_batch=8)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), rows=st.integers(1, 8), body=st.sampled_from(["json", "npy", "v2"]))
+def test_extreme_finite_inputs_never_give_a_5xx_or_a_200_with_null(model, non_finite, data, rows, body):
+    for m in (model, non_finite):
+        width = m.single.shape[1]
+        x = data.draw(hnp.arrays(np.float32, (rows, width), elements=float32s))
+        if body == "npy":
+            event = ev.rest_v1("POST", "/predict", ev.npy_bytes(x), content_type=C.NPY_CONTENT_TYPE)
+        elif body == "v2":
+            event = ev.rest_v1("POST", f"/v2/models/{m.name}/infer", {"inputs": [
+                {"name": m.single.name, "shape": [rows, width], "datatype": "FP32", "data": x.tolist()}]})
+        else:
+            event = ev.rest_v1("POST", "/predict", {"inputs": x.tolist()})
+        status, text = _answer(m, event)
+        assert status in (200, 422), text
+        if status == 200:
+            assert "null" not in text
+        else:
+            assert json.loads(text)["code"] == C.NON_FINITE_OUTPUT

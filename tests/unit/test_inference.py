@@ -13,8 +13,10 @@ from handlers.inference import Request, predict_v1, types
 from tests.support import events as ev
 from tests.support import handler_models as hm
 
-# values beyond float32 are meant to overflow in the cast (and be refused); predict.py silences this at init
-pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+# values beyond float32 are meant to overflow in the cast (and be refused), and the finiteness checks' sums
+# may overflow or meet inf - inf (and then look value by value); predict.py silences these at init
+pytestmark = [pytest.mark.filterwarnings(f"ignore:{what}:RuntimeWarning") for what in (
+    "overflow encountered in cast", "overflow encountered in reduce", "invalid value encountered in reduce")]
 
 
 @pytest.fixture(scope="module")
@@ -400,3 +402,83 @@ def test_fp16_range_is_what_rounds_to_a_finite_fp16(iris):
     assert _v2(model, ok)[0] == 200
     status, body, _ = _v2(model, {**ok, "data": [65519, 1, 2, -65520]})
     assert (status, body["path"]) == (422, "inputs[0].data[3]")
+
+
+@pytest.fixture(scope="module", params=["classification", "regression"])
+def non_finite(request, tmp_path_factory):
+    """(model, rows of which 1 and 3 make the model answer NaN or infinity, the others finite)."""
+    folder = hm.non_finite(tmp_path_factory.mktemp(request.param), task=request.param)
+    bad = [3e38, 1.0] if request.param == "classification" else [-1.0, 1.0]  # softmax(inf), log(-1)
+    bad2 = [-3e38, 3e38] if request.param == "classification" else [0.0, 2.0]  # softmax(-inf, inf), log(0)
+    x = np.array([[1.0, 2.0], bad, [2.0, 1.0], bad2, [3.0, 3.0]], np.float32)
+    return inference.load_model(str(folder), max_batch=64), x
+
+
+def _v2_rows(x):
+    return {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
+
+
+@pytest.mark.parametrize(("route", "body", "where"), [
+    ("/predict", lambda x: {"inputs": x.tolist()}, "inputs"),
+    ("/predict", lambda x: {"inputs": {"x": x.tolist()}}, "inputs"),
+    ("/predict", ev.npy_bytes, "body"),
+    ("/v2/models/nonfinite/infer", _v2_rows, "inputs"),
+])
+def test_rows_with_non_finite_outputs_refuse_the_batch_naming_them(non_finite, route, body, where):
+    model, x = non_finite
+    ctype = C.NPY_CONTENT_TYPE if body is ev.npy_bytes else "application/json"
+    status, got, res = post(model, route, body(x), ctype)
+    assert (status, got["code"], got["path"]) == (422, C.NON_FINITE_OUTPUT, where), got
+    assert got["message"].startswith("rows 1, 3 (2 of 5) produced non-finite outputs (NaN or infinity in '")
+    assert "outside what the model was trained on" in got["message"]
+    assert res.kind == C.NON_FINITE_OUTPUT and res.non_finite_rows == 2
+    # nothing about the refused rows counts as a prediction
+    assert (res.rows, res.class_counts, res.prediction_sum, res.input_values) == (0, None, None, 0)
+    status, got, res = post(model, route, body(x[[0, 2, 4]]), ctype)
+    assert status == 200 and res.rows == 3 and res.non_finite_rows == 0
+    assert "null" not in json.dumps(got)
+
+
+def test_non_finite_rows_of_a_large_batch_are_found_past_the_quick_check(non_finite):
+    model, x = non_finite
+    big = np.repeat(x[[0, 2, 4]], 20, axis=0)  # 60 rows: more values than the per-value loop takes
+    assert post(model, "/predict", {"inputs": big.tolist()})[0] == 200
+    rows = [3, 17, 20, 21, 22, 23, 59]
+    big[rows] = x[1]
+    status, got, res = post(model, "/predict", {"inputs": big.tolist()})
+    assert (status, got["code"], res.non_finite_rows) == (422, C.NON_FINITE_OUTPUT, 7)
+    assert got["message"].startswith("rows 3, 17, 20, 21, 22, ... (7 of 60) produced")
+    status, got, _ = post(model, "/predict", {"inputs": big[:1].tolist() + big[3:4].tolist()})
+    assert got["message"].startswith("row 1 (1 of 2) produced")
+    status, got, _ = post(model, "/predict", {"inputs": big[3:4].tolist()})
+    assert got["message"].startswith("row 0 (1 of 1) produced") and "refused as a whole" not in got["message"]
+
+
+def test_finite_outputs_whose_sum_overflows_are_served(two):
+    # every y is 2 * 3 * 5e37 = 3e38, within float32; 40 of them sum beyond it
+    status, body, res = post(two, "/predict", {"inputs": {"a": [[5e37] * 3] * 40, "b": [[0, 0]] * 40}})
+    assert status == 200 and res.rows == 40 and body["outputs"]["y"] == [pytest.approx(3e38, rel=1e-6)] * 40
+
+
+def test_the_non_finite_check_reads_every_float_output_and_only_those(iris):
+    from handlers.inference.run import _non_finite_rows
+
+    model, _, _ = iris
+    label = np.array([0, 1, 2], np.int64)
+    probs = np.full((3, 3), 0.5, np.float32)
+    assert _non_finite_rows(model, [label, probs], 3) is None
+    probs[2, 1] = np.nan
+    assert _non_finite_rows(model, [label, probs], 3) == ([2], ["probabilities"])
+    # a value without the batch dimension first belongs to no one row: it counts against all of them
+    assert _non_finite_rows(model, [np.array([np.inf], np.float32), probs[:2]], 3) == ([0, 1, 2], ["label"])
+    wide = np.zeros((40, 3), np.float64)
+    wide[[5, 39], 0] = [-np.inf, np.nan]
+    assert _non_finite_rows(model, [np.zeros(40, np.int64), wide], 40) == ([5, 39], ["probabilities"])
+
+
+def test_openapi_documents_the_non_finite_output_refusal(iris):
+    model, _, _ = iris
+    doc = inference.handle(model, Request("GET", "/openapi.json")).payload
+    for route in ("/predict", "/v2/models/iris/infer"):
+        assert C.NON_FINITE_OUTPUT in doc["paths"][route]["post"]["responses"]["422"]["description"]
+    assert C.NON_FINITE_OUTPUT in doc["components"]["schemas"]["Error"]["properties"]["code"]["description"]
