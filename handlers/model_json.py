@@ -251,6 +251,14 @@ class Source(_Record):
     sha256: str | None = _field(_STR, default=None)
 
 
+class ReadFile(_Record):
+    """A file the source or the samples read while they were loaded (a factory's weights, a CSV): its
+    path (POSIX, relative to the project folder when inside it, else absolute) and its sha256 then."""
+
+    path: str = _field(_STR)
+    sha256: str = _field(_STR)
+
+
 class Mismatch(_Record):
     """One of a failed parity check's worst rows (only in failed checks, which export never writes)."""
 
@@ -334,6 +342,7 @@ class ModelJson(_Record):
     parity: Parity | None = _field(_obj(Parity), default=None)
     profile: Profile | None = _field(_obj(Profile), default=None)
     inputs_hash: str | None = _field(_STR, default=None)
+    read_files: tuple[ReadFile, ...] | None = _field(_list(_obj(ReadFile)), default=None)  # sorted by path
 
 
 class Identity(_Record):

@@ -66,7 +66,8 @@ def export(project: Path, out: Path | None, force: bool, as_json: bool) -> None:
     result = export_mod.export(spec, out, force=force)
     art = result.artifact
     if as_json:
-        echo_json({"skipped": result.skipped, "out": str(art.out_dir), "model": str(art.model_path),
+        echo_json({"skipped": result.skipped, "reason": result.reason, "out": str(art.out_dir),
+                   "model": str(art.model_path),
                    "model_sha256": art.model_sha256, "version": art.version,
                    "parity": art.metadata["parity"]})
         return
@@ -77,6 +78,8 @@ def export(project: Path, out: Path | None, force: bool, as_json: bool) -> None:
     parity = art.metadata["parity"]
     click.echo(f"{spec.name}: exported {art.metadata['source']['kind']} model to {rel}/model.onnx "
                f"({art.model_path.stat().st_size:,} bytes, opset {art.metadata['opset']})")
+    if result.reason:
+        click.echo(f"  why: {result.reason}")
     for check in parity["checks"]:
         click.echo(f"  parity {check['output']}: {check['summary']}")
     click.echo(f"  profile: {art.metadata['profile']['rows']} rows; version {art.version}")

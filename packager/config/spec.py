@@ -102,7 +102,8 @@ class ModelSection:
         "Owners' email addresses. Alarm notifications go to them.", min_items=1, each=_is_email
     )
     source: str = _f(
-        "The trained model: a file relative to the project (.onnx, .joblib/.pkl/.pickle for scikit-learn, "
+        "The trained model: a file relative to the project (.onnx, .joblib/.pkl/.pickle for scikit-learn "
+        "estimators and pipelines, HistGradientBoosting, XGBoost and LightGBM models included, "
         ".pt2 for a saved torch.export ExportedProgram) or a module:function factory in the project "
         "folder that returns a scikit-learn estimator, a torch.nn.Module, an ExportedProgram or an ONNX "
         "ModelProto.",

@@ -10,6 +10,8 @@ The modules, in pipeline order:
 - staleness.py: digests of what determines an export (inputs_hash), to skip one that is current
 - sources.py: load the source model and the samples
 - convert.py: the model to ONNX with stable bytes, and an onnxruntime session over it
+- converters.py: skl2onnx converters for XGBoost and LightGBM (onnxmltools) and HistGradientBoosting,
+  with tree thresholds exact in float32
 - parity.py: run the samples through the ONNX model and compare with the original
 - describe.py: signature, task and roles, feature and label names, versions, the samples' profile
 """

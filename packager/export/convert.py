@@ -2,16 +2,20 @@
 
 Enters: a ModelSpec, the `Loaded` source model and its samples (sources.py). Leaves: an ONNX
 ModelProto (from torch, its inputs' and outputs' dynamic first dimension named "batch"), stripped of
-what would make its bytes depend on where and when the export ran; the object parity compares it
-against (the original model, or None for an ONNX source); and an onnxruntime session over the
-serialized bytes. Or ExportError naming what could not be converted.
+what would make its bytes depend on where and when the export ran, its unordered parts in one order
+(so the bytes do not follow the hash seed either); the object parity compares it against (the
+original model, or None for an ONNX source); and an onnxruntime session over the serialized bytes.
+Or ExportError naming what could not be converted (a converter's own error summarised, its full
+text written to export-error.log in the project's build folder).
 
 scikit-learn models go through skl2onnx, torch models through torch.export and torch.onnx (dynamo);
-an ONNX source is taken as it is. skl2onnx, torch and onnxruntime are imported only when needed.
+an ONNX source is taken as it is; converters.py registers what skl2onnx needs for XGBoost, LightGBM
+and HistGradientBoosting models. skl2onnx, torch and onnxruntime are imported only when needed.
 """
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import numpy as np
@@ -20,7 +24,9 @@ import onnx
 from handlers import contract
 from packager.config.spec import ModelSpec
 from packager.errors import ExportError
+from packager.export import converters
 from packager.export.sources import Arrays, Loaded, import_torch
+from packager.fsutil import write_atomic
 
 
 def to_onnx(spec: ModelSpec, loaded: Loaded, samples: Arrays | np.ndarray) -> tuple[onnx.ModelProto, Any]:
@@ -48,19 +54,55 @@ def _sklearn_to_onnx(spec: ModelSpec, model: Any, samples: Arrays | np.ndarray) 
         raise ExportError(f"samples.source: samples have {width} feature(s) per row but the model expects {n_in}",
                           hint=f"give samples shaped (rows, {n_in})")
     options = {id(model): {"zipmap": False}} if is_classifier(model) else None
-    opset: Any = {"": spec.export.opset, "ai.onnx.ml": 3} if spec.export.opset else None
     try:
+        opset = converters.prepare(model, spec.export.opset)
         proto: onnx.ModelProto = to_onnx(
             model, initial_types=[("input", FloatTensorType([None, width]))], options=options, target_opset=opset)
         return proto
+    except ExportError:
+        raise
     except Exception as e:
-        name = type(model).__name__
-        steps = getattr(model, "steps", None)
-        if steps:
-            name = f"Pipeline({', '.join(type(s).__name__ for _, s in steps)})"
-        raise ExportError(f"model.source: cannot convert {name} to ONNX: {type(e).__name__}: {e}",
-                          hint="skl2onnx supports most scikit-learn estimators; see its list of supported "
-                               "models, or export to ONNX yourself and point model.source at the .onnx") from e
+        raise _conversion_error(spec, model, e) from e
+
+
+ERROR_LOG = "export-error.log"  # in the project's build folder: a converter's full error text
+_SUMMARY_LINES = 12  # of the converter's message; the whole ExportError stays under ~20 lines
+_SUMMARY_WIDTH = 160  # characters per line (one line of an attribute dump can be the whole dump)
+
+
+def _conversion_error(spec: ModelSpec, model: Any, e: Exception) -> ExportError:
+    """ExportError for a failed skl2onnx conversion: the model, the error's type and its first lines; the
+    full text (with the traceback) goes to ERROR_LOG in the build folder, which the message names."""
+    name = type(model).__name__
+    steps = getattr(model, "steps", None)
+    if steps:
+        name = f"Pipeline({', '.join(type(s).__name__ for _, s in steps)})"
+    final = steps[-1][1] if steps else model
+    cls = f"{type(final).__module__}.{type(final).__qualname__}"
+    text = str(e)
+    lines = text.splitlines() or [""]
+    shown = [_clip(line) for line in lines[:_SUMMARY_LINES]]
+    if len(lines) > _SUMMARY_LINES:
+        more = len(lines) - _SUMMARY_LINES
+        shown.append(f"... {more:,} more line{'s' if more > 1 else ''} ({len(text):,} characters in all)")
+    elif any(len(line) > _SUMMARY_WIDTH for line in lines):
+        shown.append(f"... ({len(text):,} characters in all)")
+    log = spec.default_build_dir() / ERROR_LOG
+    full = "".join(traceback.format_exception(e))
+    try:
+        write_atomic(log, f"mlpack export {spec.name}: cannot convert {name} ({cls}) to ONNX\n\n{full}".encode())
+        where = f"the full error is in {log}"
+    except OSError as oe:
+        where = f"the full error could not be written to {log} ({oe.strerror or oe}); run mlpack --debug to see it"
+    body = "\n".join(f"  | {line}" for line in shown)
+    return ExportError(f"model.source: cannot convert {name} to ONNX ({cls}): {type(e).__name__}:\n{body}\n{where}",
+                       hint="skl2onnx supports most scikit-learn estimators, and mlpack adds XGBoost and LightGBM; "
+                            "see skl2onnx's list of supported models, or export to ONNX yourself and point "
+                            "model.source at the .onnx")
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= _SUMMARY_WIDTH else line[: _SUMMARY_WIDTH - 3] + "..."
 
 
 def _torch_to_onnx(spec: ModelSpec, obj: Any, samples: Arrays | np.ndarray) -> tuple[onnx.ModelProto, Any]:
@@ -126,7 +168,8 @@ def _name_batch_dim(proto: onnx.ModelProto) -> None:
 
 def strip_unstable(proto: onnx.ModelProto) -> None:
     """Remove what would make the bytes depend on where and when the export ran (stack traces with
-    absolute paths, doc strings); the computation is unchanged."""
+    absolute paths, doc strings), and put what has no order in one (`canonical_order`); the computation
+    is unchanged."""
     def clean(graph: onnx.GraphProto) -> None:
         for node in graph.node:
             del node.metadata_props[:]
@@ -148,6 +191,49 @@ def strip_unstable(proto: onnx.ModelProto) -> None:
             del node.metadata_props[:]
             node.doc_string = ""
     proto.doc_string = ""
+    canonical_order(proto)
+
+
+def canonical_order(proto: onnx.ModelProto) -> None:
+    """Put the parts of the model whose order means nothing in one order, so the bytes do not follow
+    the converter's dict and set iteration (which follows PYTHONHASHSEED for strings): opset imports by
+    domain, metadata_props by key, local functions by (domain, name, overload), and each node's
+    attributes by name (ONNX looks every one of these up by its key). The order of nodes, inputs,
+    outputs and attribute values is the computation's, and is left as it is."""
+    def sort(field: Any, key: Any) -> None:
+        items = list(field)
+        ordered = sorted(items, key=key)
+        if ordered != items:
+            del field[:]
+            field.extend(ordered)
+
+    def by_domain(o: onnx.OperatorSetIdProto) -> str:
+        return o.domain
+
+    def by_key(p: onnx.StringStringEntryProto) -> str:
+        return p.key
+
+    def nodes(graph_nodes: Any) -> None:
+        for node in graph_nodes:
+            sort(node.attribute, lambda a: a.name)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    graph(attr.g)
+                for g in attr.graphs:
+                    graph(g)
+
+    def graph(g: onnx.GraphProto) -> None:
+        sort(g.metadata_props, by_key)
+        nodes(g.node)
+
+    sort(proto.opset_import, by_domain)
+    sort(proto.metadata_props, by_key)
+    graph(proto.graph)
+    sort(proto.functions, lambda f: (f.domain, f.name, f.overload))
+    for fn in proto.functions:
+        sort(fn.opset_import, by_domain)
+        sort(fn.metadata_props, by_key)
+        nodes(fn.node)
 
 
 def session(model_bytes: bytes) -> Any:

@@ -116,6 +116,8 @@ def versions(loaded: Loaded) -> dict[str, str]:
                 "framework_version": loaded.framework_version}
     if loaded.kind == "sklearn":
         versions["converter"] = f"skl2onnx {dist_version('skl2onnx')}"
+        if loaded.framework in ("xgboost", "lightgbm"):  # their trees go through onnxmltools' converters
+            versions["converter"] += f" + onnxmltools {dist_version('onnxmltools')}"
     elif loaded.kind == "torch":
         versions["converter"] = f"torch.onnx (onnxscript {dist_version('onnxscript')})"
     return versions

@@ -1,12 +1,14 @@
 """Export stage: ModelSpec -> OnnxArtifact (model.onnx + model.json in the build folder).
 
 Enters: a resolved ModelSpec and the output folder. Leaves: an `ExportResult`: the `OnnxArtifact`
-(the folder, and model.json as a handlers.model_json document) and whether the export was skipped
-because nothing that determines it changed since the last one.
+(the folder, and model.json as a handlers.model_json document), whether the export was skipped
+because nothing that determines it changed since the last one, and if not, why it was redone
+("weights.pt changed since the last export").
 
-The steps, in order: staleness.py (skip if model.json's inputs_hash is current), sources.py (load the
-model and the samples), parity.py (refuse NaN samples the model cannot take), convert.py (to ONNX,
-stable bytes, an onnxruntime session), parity.py (run the samples), describe.py (task and roles),
+The steps, in order: staleness.py (skip if model.json's inputs_hash is current, with the files that
+export recorded hashed again), sources.py (load the model and the samples, recording the files they
+read), parity.py (refuse NaN samples the model cannot take), convert.py (to ONNX, stable bytes, an
+onnxruntime session), parity.py (run the samples), describe.py (task and roles),
 parity.py (compare with the original; ParityError if it differs), describe.py (signature, names,
 versions, profile), then both files are written atomically. Nothing is written unless every check
 passed.
@@ -66,19 +68,26 @@ class OnnxArtifact:
 class ExportResult:
     artifact: OnnxArtifact
     skipped: bool
+    # why it was exported, "" when skipped: "forced", "no earlier export in <folder>", "<file> changed
+    # since the last export", ...
+    reason: str = ""
 
 
 def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> ExportResult:
     """Export spec's model into `out` (default PROJECT/build/<name>), unless nothing changed."""
     out_dir = (out or spec.default_build_dir()).resolve()
     file_digests = staleness.file_digests(spec)
-    inputs_hash = staleness.inputs_hash(spec, file_digests)
     current = None if force else read_artifact(out_dir)
-    if current is not None and current.document.inputs_hash == inputs_hash:
-        return ExportResult(artifact=current, skipped=True)
+    reason = "forced" if force else f"no earlier export in {out_dir}"
+    if current is not None:
+        reason = _stale_reason(spec, current.document, file_digests)
+        if not reason:
+            return ExportResult(artifact=current, skipped=True)
 
-    loaded = sources.load_source(spec)
-    samples = sources.load_samples(spec)
+    with staleness.recording(spec) as recording:
+        loaded = sources.load_source(spec)
+        samples = sources.load_samples(spec)
+    inputs_hash = staleness.inputs_hash(spec, file_digests, recording.files)
     parity.check_nan(loaded, samples)
     proto, original = convert.to_onnx(spec, loaded, samples)
     convert.strip_unstable(proto)
@@ -112,11 +121,32 @@ def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> 
         "parity": report,
         "profile": {},
         "inputs_hash": inputs_hash,
+        "read_files": [{"path": f.path, "sha256": f.sha256} for f in recording.files],
     }
     metadata["profile"] = describe.profile(feeds, got, metadata)
     document = model_json.from_dict(metadata, str(out_dir / contract.MODEL_JSON))
     _write(out_dir, model_bytes, document)
-    return ExportResult(artifact=OnnxArtifact(out_dir=out_dir, document=document), skipped=False)
+    return ExportResult(artifact=OnnxArtifact(out_dir=out_dir, document=document), skipped=False, reason=reason)
+
+
+def _stale_reason(spec: ModelSpec, previous: model_json.ModelJson, file_digests: dict[str, str]) -> str:
+    """Why the export in `previous` is stale, or "" when it is current: its inputs_hash is computed again
+    with the files it recorded as they are now."""
+    reads, changes = staleness.recheck(spec, previous.read_files or ())
+    if previous.inputs_hash == staleness.inputs_hash(spec, file_digests, reads):
+        return ""
+    if changes:
+        more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
+        return f"{', '.join(changes[:3])}{more} since the last export"
+    try:
+        source_changed = previous.source is None or previous.source.sha256 != staleness.source_sha256(
+            spec, file_digests)
+    except OSError:  # a factory's module is gone: loading says so
+        source_changed = True
+    if source_changed:
+        return f"model.source ({spec.model.source}) changed since the last export"
+    return ("the samples, the project's Python files, mlpack.toml or an installed converter changed "
+            "since the last export")
 
 
 def read_artifact(out_dir: Path) -> OnnxArtifact | None:

@@ -147,11 +147,24 @@ def _classify(obj: Any, where: str) -> Loaded:
         from sklearn.base import BaseEstimator
 
         if isinstance(obj, BaseEstimator) and hasattr(obj, "predict"):
-            return Loaded(kind="sklearn", obj=obj, framework="scikit-learn",
-                           framework_version=sklearn.__version__)
+            framework, version = _estimator_library(obj) or ("scikit-learn", sklearn.__version__)
+            return Loaded(kind="sklearn", obj=obj, framework=framework, framework_version=version)
     raise ExportError(f"{where}: unsupported model type {type(obj).__module__}.{type(obj).__qualname__}",
-                      hint="mlpack exports scikit-learn estimators and Pipelines, torch.nn.Module, "
+                      hint="mlpack exports scikit-learn estimators and Pipelines (with XGBoost and LightGBM "
+                           "models among them), torch.nn.Module, "
                            "torch.export.ExportedProgram (.pt2) and ONNX models")
+
+
+def _estimator_library(obj: Any) -> tuple[str, str] | None:
+    """("xgboost" or "lightgbm", its version) when the estimator (a Pipeline's last step) comes from one of
+    the libraries whose scikit-learn-style models mlpack exports; else None (scikit-learn itself)."""
+    steps = getattr(obj, "steps", None)
+    final = steps[-1][1] if steps else obj
+    root = type(final).__module__.split(".")[0]
+    module = sys.modules.get(root)
+    if root in ("xgboost", "lightgbm") and module is not None:
+        return root, str(getattr(module, "__version__", "unknown"))
+    return None
 
 
 def load_samples(spec: ModelSpec) -> Arrays | np.ndarray:

@@ -49,6 +49,8 @@ def full_document() -> mj.ModelJson:
         profile=mj.Profile(rows=3, inputs={"input": (feature, mj.FeatureProfile(name="b", count=3))},
                            outputs=mj.ProfileOutputs(classes={"setosa": 0.5, "versicolor": 0.25, "virginica": 0.25})),
         inputs_hash="ef" * 32,
+        read_files=(mj.ReadFile(path="weights/model.pt", sha256="01" * 32),
+                    mj.ReadFile(path="/data/shared.csv", sha256="23" * 32)),
     )
 
 
@@ -93,6 +95,15 @@ def test_null_counts_as_absent_for_optional_fields_and_unknown_keys_are_ignored(
     doc = mj.from_dict(data, ORIGIN)
     assert doc.version is None and doc.profile is None
     assert "something_new" not in mj.as_dict(doc)
+
+
+def test_read_files_are_written_as_a_list_of_path_and_digest_and_an_empty_list_is_kept():
+    doc = full_document()
+    assert mj.as_dict(doc)["read_files"] == [{"path": "weights/model.pt", "sha256": "01" * 32},
+                                             {"path": "/data/shared.csv", "sha256": "23" * 32}]
+    empty = mj.from_dict({**minimal(), "read_files": []}, ORIGIN)
+    assert empty.read_files == () and mj.as_dict(empty)["read_files"] == []
+    assert mj.from_dict(minimal(), ORIGIN).read_files is None
 
 
 def test_a_number_is_written_back_as_it_was_read():
@@ -221,6 +232,9 @@ def test_a_missing_or_mistyped_required_field_is_named(edit, field, problem):
     ("profile", {"inputs": {"x": [{"name": "a", "q01": "low"}]}}, "profile.inputs['x'][0].q01",
      "expected a number, got str"),
     ("profile", {"outputs": {"classes": ["a"]}}, "profile.outputs.classes", "expected an object, got list"),
+    ("read_files", {"a.pt": "01"}, "read_files", "expected a list, got object"),
+    ("read_files", [{"path": "a.pt"}], "read_files[0].sha256", "missing"),
+    ("read_files", [{"path": 1, "sha256": "01"}], "read_files[0].path", "expected a string, got int"),
 ])
 def test_a_present_optional_field_must_have_its_type(key, value, field, problem):
     with pytest.raises(mj.ModelJsonError) as info:
