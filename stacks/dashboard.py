@@ -126,6 +126,8 @@ def _model_row(m: _GraphMetrics) -> list[cw.IWidget]:
                 m.own(contract.M_VALIDATION_FAILURES),
                 m.own(contract.M_MODEL_ERRORS),
             ],
+            # rows refused because the model's outputs were NaN or infinite: a model answering nonsense
+            right=[m.own(contract.M_NON_FINITE_OUTPUTS)],
         ),
         cw.GraphWidget(
             title="Inputs outside the training range",

@@ -483,6 +483,7 @@ def test_dashboard_per_model(templates):
             "ValidationFailures",
             "OutOfRangeValues",
             "Rows",
+            "NonFiniteOutputs",
             "5XXError",
         ):
             assert metric in body, metric
