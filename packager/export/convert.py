@@ -79,6 +79,16 @@ def _conversion_error(spec: ModelSpec, model: Any, e: Exception) -> ExportError:
         name = f"Pipeline({', '.join(type(s).__name__ for _, s in steps)})"
     final = steps[-1][1] if steps else model
     cls = f"{type(final).__module__}.{type(final).__qualname__}"
+    body, where = _summarise(spec, f"cannot convert {name} ({cls}) to ONNX", e)
+    return ExportError(f"model.source: cannot convert {name} to ONNX ({cls}): {type(e).__name__}:\n{body}\n{where}",
+                       hint="skl2onnx supports most scikit-learn estimators, and mlpack adds XGBoost and LightGBM; "
+                            "see skl2onnx's list of supported models, or export to ONNX yourself and point "
+                            "model.source at the .onnx")
+
+
+def _summarise(spec: ModelSpec, what: str, e: Exception) -> tuple[str, str]:
+    """(the error's first lines, indented; where its full text and traceback were written: ERROR_LOG in
+    the build folder). Converters put whole attribute dumps or graphs in their messages."""
     text = str(e)
     lines = text.splitlines() or [""]
     shown = [_clip(line) for line in lines[:_SUMMARY_LINES]]
@@ -90,15 +100,11 @@ def _conversion_error(spec: ModelSpec, model: Any, e: Exception) -> ExportError:
     log = spec.default_build_dir() / ERROR_LOG
     full = "".join(traceback.format_exception(e))
     try:
-        write_atomic(log, f"mlpack export {spec.name}: cannot convert {name} ({cls}) to ONNX\n\n{full}".encode())
+        write_atomic(log, f"mlpack export {spec.name}: {what}\n\n{full}".encode())
         where = f"the full error is in {log}"
     except OSError as oe:
         where = f"the full error could not be written to {log} ({oe.strerror or oe}); run mlpack --debug to see it"
-    body = "\n".join(f"  | {line}" for line in shown)
-    return ExportError(f"model.source: cannot convert {name} to ONNX ({cls}): {type(e).__name__}:\n{body}\n{where}",
-                       hint="skl2onnx supports most scikit-learn estimators, and mlpack adds XGBoost and LightGBM; "
-                            "see skl2onnx's list of supported models, or export to ONNX yourself and point "
-                            "model.source at the .onnx")
+    return "\n".join(f"  | {line}" for line in shown), where
 
 
 def _clip(line: str) -> str:
@@ -150,9 +156,10 @@ def _torch_to_onnx(spec: ModelSpec, obj: Any, samples: Arrays | np.ndarray) -> t
     except ExportError:
         raise
     except Exception as e:
-        raise ExportError(f"model.source: torch could not export the model to ONNX: {type(e).__name__}: {e}",
-                          hint="the forward() must be traceable by torch.export with a dynamic batch dimension"
-                          ) from e
+        body, where = _summarise(spec, "torch could not export the model to ONNX", e)
+        raise ExportError(f"model.source: torch could not export the model to ONNX: {type(e).__name__}:\n{body}\n"
+                          f"{where}", hint="the forward() must be traceable by torch.export with a dynamic batch "
+                          "dimension") from e
     proto = onnx_program.model_proto
     _name_batch_dim(proto)
     return proto, module

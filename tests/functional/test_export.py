@@ -232,6 +232,41 @@ def test_torch_factory_with_several_inputs_and_dynamic_batch(tmp_path: Path) -> 
     assert set(meta["profile"]["inputs"]) == {"numeric", "extra"}
 
 
+UNTRACEABLE = """
+import numpy as np
+import torch
+
+
+class Net(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.export cannot trace it
+            return x * 2
+        return x
+
+
+def build():
+    return Net()
+
+
+def samples():
+    return np.ones((4, 3), np.float32)
+"""
+
+
+def test_a_torch_export_failure_is_summarised_and_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "net.py").write_text(UNTRACEABLE)
+    make_project(root, source="net:build", samples="net:samples")
+    assert main(["export", str(root)]) != 0
+    err = capsys.readouterr().err
+    assert "model.source: torch could not export the model to ONNX:" in err
+    log = root / "build" / "m" / "export-error.log"
+    assert f"the full error is in {log}" in err and "Traceback" in log.read_text()
+    summary = err[err.index("torch could not export"):err.index("the full error is in")]
+    assert len(summary.splitlines()) <= 16, summary
+
+
 def test_torch_exported_program_file(tmp_path: Path) -> None:
     root = tmp_path / "p"
     root.mkdir()
