@@ -7,8 +7,10 @@ Every blob is kept once in the user cache folder, by digest, and checked against
 a corrupt entry is fetched again.
 
 Of mlpack, only packager.registry speaks HTTP: registry bases are pulled through its client (mmdebstrap
-fetches the debian packages itself). Takes the cache folder from deps.py and the layer writer from
-layers.py; must not import contents, build, checks or packager.cli.
+fetches the debian packages itself). The debian base's standard library is compiled to bytecode as it is
+built (Debian's maintainer scripts, which would, do not run), with a host python of the same version.
+Takes the cache folder and the bytecode compiler from deps.py and the layer writer from layers.py; must
+not import contents, build, checks or packager.cli.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from packager import oci
 from packager.errors import BuildError, MlpackError
 from packager.fsutil import write_atomic
 from packager.image import layers
-from packager.image.deps import cache_dir
+from packager.image.deps import cache_dir, compile_bytecode, find_interpreter
 
 AWS_BASE_REPO = "public.ecr.aws/lambda/python"
 AWS_DEFAULT_PYTHON = "3.12"
@@ -41,7 +43,12 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_PACKAGES = ("python3", "libstdc++6", "ca-certificates", "tzdata", "base-files", "netbase")
 DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
-DEBIAN_RECIPE = "2"  # bump when the recipe below changes: it is part of the cache key
+DEBIAN_RECIPE = "3"  # bump when the recipe below changes: it is part of the cache key
+DEBIAN_PYTHON = "3.11"  # the suite's python3; the build checks that the root file system has it
+DEBIAN_STDLIB = f"usr/lib/python{DEBIAN_PYTHON}"
+# folders of the standard library left without bytecode: nothing a function runs imports them (the
+# regression tests' support package; pydoc's help texts, 0.75 MB of source)
+DEBIAN_STDLIB_SOURCE_ONLY = ("test", "pydoc_data")
 ENTRYPOINT_AWS = "/lambda-entrypoint.sh"
 PYTHON_RE = re.compile(r"^(var/lang|usr/local|usr)/bin/python(3\.\d+)$")
 BASE_FORMS = ("aws", "debian", "REGISTRY/REPO[:TAG|@sha256:...]", "oci:PATH", "docker-archive:PATH")
@@ -310,9 +317,13 @@ def _from_docker_archive(path: Path, spec: str, arch: str) -> tuple[oci.Image, s
 # debian
 
 
-def debian_key(arch: str) -> str:
+def debian_key(arch: str, *, bytecode: bool) -> str:
+    """The cached debian base's key: what its bytes depend on (`bytecode`: its standard library is
+    compiled, which needs a host python DEBIAN_PYTHON)."""
     return hashlib.sha256(json.dumps({"suite": DEBIAN_SUITE, "arch": arch, "packages": DEBIAN_PACKAGES,
-                                      "recipe": DEBIAN_RECIPE, "epoch": layers.source_date_epoch()},
+                                      "recipe": DEBIAN_RECIPE, "epoch": layers.source_date_epoch(),
+                                      "bytecode": bytecode, "python": DEBIAN_PYTHON,
+                                      "source_only": DEBIAN_STDLIB_SOURCE_ONLY},
                                      sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -320,8 +331,42 @@ _PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexist
 _GROUP = b"root:x:0:\nnogroup:x:65534:\n"
 
 
-def _normalise_rootfs_tar(src: Path, out: Path, mtime: int) -> layers.Layer:
-    """Rewrite mmdebstrap's tar as one normalised layer: sorted, fixed mtime, hard links as files."""
+def _compile_stdlib(root: Path, interpreter: str) -> None:
+    """Compile the standard library under `root` in place, as it lies in the image: unchecked-hash pycs
+    naming /usr/lib/python3.X/... (Lambda's file system is read-only: a module without one is compiled
+    again at every cold start)."""
+    stdlib = root / DEBIAN_STDLIB
+    if not (stdlib / "os.py").is_file():
+        raise BuildError(f"base debian: no python {DEBIAN_PYTHON} standard library at /{DEBIAN_STDLIB}",
+                         hint=f"DEBIAN_PYTHON must be {DEBIAN_SUITE}'s python3 version")
+    # a module that is a symbolic link (sitecustomize.py -> /etc/python3.11/...) is compiled from its
+    # target in the root file system, never from this machine's: a copy stands in for the link meanwhile
+    links: dict[Path, str] = {}
+    for dirpath, _dirs, files in os.walk(stdlib):
+        for name in files:
+            path = Path(dirpath) / name
+            if name.endswith(".py") and path.is_symlink():
+                links[path] = os.readlink(path)
+                target = oci.resolve_inside(root, path.relative_to(root).as_posix(), follow_last=True)
+                path.unlink()
+                if target.is_file():
+                    shutil.copyfile(target, path)
+    skip = "|".join(re.escape(d) for d in DEBIAN_STDLIB_SOURCE_ONLY)
+    try:
+        proc = compile_bytecode(stdlib, f"/{DEBIAN_STDLIB}", interpreter,
+                                exclude=rf"^{re.escape(str(stdlib))}/(?:{skip})/")
+    finally:
+        for path, target_text in links.items():
+            path.unlink(missing_ok=True)
+            path.symlink_to(target_text)
+    if proc.returncode != 0:
+        raise BuildError(f"base debian: compiling the standard library failed: "
+                         f"{proc.stdout[-800:]}{proc.stderr[-800:]}")
+
+
+def _normalise_rootfs_tar(src: Path, out: Path, mtime: int, interpreter: str | None) -> layers.Layer:
+    """Rewrite mmdebstrap's tar as one normalised layer: sorted, fixed mtime, hard links as files; the
+    standard library compiled with `interpreter` (None: left as source)."""
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=out.parent) as tmp:
         root = Path(tmp)
         with tarfile.open(src) as tar:
@@ -334,14 +379,18 @@ def _normalise_rootfs_tar(src: Path, out: Path, mtime: int) -> layers.Layer:
                 p.write_bytes(data)
         for sub in ("var/task", "var/runtime", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        if interpreter is not None:
+            _compile_stdlib(root, interpreter)
         entries = layers.tree_entries(root, "")
+        compiled = ", standard library compiled" if interpreter is not None else ""
         layer = layers.write_layer(entries, out, name="base", created_by=f"mlpack: debian {DEBIAN_SUITE} "
-                                   f"({' '.join(DEBIAN_PACKAGES)}) via mmdebstrap", mtime=mtime)
+                                   f"({' '.join(DEBIAN_PACKAGES)}) via mmdebstrap{compiled}", mtime=mtime)
     return layer
 
 
 def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image, str]:
-    key = debian_key(arch)
+    interpreter = find_interpreter(DEBIAN_PYTHON)
+    key = debian_key(arch, bytecode=interpreter is not None)
     ref_path = cache_dir() / "bases" / f"debian-{key}.json"
     st = store()
     try:
@@ -359,6 +408,10 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
             tempfile.TemporaryDirectory(prefix="debian-", dir=st.parent) as tmp:
         work = Path(tmp)
         log(f"building the debian base ({DEBIAN_SUITE}, {arch}) with mmdebstrap")
+        if interpreter is None:
+            log(f"note: no python{DEBIAN_PYTHON} on this machine, so the debian base's standard library has no "
+                f"bytecode; the function compiles what it imports at every cold start (install python"
+                f"{DEBIAN_PYTHON} to fix)")
         # extract variant: unpack the packages without running maintainer scripts, so a foreign
         # architecture needs no emulation; what the scripts would create (passwd) is added above
         args = [binary, "--quiet", "--mode=auto", "--variant=extract", f"--architectures={DEBIAN_ARCH[arch]}",
@@ -369,7 +422,7 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
         if proc.returncode != 0:
             raise BuildError(f"base debian: mmdebstrap failed:\n{proc.stderr[-2000:]}",
                              hint=f"check that {DEBIAN_MIRROR} is reachable; " + _forms_hint())
-        layer = _normalise_rootfs_tar(work / "rootfs.tar", work / "layer.tar.gz", mtime)
+        layer = _normalise_rootfs_tar(work / "rootfs.tar", work / "layer.tar.gz", mtime, interpreter)
         oci.put_blob_file(st, layer.path, layer.digest)
         created = layers.iso_utc(mtime)
         config = {
@@ -387,7 +440,8 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
                     "layers": [layer.descriptor().to_json()]}
         mbytes = oci.canonical_json(manifest)
         digest = oci.put_blob_bytes(st, mbytes)
-        write_atomic(ref_path, json.dumps({"digest": digest, "arch": arch, "packages": DEBIAN_PACKAGES}).encode())
+        write_atomic(ref_path, json.dumps({"digest": digest, "arch": arch, "packages": DEBIAN_PACKAGES,
+                                           "bytecode": interpreter is not None}).encode())
     return _image_in_store(st, digest, spec), f"debian:{DEBIAN_SUITE}:{key}@{digest}"
 
 

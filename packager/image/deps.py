@@ -250,13 +250,20 @@ def pip_install(requirements: list[str], target: Target, dest: Path, *, pins: tu
     return tuple(sorted(out, key=lambda d: d.name))
 
 
-def compile_bytecode(tree: Path, prefix: str, interpreter: str) -> subprocess.CompletedProcess[str]:
-    """Compile `tree` as if it lay at `prefix` in the image; the caller reports a failure."""
-    # stable paths (-s/-p) and unchecked-hash pycs: no build path and no mtime in the bytecode
+def compile_bytecode(tree: Path, prefix: str, interpreter: str, *,
+                     exclude: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Compile `tree` as if it lay at `prefix` in the image; the caller reports a failure. `exclude` is a
+    regular expression searched for in each file's path on this machine (compileall's -x): matches stay
+    without bytecode."""
+    # stable paths (-s/-p) and unchecked-hash pycs: no build path and no mtime in the bytecode. No PYTHON*
+    # variable of the caller's reaches the compiler (PYTHONPYCACHEPREFIX would put the pycs elsewhere,
+    # PYTHONOPTIMIZE would name them .opt-1); a fixed hash seed keeps sets of constants in one order.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONHASHSEED"] = "0"
     return subprocess.run(
         [interpreter, "-m", "compileall", "-q", "-q", "-s", str(tree), "-p", prefix,
-         "--invalidation-mode", "unchecked-hash", "-j", "1", str(tree)],
-        capture_output=True, text=True, check=False, env=dict(os.environ, PYTHONHASHSEED="0"),
+         "--invalidation-mode", "unchecked-hash", "-j", "1", *(["-x", exclude] if exclude else []), str(tree)],
+        capture_output=True, text=True, check=False, env=env,
     )
 
 

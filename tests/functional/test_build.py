@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -97,6 +98,16 @@ def layout_of(project: Path) -> Path:
     return project / "build" / "iris" / "image"
 
 
+def run_in_image(layout: Path, dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `args` in the image's own root (unpacked under dest) with its config's Env only, as root of
+    a user namespace under chroot."""
+    img = oci.read_layout(layout)
+    rootfs = oci.unpack(img, dest)
+    env = list(img.config_json["config"]["Env"])
+    return subprocess.run(["/usr/bin/env", "-i", *env, "/usr/bin/unshare", "-r", "-m", "-p", "-f",
+                           "/usr/sbin/chroot", str(rootfs), *args], capture_output=True, text=True, timeout=120)
+
+
 # ---------------------------------------------------------------------------------------------------
 # what the image holds
 
@@ -138,9 +149,6 @@ def test_third_party_readers_accept_the_layout(iris: tuple[Path, dict[str, Any]]
 def test_unpacked_image_runs_the_model_under_chroot(iris: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """The stripped dependency layer still imports and runs: the image's own python, in its own root."""
     project, _ = iris
-    img = oci.read_layout(layout_of(project))
-    rootfs = oci.unpack(img, tmp_path / "bundle")
-    env = list(img.config_json["config"]["Env"])
     code = ("import json, numpy as np, onnxruntime as ort, awslambdaric, handlers.predict; "
             "from handlers import inference; "  # the JSON libraries are optional there: the image must ship them
             "assert inference.orjson is not None and inference._PARSER is not None; "
@@ -148,11 +156,30 @@ def test_unpacked_image_runs_the_model_under_chroot(iris: tuple[Path, dict[str, 
             "s = ort.InferenceSession('/var/task/model/model.onnx'); "
             "x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], np.float32); "
             "print(json.dumps(s.run(None, {s.get_inputs()[0].name: x})[0].tolist()))")
-    proc = subprocess.run(["/usr/bin/env", "-i", *env, "/usr/bin/unshare", "-r", "-m", "-p", "-f",
-                           "/usr/sbin/chroot", str(rootfs), "/usr/bin/python3.11", "-c", code],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_in_image(layout_of(project), tmp_path / "bundle", "/usr/bin/python3.11", "-c", code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, 2]
+
+
+def test_init_imports_the_standard_library_from_bytecode(iris: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """Lambda's file system is read-only: a module without a .pyc is compiled again at every cold start.
+    The debian base's stdlib ships bytecode, and what the runtime client and the handler import at init
+    (the model loaded) is read from it, never compiled (-v names each code object's file; -B: nothing is
+    written, as there)."""
+    project, _ = iris
+    code = "import awslambdaric.bootstrap, handlers.predict"
+    proc = run_in_image(layout_of(project), tmp_path / "bundle", "/usr/bin/python3.11", "-B", "-v", "-c", code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = re.findall(r"^# code object from '?(.*?)'?$", proc.stderr, re.MULTILINE)
+    stdlib = [p for p in loaded if p.startswith("/usr/lib/python3.11/")]
+    assert [p for p in stdlib if not p.endswith(".cpython-311.pyc")] == []
+    for module in ("json/__pycache__/decoder", "logging/__pycache__/__init__", "__pycache__/typing",
+                   "__pycache__/sitecustomize"):
+        assert f"/usr/lib/python3.11/{module}.cpython-311.pyc" in stdlib
+    # the dependency layer's too (compiled when the image is built)
+    assert [p for p in loaded if p.startswith("/var/task/") and p.endswith(".py")] == []
+    img = oci.read_layout(layout_of(project))
+    assert "standard library compiled" in img.config_json["history"][0]["created_by"]
 
 
 def test_config_fits_a_base_without_runtime_client(iris: tuple[Path, dict[str, Any]]) -> None:
