@@ -44,11 +44,13 @@ def _non_finite_rows(model: Model, outs: list[Any], rows: int) -> tuple[list[int
     output whose first dimension is not the batch counts against every row."""
     bad: np.ndarray | None = None
     names: list[str] = []
-    for i, out in enumerate(outs):
-        if type(out) is not np.ndarray or out.dtype.kind != "f" or out.size == 0:
+    isfinite = math.isfinite
+    for i in model.float_outputs:  # the signature's float outputs: which they are is known at load
+        out = outs[i]
+        if type(out) is not np.ndarray or out.dtype.kind != "f":
             continue
-        if (all(map(math.isfinite, out.ravel().tolist())) if out.size <= 32
-                else math.isfinite(out.sum()) or bool(np.isfinite(out).all())):
+        if (all(map(isfinite, out.ravel().tolist())) if out.size <= 32
+                else isfinite(out.sum()) or bool(np.isfinite(out).all())):
             continue
         mask = np.ones(rows, dtype=bool)
         if out.ndim and out.shape[0] == rows:

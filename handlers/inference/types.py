@@ -136,6 +136,7 @@ class Model:
         self.input_by_name = {t.name: t for t in self.inputs}
         self.output_names = [t.name for t in self.outputs]
         self.output_by_name = {t.name: t for t in self.outputs}
+        self.float_outputs = tuple(i for i, t in enumerate(self.outputs) if t.kind == "f")  # checked finite
         self.single = self.inputs[0] if len(self.inputs) == 1 else None
         roles = document.roles or model_json.Roles()
         self.task: str = document.task or "regression"

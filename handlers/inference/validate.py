@@ -42,7 +42,8 @@ def to_array(model: Model, spec: TensorSpec, value: Any, path: str, *, shape: li
     numbers_only: the caller has checked that the JSON text holds nothing but numbers here, so numpy
     may convert straight to the input's dtype (one pass over the values instead of two)."""
     arr, kind = _as_array(spec, value, path, shape, numbers_only)
-    _check_kind(spec, arr, kind, value, path, shape)
+    if kind not in _ACCEPT[spec.kind]:  # tested here: a call per request costs more than the test
+        _check_kind(spec, arr, kind, value, path, shape)
     _check_shape(model, spec, arr, path)
     if declared is not None:
         _check_declared(arr, declared, value, path)
@@ -86,14 +87,13 @@ def _as_array(spec: TensorSpec, value: Any, path: str, shape: list[int] | None,
 def _check_kind(spec: TensorSpec, arr: np.ndarray, kind: str, value: Any, path: str,
                 shape: list[int] | None) -> None:
     """Values of a kind the input cannot take (strings for a float input, say) are refused."""
-    if kind not in _ACCEPT[spec.kind]:
-        if arr.size == 0 and kind == "f":
-            pass  # an empty list has no values to be wrong; _check_shape, next, names it
-        elif isinstance(value, list):
-            raise _diagnose(spec, value, path, shape)
-        else:
-            raise _bad(path, f"has dtype {arr.dtype}, which cannot be cast to {spec.dtype} without changing "
-                       "values")
+    if kind in _ACCEPT[spec.kind]:
+        return
+    if arr.size == 0 and kind == "f":
+        return  # an empty list has no values to be wrong; _check_shape, next, names it
+    if isinstance(value, list):
+        raise _diagnose(spec, value, path, shape)
+    raise _bad(path, f"has dtype {arr.dtype}, which cannot be cast to {spec.dtype} without changing values")
 
 
 def _check_shape(model: Model, spec: TensorSpec, arr: np.ndarray, path: str) -> None:

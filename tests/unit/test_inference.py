@@ -470,7 +470,9 @@ def test_the_non_finite_check_reads_every_float_output_and_only_those(iris):
     probs[2, 1] = np.nan
     assert _non_finite_rows(model, [label, probs], 3) == ([2], ["probabilities"])
     # a value without the batch dimension first belongs to no one row: it counts against all of them
-    assert _non_finite_rows(model, [np.array([np.inf], np.float32), probs[:2]], 3) == ([0, 1, 2], ["label"])
+    assert _non_finite_rows(model, [label, np.array([np.inf], np.float32)], 3) == ([0, 1, 2], ["probabilities"])
+    # which outputs are float is the signature's business (the label output is int64): only those are read
+    assert _non_finite_rows(model, [np.array([np.inf], np.float32), probs[:2] * 0], 3) is None
     wide = np.zeros((40, 3), np.float64)
     wide[[5, 39], 0] = [-np.inf, np.nan]
     assert _non_finite_rows(model, [np.zeros(40, np.int64), wide], 40) == ([5, 39], ["probabilities"])
