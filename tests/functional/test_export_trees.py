@@ -132,6 +132,23 @@ def _project(root: Path, train: str, source: str) -> tuple[Path, dict[str, Any]]
     return root, namespace
 
 
+def _joblib_project(root: Path, model: Any, x: np.ndarray, *, name: str) -> Path:
+    """A project holding `model` as model.joblib and `x` as its samples."""
+    root.mkdir(parents=True)
+    joblib.dump(model, root / "model.joblib")
+    np.save(root / "samples.npy", x)
+    (root / "mlpack.toml").write_text(textwrap.dedent(f"""
+        [model]
+        name = "{name}"
+        owners = ["ana@example.com"]
+        source = "model.joblib"
+
+        [samples]
+        source = "samples.npy"
+    """))
+    return root
+
+
 def _predict(out_dir: Path, rows: np.ndarray) -> dict[str, Any]:
     model = inference.load_model(str(out_dir))
     res = inference.handle(model, Request("POST", "/predict", body=json.dumps({"inputs": rows.tolist()}),
@@ -245,19 +262,7 @@ def test_a_huge_converter_error_is_summarised_and_logged_in_full(tmp_path: Path,
         raise ValueError(dump)
 
     monkeypatch.setattr("skl2onnx.to_onnx", fail)  # the converter fails the way skl2onnx's tree converters did
-    root = tmp_path / "p"
-    root.mkdir()
-    joblib.dump(model, root / "model.joblib")
-    np.save(root / "samples.npy", x)
-    (root / "mlpack.toml").write_text(textwrap.dedent("""
-        [model]
-        name = "huge"
-        owners = ["ana@example.com"]
-        source = "model.joblib"
-
-        [samples]
-        source = "samples.npy"
-    """))
+    root = _joblib_project(tmp_path / "p", model, x, name="huge")
     with pytest.raises(ExportError) as caught:
         export(spec_mod.load(root))
     text = str(caught.value)
@@ -341,19 +346,7 @@ def test_trees_inside_an_ensemble_are_found_and_converted(tmp_path: Path) -> Non
                               ("lgbm", LGBMClassifier(n_estimators=10, n_jobs=1, random_state=0, verbose=-1)),
                               ("hist", HistGradientBoostingClassifier(max_iter=10, random_state=0))],
                              voting="soft", flatten_transform=False).fit(x, y)
-    root = tmp_path / "p"
-    root.mkdir()
-    joblib.dump(model, root / "model.joblib")
-    np.save(root / "samples.npy", x)
-    (root / "mlpack.toml").write_text(textwrap.dedent("""
-        [model]
-        name = "trees"
-        owners = ["ana@example.com"]
-        source = "model.joblib"
-
-        [samples]
-        source = "samples.npy"
-    """))
+    root = _joblib_project(tmp_path / "p", model, x, name="trees")
     meta = export(spec_mod.load(root)).artifact.metadata
     assert meta["parity"]["passed"] and meta["classes"] == [0, 1, 2]
     assert meta["roles"] == {"label": "label", "scores": "probabilities", "scores_kind": "probabilities"}
@@ -380,19 +373,7 @@ def test_an_unwritable_error_log_still_gives_the_summary(tmp_path: Path, monkeyp
 
     monkeypatch.setattr("skl2onnx.to_onnx", fail)
     x = np.arange(20, dtype=np.float32).reshape(10, 2)
-    root = tmp_path / "p"
-    root.mkdir()
-    joblib.dump(LinearRegression().fit(x, x.sum(axis=1)), root / "model.joblib")
-    np.save(root / "samples.npy", x)
-    (root / "mlpack.toml").write_text(textwrap.dedent("""
-        [model]
-        name = "m"
-        owners = ["ana@example.com"]
-        source = "model.joblib"
-
-        [samples]
-        source = "samples.npy"
-    """))
+    root = _joblib_project(tmp_path / "p", LinearRegression().fit(x, x.sum(axis=1)), x, name="m")
     (root / "build").write_text("a file where the build folder would go")
     with pytest.raises(ExportError) as caught:
         export(spec_mod.load(root))
