@@ -2,15 +2,18 @@
 
 Enters: a manifest and config (with the layers' uncompressed sizes when known), or a layout folder.
 Leaves: the problems (what Lambda would refuse) and warnings found, as text; `check` also returns the image
-it read and per-layer stats. build.py applies `lambda_problems` to the image it composed before writing it;
-`check` applies them again, after oci.verify, to a layout on disk. Reads only; writes nothing.
+it read and per-layer stats, and warns about Python modules that ship without bytecode (one of mlpack's own
+rules: Lambda's file system is read-only, so they are compiled again at every cold start). build.py
+applies `lambda_problems` to the image it composed before writing it; `check` applies them again, after
+oci.verify, to a layout on disk. Reads only; writes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import tarfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packager import oci
@@ -87,4 +90,68 @@ def check(layout: Path, *, arch: str | None = None) -> CheckResult:
     problems, stats = oci.verify(image)
     lp, warns = lambda_problems(json.loads(image.manifest_bytes), image.config_json,
                                 [s.uncompressed_size for s in stats])
+    if not problems:  # the layers read as tars: which modules lack bytecode
+        missing = modules_without_bytecode(image)
+        if missing:
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            warns.append(f"image: {len(missing)} Python module(s) ship without bytecode ({shown}); Lambda's file "
+                         "system is read-only, so each cold start compiles the ones it imports again (build on a "
+                         "machine with the image's Python version, whose interpreter mlpack compiles them with)")
     return CheckResult(image=image, problems=tuple(problems + lp), warnings=tuple(warns), stats=tuple(stats))
+
+
+# where a Lambda image's Python imports from: the task root, AWS's runtime and layers, the interpreters'
+# standard libraries and site-packages
+PYTHON_ROOTS = ("var/task/", "var/runtime/", "var/lang/lib/", "opt/python/", "usr/lib/python3", "usr/local/lib/python3")
+# parts of a standard library or of packages that nothing imports at run time
+UNIMPORTED = {"test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo", "pydoc_data", "ensurepip", "__pycache__"}
+
+
+def modules_without_bytecode(image: oci.Image) -> list[str]:
+    """The .py files under PYTHON_ROOTS of the image's final file system (layers applied in order,
+    whiteouts honoured) with neither __pycache__/<name>.cpython-*.pyc (not an optimised .opt- one) nor a
+    <name>.pyc beside them; sorted."""
+    files: set[str] = set()
+    for layer in image.layers:
+        with tarfile.open(image.blob_path(layer.digest), "r:*") as tar:
+            for member in tar:
+                _apply(files, oci.norm_name(member.name), member.isdir())
+    compiled = _compiled(files)
+    out = []
+    for name in sorted(files):
+        if not name.endswith(".py") or not name.startswith(PYTHON_ROOTS) or name in compiled:
+            continue
+        if not UNIMPORTED.intersection(PurePosixPath(name).parts[:-1]):
+            out.append(name)
+    return out
+
+
+def _compiled(files: set[str]) -> set[str]:
+    """The .py paths some bytecode in `files` was compiled from: dir/__pycache__/x.cpython-*.pyc (not an
+    optimised .opt- one, which a plain interpreter does not read) or a legacy dir/x.pyc."""
+    out = set()
+    for f in files:
+        if not f.endswith(".pyc"):
+            continue
+        folder, _, base = f.rpartition("/")
+        if folder.endswith("__pycache__") and ".cpython-" in base and ".opt-" not in base:
+            parent = folder[: -len("__pycache__")]
+            out.add(f"{parent}{base.split('.cpython-')[0]}.py")
+        elif not folder.endswith("__pycache__"):
+            out.add(f[:-1])
+    return out
+
+
+def _apply(files: set[str], name: str, is_dir: bool) -> None:
+    """One layer entry on the file list: a whiteout removes a path (or, opaque, a folder's contents)."""
+    if is_dir or not name:
+        return
+    folder, _, base = name.rpartition("/")
+    if base == ".wh..wh..opq":
+        prefix = f"{folder}/"
+        files.difference_update([f for f in files if f.startswith(prefix)])
+    elif base.startswith(".wh."):
+        gone = f"{folder}/{base[4:]}" if folder else base[4:]
+        files.difference_update([f for f in files if f == gone or f.startswith(gone + "/")])
+    else:
+        files.add(name)

@@ -201,6 +201,8 @@ def test_check_passes_on_a_built_layout(iris: tuple[Path, dict[str, Any]]) -> No
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["ok"] is True and data["digest"] == out["digest"]
+    # every module of the image (debian stdlib, dependencies, handler) carries its bytecode
+    assert not [w for w in data["warnings"] if "bytecode" in w], data["warnings"]
 
 
 def test_report_pins_every_distribution(iris: tuple[Path, dict[str, Any]]) -> None:
