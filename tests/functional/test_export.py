@@ -29,26 +29,12 @@ from packager.cli import main
 from packager.config import spec as spec_mod
 from packager.errors import ExportError, ParityError
 from packager.export.pipeline import export
+from tests.support.projects import make_project
 
 IRIS = load_iris()
 X_IRIS = IRIS.data.astype(np.float32)
 DIAB = load_diabetes()
 X_DIAB = DIAB.data.astype(np.float32)
-
-
-def make_project(root: Path, *, source: str, samples: str, extra: str = "", name: str = "m") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "mlpack.toml").write_text(textwrap.dedent(f"""
-        [model]
-        name = "{name}"
-        owners = ["ana@example.com"]
-        source = "{source}"
-        {extra}
-
-        [samples]
-        source = "{samples}"
-    """))
-    return root
 
 
 def sklearn_project(root: Path, model: object, x: np.ndarray, extra: str = "") -> Path:

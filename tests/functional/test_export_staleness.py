@@ -21,6 +21,7 @@ from packager.config import spec as spec_mod
 from packager.errors import ExportError
 from packager.export import staleness
 from packager.export.pipeline import export
+from tests.support.projects import make_project
 
 IRIS = load_iris()
 X = IRIS.data.astype(np.float32)
@@ -44,16 +45,7 @@ def samples():
 
 
 def write_spec(root: Path, source: str, samples: str) -> Path:
-    (root / "mlpack.toml").write_text(textwrap.dedent(f"""
-        [model]
-        name = "m"
-        owners = ["ana@example.com"]
-        source = "{source}"
-
-        [samples]
-        source = "{samples}"
-    """))
-    return root
+    return make_project(root, source=source, samples=samples)
 
 
 def save_model(root: Path, c: float) -> None:

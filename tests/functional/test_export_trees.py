@@ -22,6 +22,7 @@ from packager.config import spec as spec_mod
 from packager.errors import ExportError
 from packager.export import convert
 from packager.export.pipeline import export
+from tests.support.projects import make_project
 
 
 @pytest.fixture(autouse=True)
@@ -120,15 +121,7 @@ def _project(root: Path, train: str, source: str) -> tuple[Path, dict[str, Any]]
         model_ref, samples_ref = "model.joblib", "samples.npy"
     else:
         model_ref, samples_ref = "train:build", "train:samples"
-    (root / "mlpack.toml").write_text(textwrap.dedent(f"""
-        [model]
-        name = "trees"
-        owners = ["ana@example.com"]
-        source = "{model_ref}"
-
-        [samples]
-        source = "{samples_ref}"
-    """))
+    make_project(root, source=model_ref, samples=samples_ref, name="trees")
     return root, namespace
 
 
@@ -137,16 +130,7 @@ def _joblib_project(root: Path, model: Any, x: np.ndarray, *, name: str) -> Path
     root.mkdir(parents=True)
     joblib.dump(model, root / "model.joblib")
     np.save(root / "samples.npy", x)
-    (root / "mlpack.toml").write_text(textwrap.dedent(f"""
-        [model]
-        name = "{name}"
-        owners = ["ana@example.com"]
-        source = "model.joblib"
-
-        [samples]
-        source = "samples.npy"
-    """))
-    return root
+    return make_project(root, source="model.joblib", samples="samples.npy", name=name)
 
 
 def _predict(out_dir: Path, rows: np.ndarray) -> dict[str, Any]:
@@ -230,15 +214,7 @@ def test_a_model_without_a_converter_is_named_and_logged(tmp_path: Path, capsys:
         def samples():
             return np.ones((4, 2), dtype=np.float32)
     """))
-    (root / "mlpack.toml").write_text(textwrap.dedent("""
-        [model]
-        name = "custom"
-        owners = ["ana@example.com"]
-        source = "train:build"
-
-        [samples]
-        source = "train:samples"
-    """))
+    make_project(root, source="train:build", samples="train:samples", name="custom")
     assert main(["export", str(root)]) != 0
     err = capsys.readouterr().err
     log = root / "build" / "custom" / convert.ERROR_LOG

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from handlers import contract as C
 from handlers import model_json as mj
 from packager.config import spec as spec_mod
 from packager.export.pipeline import export
+from tests.support.projects import make_project
 
 ORIGIN = "build/iris/model.json"
 
@@ -139,14 +139,7 @@ def _export(root: Path, model: object, x: np.ndarray, *, csv_header: list[str] |
     else:
         np.save(root / "samples.npy", x)
         samples = "samples.npy"
-    (root / "mlpack.toml").write_text(textwrap.dedent(f"""
-        [model]
-        name = "m"
-        owners = ["ana@example.com"]
-        source = "model.joblib"
-        [samples]
-        source = "{samples}"
-    """))
+    make_project(root, source="model.joblib", samples=samples)
     return export(spec_mod.load(root)).artifact.json_path
 
 
