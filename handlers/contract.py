@@ -122,3 +122,6 @@ BAD_INPUT = "bad_input"  # 422: unknown input name, shape, dtype, non-finite val
 NON_FINITE_OUTPUT = "non_finite_output"
 VALIDATION_KINDS = (BAD_JSON, BAD_REQUEST, UNKNOWN_ROUTE, METHOD_NOT_ALLOWED, TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
                     BAD_INPUT, NON_FINITE_OUTPUT)
+# the "code" of a 500's body (never a ValidationFailures Kind): onnxruntime failed, or the handler itself did
+MODEL_ERROR = "model_error"
+INTERNAL_ERROR = "internal_error"

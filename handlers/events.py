@@ -111,7 +111,7 @@ def handle(model: Model, emitter: Any, event: Any, request_id: str, cold: bool =
     except RequestError as e:
         result = error_result(e)
     except Exception:  # a bug of ours must still answer like Lambda would, and say where to look
-        result = Result(500, {"code": "internal_error", "message": f"internal error (request id "
+        result = Result(500, {"code": C.INTERNAL_ERROR, "message": f"internal error (request id "
                               f"{request_id})", "path": None, "request_id": request_id})
         result.error_trace = traceback.format_exc()
     response = respond(fmt, result)

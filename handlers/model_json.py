@@ -5,7 +5,8 @@ Enters: model.json's text or bytes (`loads`, `read`), or the JSON already parsed
 reader with its own JSON decoder). Leaves: a `ModelJson` (immutable records, below), or
 `ModelJsonError` naming the file and the field ("build/iris/model.json: signature.inputs[0].dtype:
 missing"). The other way, `dumps` turns a `ModelJson` into the exact bytes export writes (keys sorted,
-two-space indent, a trailing newline), and `as_dict` into the JSON object.
+two-space indent, a trailing newline), `as_dict` into the JSON object, and `plain` any part of one
+into its JSON value.
 
 What a document must hold is what the handler needs to serve: format (exactly contract.MODEL_FORMAT),
 name, and the signature's inputs and outputs (each a name, a dtype and a shape). Every other field may
@@ -399,20 +400,21 @@ def identity(data: Any, origin: str) -> Identity:
 # writing
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A record, or any part of one, as the JSON value model.json holds for it."""
     if isinstance(value, _Record):
-        return {name: _plain(v) for name, f in value._fields
+        return {name: plain(v) for name, f in value._fields
                 if (v := value.__dict__[name]) is not None or f.null}
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
 def as_dict(document: ModelJson) -> dict[str, Any]:
     """The document as the JSON object model.json holds (format first)."""
-    out: dict[str, Any] = {"format": contract.MODEL_FORMAT, **_plain(document)}
+    out: dict[str, Any] = {"format": contract.MODEL_FORMAT, **plain(document)}
     return out
 
 

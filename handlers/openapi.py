@@ -53,7 +53,7 @@ def document(model: Any) -> dict[str, Any]:
     else:
         out_props = {t.name: {"type": "array"} for t in model.outputs}
     error = {"$ref": "#/components/schemas/Error"}
-    codes = ", ".join((*C.VALIDATION_KINDS, "model_error", "internal_error"))
+    codes = ", ".join((*C.VALIDATION_KINDS, C.MODEL_ERROR, C.INTERNAL_ERROR))
     errors = {str(code): {"description": text, "content": {"application/json": {"schema": error}}}
               for code, text in ((400, "Malformed JSON or request structure"), (413, "Body or batch too large"),
                                  (415, "Unsupported Content-Type"),

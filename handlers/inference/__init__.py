@@ -32,33 +32,18 @@ from __future__ import annotations
 
 from handlers.inference import codec as _codec
 from handlers.inference import predict_v1 as _predict_v1
-from handlers.inference.body import decode_json
-from handlers.inference.codec import DECODE_ERRORS, dumps, loads
-from handlers.inference.loading import load_model, session_options, threads_for_memory
-from handlers.inference.outputs import shape_outputs
-from handlers.inference.predict_v1 import parse_predict
+from handlers.inference.codec import dumps, loads
+from handlers.inference.loading import load_model, threads_for_memory
 from handlers.inference.routes import error_result, handle
-from handlers.inference.run import run
-from handlers.inference.types import (
-    V2_TYPES,
-    Model,
-    ModelLoadError,
-    NonFiniteOutputError,
-    Request,
-    RequestError,
-    Result,
-    TensorSpec,
-)
-from handlers.inference.v2 import parse_v2
-from handlers.inference.validate import to_array
+from handlers.inference.types import Model, ModelLoadError, Request, RequestError, Result
 
 # read by the image's own check that it ships both JSON libraries (tests/functional/test_build.py)
 orjson = _codec.orjson
 _PARSER = _codec._PARSER
 _rows_fast = _predict_v1._rows_fast
 
+# what predict.py, events.py and metrics.py use; the other stages are imported from their modules
 __all__ = [
-    "DECODE_ERRORS", "V2_TYPES", "Model", "ModelLoadError", "NonFiniteOutputError", "Request", "RequestError",
-    "Result", "TensorSpec", "decode_json", "dumps", "error_result", "handle", "load_model", "loads", "parse_predict",
-    "parse_v2", "run", "session_options", "shape_outputs", "threads_for_memory", "to_array",
+    "Model", "ModelLoadError", "Request", "RequestError", "Result", "dumps", "error_result", "handle", "load_model",
+    "loads", "threads_for_memory",
 ]

@@ -33,7 +33,7 @@ def handle(model: Model, req: Request) -> Result:
     except RequestError as e:
         return error_result(e)
     except _ModelFailure as e:
-        res = Result(500, {"code": "model_error",
+        res = Result(500, {"code": C.MODEL_ERROR,
                            "message": f"the model failed on this request (request id {req.request_id})",
                            "path": None, "request_id": req.request_id})
         res.error_trace = e.trace

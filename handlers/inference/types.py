@@ -162,7 +162,7 @@ class Model:
                 self.bounds[spec.name] = (lo, hi, lo.tolist(), hi.tolist())
         # documents that never change: built once
         self.health_doc = {"status": "ok", "model": self.name, "version": self.version,
-                           "task": self.task, "signature": model_json.as_dict(document)["signature"],
+                           "task": self.task, "signature": model_json.plain(sig),
                            "label_names": self.label_names, "max_batch_size": max_batch}
         self.v2_metadata = {
             "name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
