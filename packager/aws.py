@@ -104,8 +104,11 @@ class Aws:
     def ensure_repository(self, registry: EcrRegistry, name: str) -> bool:
         """Create the repository when missing (scan on push, immutable tags, untagged images expire).
         Returns True when it was created."""
-        if self.repository_exists(registry, name):
-            return False
+        return not self.repository_exists(registry, name) and self.create_repository(registry, name)
+
+    def create_repository(self, registry: EcrRegistry, name: str) -> bool:
+        """Create the repository (scan on push, immutable tags, untagged images expire) without looking
+        it up first. Returns False when it already exists (another push created it meanwhile)."""
         ecr = self._client("ecr", registry.region)
         target = f"repository {name} in {registry.host}"
         try:

@@ -73,32 +73,37 @@ class AlarmSpec:
 
 
 @dataclass(frozen=True)
-class _Metrics:
-    """The metrics one model's alarms watch, each over the alarm period, addressed by name (no constructs)."""
+class ModelMetrics:
+    """One model's metrics, each over `period`, addressed by name (no constructs): what its alarms watch
+    and its dashboard (dashboard.py) graphs. `labelled`: each metric is labelled (default: its name), for
+    graphs; alarms' metrics carry no label."""
 
     names: ModelNames
     stage_name: str
     period: Duration
+    labelled: bool = False
 
-    def function(self, name: str, stat: str = "Sum") -> cw.Metric:
-        return self._metric("AWS/Lambda", name, {"FunctionName": self.names.function}, stat)
+    def function(self, name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
+        return self._metric("AWS/Lambda", name, {"FunctionName": self.names.function}, stat, label)
 
-    def api(self, name: str, stat: str = "Sum") -> cw.Metric:
-        return self._metric("AWS/ApiGateway", name, {"ApiName": self.names.api, "Stage": self.stage_name}, stat)
+    def api(self, name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
+        dims = {"ApiName": self.names.api, "Stage": self.stage_name}
+        return self._metric("AWS/ApiGateway", name, dims, stat, label)
 
-    def own(self, name: str, class_name: str | None = None) -> cw.Metric:
+    def own(self, name: str, stat: str = "Sum", *, class_name: str | None = None) -> cw.Metric:
         """One of the handler's metrics (handlers/contract.py), per model or per predicted class."""
         dims = {contract.DIM_MODEL: self.names.model}
         if class_name is not None:
             dims[contract.DIM_CLASS] = class_name
-        return self._metric(contract.METRIC_NAMESPACE, name, dims, "Sum")
+        return self._metric(contract.METRIC_NAMESPACE, name, dims, stat, None)
 
     def math(self, expr: str, label: str, **using: cw.IMetric) -> cw.MathExpression:
         return cw.MathExpression(expression=expr, using_metrics=using, label=label, period=self.period)
 
-    def _metric(self, namespace: str, name: str, dims: dict[str, str], stat: str) -> cw.Metric:
+    def _metric(self, namespace: str, name: str, dims: dict[str, str], stat: str, label: str | None) -> cw.Metric:
         return cw.Metric(
-            namespace=namespace, metric_name=name, dimensions_map=dims, statistic=stat, period=self.period
+            namespace=namespace, metric_name=name, dimensions_map=dims, statistic=stat, period=self.period,
+            label=label or (name if self.labelled else None),
         )
 
 
@@ -106,7 +111,7 @@ def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfil
                 chat: bool = False) -> list[AlarmSpec]:
     """Every alarm of one model, in a fixed order. chat: the model has chat targets, so the notifier's
     failures to reach them get an alarm too (it reaches the owners by email)."""
-    m = _Metrics(ModelNames(model), t.stage_name, Duration.minutes(t.period_minutes))
+    m = ModelMetrics(ModelNames(model), t.stage_name, Duration.minutes(t.period_minutes))
     specs = [*_function_specs(m, t), *_api_specs(m, t), *_input_specs(m, t), *_drift_specs(m, t, drift)]
     if chat:
         specs.append(AlarmSpec(
@@ -120,7 +125,7 @@ def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfil
     return specs
 
 
-def _function_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
+def _function_specs(m: ModelMetrics, t: Thresholds) -> list[AlarmSpec]:
     n = t.evaluation_periods
     return [
         AlarmSpec(
@@ -160,7 +165,7 @@ def _function_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
     ]
 
 
-def _api_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
+def _api_specs(m: ModelMetrics, t: Thresholds) -> list[AlarmSpec]:
     n = t.evaluation_periods
     return [
         AlarmSpec(
@@ -187,7 +192,7 @@ def _api_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
     ]
 
 
-def _input_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
+def _input_specs(m: ModelMetrics, t: Thresholds) -> list[AlarmSpec]:
     n = t.evaluation_periods
     return [
         AlarmSpec(
@@ -217,7 +222,7 @@ def _input_specs(m: _Metrics, t: Thresholds) -> list[AlarmSpec]:
     ]
 
 
-def _drift_specs(m: _Metrics, t: Thresholds, drift: ClassShares | RegressionProfile | None) -> list[AlarmSpec]:
+def _drift_specs(m: ModelMetrics, t: Thresholds, drift: ClassShares | RegressionProfile | None) -> list[AlarmSpec]:
     if isinstance(drift, RegressionProfile):
         return _regression_drift_specs(m, t, drift)
     if isinstance(drift, ClassShares):
@@ -225,7 +230,7 @@ def _drift_specs(m: _Metrics, t: Thresholds, drift: ClassShares | RegressionProf
     return []
 
 
-def _regression_drift_specs(m: _Metrics, t: Thresholds, drift: RegressionProfile) -> list[AlarmSpec]:
+def _regression_drift_specs(m: ModelMetrics, t: Thresholds, drift: RegressionProfile) -> list[AlarmSpec]:
     if drift.std <= 0:
         return []  # a constant training output has no scale to measure a shift against
     expr = _enough_rows(f"ABS(total / rows - {drift.mean!r}) / {drift.std!r}", t.drift_min_rows)
@@ -243,7 +248,7 @@ def _regression_drift_specs(m: _Metrics, t: Thresholds, drift: RegressionProfile
     ]
 
 
-def _class_drift_specs(m: _Metrics, t: Thresholds, drift: ClassShares) -> list[AlarmSpec]:
+def _class_drift_specs(m: ModelMetrics, t: Thresholds, drift: ClassShares) -> list[AlarmSpec]:
     shares = list(drift.shares)
     # as few alarms as the limit allows, with classes spread evenly (10 classes: 5 + 5, not 9 + 1)
     size = math.ceil(len(shares) / math.ceil(len(shares) / MAX_CLASSES_PER_DRIFT_ALARM))

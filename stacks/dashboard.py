@@ -12,6 +12,7 @@ from constructs import Construct
 
 from handlers import contract
 from handlers.names import ModelNames
+from stacks.alarms import ModelMetrics
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +37,7 @@ class ModelDashboard(Construct):
     def __init__(self, scope: Construct, id: str, *, props: DashboardProps) -> None:
         super().__init__(scope, id)
         names = ModelNames(props.model_name)
-        m = _GraphMetrics(names, props.stage_name, Duration.minutes(props.period_minutes))
+        m = ModelMetrics(names, props.stage_name, Duration.minutes(props.period_minutes), labelled=True)
         self.dashboard = cw.Dashboard(
             self, "Dashboard", dashboard_name=names.dashboard, default_interval=Duration.hours(3)
         )
@@ -47,36 +48,7 @@ class ModelDashboard(Construct):
             self.dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", alarms=list(props.alarms), width=24))
 
 
-@dataclass(frozen=True)
-class _GraphMetrics:
-    """The metrics one model's graphs show, each over the graphs' period and labelled (default: its name)."""
-
-    names: ModelNames
-    stage_name: str
-    period: Duration
-
-    def function(self, name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
-        return self._metric("AWS/Lambda", {"FunctionName": self.names.function}, name, stat, label)
-
-    def api(self, name: str, stat: str = "Sum", label: str | None = None) -> cw.Metric:
-        return self._metric("AWS/ApiGateway", {"ApiName": self.names.api, "Stage": self.stage_name}, name, stat, label)
-
-    def own(self, name: str, stat: str = "Sum") -> cw.Metric:
-        """One of the handler's metrics (handlers/contract.py)."""
-        return self._metric(contract.METRIC_NAMESPACE, {contract.DIM_MODEL: self.names.model}, name, stat, None)
-
-    def _metric(self, namespace: str, dims: dict[str, str], name: str, stat: str, label: str | None) -> cw.Metric:
-        return cw.Metric(
-            namespace=namespace,
-            metric_name=name,
-            dimensions_map=dims,
-            statistic=stat,
-            period=self.period,
-            label=label or name,
-        )
-
-
-def _function_row(m: _GraphMetrics) -> list[cw.IWidget]:
+def _function_row(m: ModelMetrics) -> list[cw.IWidget]:
     return [
         cw.GraphWidget(
             title="Invocations and errors",
@@ -97,7 +69,7 @@ def _function_row(m: _GraphMetrics) -> list[cw.IWidget]:
     ]
 
 
-def _api_row(m: _GraphMetrics) -> list[cw.IWidget]:
+def _api_row(m: ModelMetrics) -> list[cw.IWidget]:
     return [
         cw.GraphWidget(
             title="API requests and errors", width=8, left=[m.api("Count"), m.api("4XXError"), m.api("5XXError")]
@@ -115,7 +87,7 @@ def _api_row(m: _GraphMetrics) -> list[cw.IWidget]:
     ]
 
 
-def _model_row(m: _GraphMetrics) -> list[cw.IWidget]:
+def _model_row(m: ModelMetrics) -> list[cw.IWidget]:
     return [
         cw.GraphWidget(
             title="Requests, rows, refused",

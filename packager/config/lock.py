@@ -125,15 +125,16 @@ def _dump(models: dict[str, LockEntry]) -> str:
     return json.dumps(body, indent=2, sort_keys=True) + "\n"
 
 
-def update(path: Path, change: Callable[[dict[str, LockEntry]], dict[str, LockEntry]]) -> dict[str, LockEntry]:
+def update(path: Path, change: Callable[[dict[str, LockEntry]], dict[str, LockEntry]]) -> bool:
     """Read, change and write the lock file under an exclusive file lock, atomically. When the change
-    leaves the models as they were, the file is not written."""
+    leaves the models as they were, the file is not written. Returns whether it was."""
     path = path.resolve()
     try:
         with FileLock(str(path) + ".lock", timeout=60):
             before = read(path)
             models = change(dict(before))
-            if models != before:
+            changed = models != before
+            if changed:
                 write_atomic(path, _dump(models).encode())
     except Timeout as e:
         raise DeployError(f"{path}: another process has held its lock for 60 s",
@@ -141,25 +142,20 @@ def update(path: Path, change: Callable[[dict[str, LockEntry]], dict[str, LockEn
     except OSError as e:
         raise DeployError(f"{path}: cannot write the lock file: {e}",
                           hint="check that its folder exists and is writable, or pass --lock FILE") from e
-    return models
+    return changed
 
 
 def record(path: Path, name: str, entry: LockEntry) -> bool:
     """Set one model's entry, keeping every other model's. Returns False, and leaves the file as it was,
     when the file already records this entry in everything but the time."""
-    changed = True
 
     def put(models: dict[str, LockEntry]) -> dict[str, LockEntry]:
-        nonlocal changed
         old = models.get(name)
-        if old is not None and old.same_image(entry):
-            changed = False
-        else:
+        if old is None or not old.same_image(entry):
             models[name] = entry
         return models
 
-    update(path, put)
-    return changed
+    return update(path, put)
 
 
 def as_json(models: dict[str, LockEntry]) -> dict[str, Any]:

@@ -99,8 +99,6 @@ class RegistryClient:
         self.http = RegistryHttp(registry, credentials=credentials, endpoint=endpoint, transport=transport,
                                  client=client, retry=retry, timeout_s=timeout_s, basic_first=basic_first)
         self.registry = registry
-        self.endpoint = self.http.endpoint
-        self.credentials = credentials
         self.chunked_above = chunked_above
         self.chunk_size = chunk_size
 

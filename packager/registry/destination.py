@@ -81,7 +81,7 @@ class EcrRepositories:
         return self.aws.repository_exists(self.registry, repository)
 
     def create(self, repository: str) -> None:
-        self.aws.ensure_repository(self.registry, repository)  # another push may have created it meanwhile
+        self.aws.create_repository(self.registry, repository)  # plan_push asked `exists` already
 
 
 @dataclass(frozen=True, kw_only=True)
