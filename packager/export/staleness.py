@@ -45,6 +45,7 @@ from typing import Any
 import handlers
 import packager
 from handlers.model_json import ReadFile
+from packager import oci
 from packager.config.spec import ModelSpec, is_factory
 from packager.export.describe import dist_version
 
@@ -67,11 +68,8 @@ def source_sha256(spec: ModelSpec, file_digests: Mapping[str, str]) -> str:
 
 
 def _file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The file's sha256 as bare hex, the form model.json records."""
+    return oci.sha256_file(Path(path))[0].removeprefix("sha256:")
 
 
 def file_digests(spec: ModelSpec) -> dict[str, str]:

@@ -122,7 +122,7 @@ def _inspect(image: oci.Image) -> _Info:
     problems: list[str] = []
     sizes: list[int] = []
 
-    def find_python(name: str) -> None:
+    def find_python(name: str, _is_dir: bool) -> None:
         match = PYTHON_RE.match(name)
         if match:
             found.setdefault(match.group(1), match.group(2))

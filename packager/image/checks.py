@@ -11,7 +11,6 @@ oci.verify, to a layout on disk. Reads only; writes nothing.
 from __future__ import annotations
 
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -87,11 +86,12 @@ def check(layout: Path, *, arch: str | None = None) -> CheckResult:
             raise BuildError(f"{index}: {len(doc['manifests'])} images; Lambda takes one architecture",
                              hint="pass --arch to check one of them")
     image = oci.read_layout(layout, arch=arch)
-    problems, stats = oci.verify(image)
+    files: set[str] = set()  # the final file system, gathered as verify streams the layers
+    problems, stats = oci.verify(image, visit=lambda name, is_dir: _apply(files, name, is_dir))
     lp, warns = lambda_problems(json.loads(image.manifest_bytes), image.config_json,
                                 [s.uncompressed_size for s in stats])
     if not problems:  # the layers read as tars: which modules lack bytecode
-        missing = modules_without_bytecode(image)
+        missing = _without_bytecode(files)
         if missing:
             shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
             warns.append(f"image: {len(missing)} Python module(s) ship without bytecode ({shown}); Lambda's file "
@@ -112,10 +112,12 @@ def modules_without_bytecode(image: oci.Image) -> list[str]:
     whiteouts honoured) with neither __pycache__/<name>.cpython-*.pyc (not an optimised .opt- one) nor a
     <name>.pyc beside them; sorted."""
     files: set[str] = set()
-    for layer in image.layers:
-        with tarfile.open(image.blob_path(layer.digest), "r:*") as tar:
-            for member in tar:
-                _apply(files, oci.norm_name(member.name), member.isdir())
+    oci.verify(image, visit=lambda name, is_dir: _apply(files, name, is_dir))
+    return _without_bytecode(files)
+
+
+def _without_bytecode(files: set[str]) -> list[str]:
+    """modules_without_bytecode on a final file system's file list."""
     compiled = _compiled(files)
     out = []
     for name in sorted(files):

@@ -96,7 +96,7 @@ def _tar_stream(f: IO[bytes], outer: HashingReader, desc: Descriptor, problems: 
 
 
 def _check_entries(tar: tarfile.TarFile, desc: Descriptor, found: _Found, problems: list[str], *,
-                   seen: set[str], strict_normal: bool, visit: Callable[[str], None] | None) -> None:
+                   seen: set[str], strict_normal: bool, visit: Callable[[str, bool], None] | None) -> None:
     """Walk the tar's entries: missing parent directories, and (strict_normal) owners; names and mtimes go
     into `found` for the checks that need every entry."""
     for m in tar:
@@ -106,7 +106,7 @@ def _check_entries(tar: tarfile.TarFile, desc: Descriptor, found: _Found, proble
             continue
         found.names.append(name)
         if visit is not None:
-            visit(name)
+            visit(name, m.isdir())
         base = PurePosixPath(name).name
         for parent in _parents(name):
             if parent not in seen:
@@ -124,12 +124,13 @@ def _check_entries(tar: tarfile.TarFile, desc: Descriptor, found: _Found, proble
 
 
 def scan_layer(path: Path, desc: Descriptor, *, strict_normal: bool, seen_dirs: set[str] | None = None,
-               visit: Callable[[str], None] | None = None) -> LayerStats:
+               visit: Callable[[str, bool], None] | None = None) -> LayerStats:
     """Hash a layer blob and its uncompressed tar, and check its entries.
 
     Lambda needs every parent directory as an entry (in this layer or an earlier one: `seen_dirs`).
     `strict_normal` also checks mlpack's normalisation (sorted, uid/gid 0, fixed mtime, no names).
-    `visit` is called with each entry's name, so a caller looking for files needs no second pass.
+    `visit` is called with each entry's name and whether it is a directory, so a caller looking for files
+    needs no second pass.
     """
     problems: list[str] = []
     seen = seen_dirs if seen_dirs is not None else set()
@@ -160,8 +161,9 @@ def scan_layer(path: Path, desc: Descriptor, *, strict_normal: bool, seen_dirs: 
                       entries=found.entries, problems=tuple(problems))
 
 
-def verify(image: Image) -> tuple[list[str], list[LayerStats]]:
-    """Check every blob and the config against the layers. Returns (problems, per-layer stats)."""
+def verify(image: Image, *, visit: Callable[[str, bool], None] | None = None) -> tuple[list[str], list[LayerStats]]:
+    """Check every blob and the config against the layers. Returns (problems, per-layer stats). `visit`
+    sees every layer's entries in order, as scan_layer gives them."""
     problems: list[str] = []
     stats: list[LayerStats] = []
     diff_ids = image.diff_ids
@@ -175,7 +177,7 @@ def verify(image: Image) -> tuple[list[str], list[LayerStats]]:
             problems.append(f"layer {i} {desc.digest}: blob missing ({path})")
             continue
         strict = bool(desc.annotations and ANNOTATION_LAYER in desc.annotations)
-        st = scan_layer(path, desc, strict_normal=strict, seen_dirs=seen_dirs)
+        st = scan_layer(path, desc, strict_normal=strict, seen_dirs=seen_dirs, visit=visit)
         stats.append(st)
         problems.extend(st.problems)
         if st.digest != desc.digest:
