@@ -24,6 +24,7 @@ from typing import Any
 
 from handlers import contract
 from packager.errors import MlpackError
+from packager.image import contents
 from packager.local import function
 
 
@@ -113,7 +114,7 @@ def prepare(target: Path, *, isolate: bool, memory_mb: int | None, timeout_s: in
             cmd, note = _image_command(layout, work, isolate=isolate, name=name, memory_mb=memory_mb,
                                        timeout_s=timeout_s, extra=extra, log=log)
         elif kind == "model":
-            view = task_root_view(work / "task", handlers_dir=handlers_source(), model_dir=target)
+            view = task_root_view(work / "task", handlers_dir=contents.handlers_dir(), model_dir=target)
             cmd = function.task_root_command(view, name=name, memory_mb=memory_mb, timeout_s=timeout_s,
                                              extra_env=extra)
             note = "running this checkout's handlers/ with the export folder's model (no image)"
@@ -158,12 +159,6 @@ def _image_command(layout: Path, work: Path, *, isolate: bool, name: str, memory
 
 
 # --- task roots ---------------------------------------------------------------------------------
-
-
-def handlers_source() -> Path:
-    import handlers
-
-    return Path(handlers.__file__).resolve().parent
 
 
 def task_root_view(dest: Path, *, handlers_dir: Path, model_dir: Path) -> Path:

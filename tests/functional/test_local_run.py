@@ -20,9 +20,10 @@ from click.testing import CliRunner
 
 from handlers import contract as C
 from packager.cli import cli
+from packager.image.contents import handlers_dir
 from packager.local import function as local
 from packager.local.front import ApiGatewayFront, gateway_response, http_event
-from packager.local.prepare import handlers_source, task_root_view
+from packager.local.prepare import task_root_view
 from tests.support import events as ev
 from tests.support import handler_models as hm
 from tests.support.serving import Served
@@ -54,7 +55,7 @@ def iris(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def iris_fn(iris, tmp_path_factory):
-    view = task_root_view(tmp_path_factory.mktemp("task"), handlers_dir=handlers_source(),
+    view = task_root_view(tmp_path_factory.mktemp("task"), handlers_dir=handlers_dir(),
                           model_dir=iris[0])
     logs: list[str] = []
     fn = local.LocalFunction(local.task_root_command(view, name="iris"), timeout_s=10, output=logs.append)
