@@ -38,8 +38,19 @@ through the typed records of handlers/model_json.py):
                                       "q01": ..., "q50": ..., "q99": ...}]}  # regressors
       },
       "inputs_hash": "<sha256 over everything that determined this export>",
-      "read_files": [{"path": "weights/model.pt", "sha256": "..."}, ...]
+      "read_files": [{"path": "weights/model.pt", "sha256": "..."}, ...],
+      "tabular": true,                 # trained on a DataFrame: one input per column, shape [batch, 1]
+      "input_rules": {"city": {"kind": "string", "missing": true, "categories": ["lyon", "paris"],
+                               "unseen": "accept", "example": "paris"},
+                      "age": {"kind": "integer", "missing": false, "min": 0, "max": 120,
+                              "range_from": "mlpack.toml", "example": 41}}
     }
+
+A tabular model's requests name columns: records ({"instances": [{"city": "paris", "age": 41}, ...]})
+or columns ({"inputs": {"city": ["paris"], "age": [41]}}). Its string columns are tensor(string), its
+numeric and boolean columns tensor(float) (booleans as 0/1); a missing string is the empty string, a
+missing number NaN. The profile of a string column holds the share of each category
+(profile.inputs.<column>[0].categories) instead of statistics.
 
 The batch dimension is always the first and is written as the string "batch"; other dynamic
 dimensions are strings too, fixed ones integers. dtypes are numpy names. read_files lists, sorted by
@@ -105,6 +116,9 @@ M_INPUT_VALUES = "InputValues"  # Count, values checked against the training pro
 M_OUT_OF_RANGE = "OutOfRangeValues"  # Count, values outside the profile's [q01, q99] ([Model], [Model, Feature])
 M_PREDICTIONS = "Predictions"  # Count per class ([Model, Class]); class shares = Predictions / Rows
 M_PREDICTION_SUM = "PredictionSum"  # None, regressors: sum of predictions (mean = PredictionSum / Rows)
+M_CATEGORY_VALUES = "CategoryValues"  # Count, string-column values checked against the training categories
+M_UNSEEN_CATEGORIES = "UnseenCategories"  # Count, values of a category unseen in training ([Model], [Model, Feature])
+M_MISSING_VALUES = "MissingValues"  # Count, null values sent for columns that accept them ([Model], [Model, Feature])
 M_MODEL_ERRORS = "ModelErrors"  # Count, failures inside onnxruntime (500s)
 M_COLD_START = "ColdStart"  # Count, 1 on the first request of an execution environment
 M_NOTIFICATION_FAILURES = "NotificationFailures"  # Count, chat targets an alarm did not reach (notifier; [Model])

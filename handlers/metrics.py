@@ -53,6 +53,17 @@ class Emitter:
                       "Metrics": [{"Name": C.M_VALIDATION_FAILURES, "Unit": "Count"}]}
         self._feature = {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_FEATURE]],
                          "Metrics": [{"Name": C.M_OUT_OF_RANGE, "Unit": "Count"}]}
+        # tabular models: one more [Model] line (category values checked, unseen, missing) and one per column
+        # with unseen categories or missing values
+        self._table = {"Namespace": namespace, "Dimensions": model_dim,
+                       "Metrics": [{"Name": C.M_CATEGORY_VALUES, "Unit": "Count"},
+                                   {"Name": C.M_UNSEEN_CATEGORIES, "Unit": "Count"},
+                                   {"Name": C.M_MISSING_VALUES, "Unit": "Count"}]}
+        self._table_feature = {
+            C.M_UNSEEN_CATEGORIES: {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_FEATURE]],
+                                    "Metrics": [{"Name": C.M_UNSEEN_CATEGORIES, "Unit": "Count"}]},
+            C.M_MISSING_VALUES: {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_FEATURE]],
+                                 "Metrics": [{"Name": C.M_MISSING_VALUES, "Unit": "Count"}]}}
         # the common case (a 2xx) as text with holes: formatting a few numbers into it costs half of
         # building a dict and serializing it on every request
         model_json = dumps(model).decode()
@@ -115,8 +126,21 @@ class Emitter:
             for feat, n in res.oor_by_feature.items():
                 lines.append(dumps({"_aws": {"Timestamp": ts, "CloudWatchMetrics": [self._feature]},
                                     C.DIM_MODEL: self.model, C.DIM_FEATURE: feat, C.M_OUT_OF_RANGE: n}).decode())
+        if res.category_values or res.unseen_by_feature or res.missing_by_feature:
+            lines.extend(self._table_lines(res, ts))
         for line in lines:
             self._write_line(line)
+        return lines
+
+    def _table_lines(self, res: Result, ts: int) -> list[str]:
+        unseen, missing = res.unseen_by_feature or {}, res.missing_by_feature or {}
+        lines = [dumps({"_aws": {"Timestamp": ts, "CloudWatchMetrics": [self._table]}, C.DIM_MODEL: self.model,
+                        C.M_CATEGORY_VALUES: res.category_values, C.M_UNSEEN_CATEGORIES: sum(unseen.values()),
+                        C.M_MISSING_VALUES: sum(missing.values())}).decode()]
+        for metric, by in ((C.M_UNSEEN_CATEGORIES, unseen), (C.M_MISSING_VALUES, missing)):
+            for feat, n in by.items():
+                lines.append(dumps({"_aws": {"Timestamp": ts, "CloudWatchMetrics": [self._table_feature[metric]]},
+                                    C.DIM_MODEL: self.model, C.DIM_FEATURE: feat, metric: n}).decode())
         return lines
 
     def log(self, level: str, message: str, request_id: str | None = None, **fields: Any) -> None:

@@ -299,11 +299,13 @@ class Stats(_Record):
 
 
 class FeatureProfile(Stats):
-    """One input feature over the samples (finite values only)."""
+    """One input feature over the samples (finite values only; for a string column, the share of each
+    category instead of the statistics)."""
 
     name: str | None = _field(_STR, default=None)
     count: int | None = _field(_INT, default=None)
     nan_share: float | None = _field(_FLOAT, default=None)
+    categories: Mapping[str, float] | None = _field(_map(_FLOAT), default=None)  # string columns: value -> share
 
 
 class OutputProfile(Stats):
@@ -322,6 +324,20 @@ class Profile(_Record):
     # per input: one entry per feature (the input flattened)
     inputs: Mapping[str, tuple[FeatureProfile, ...]] | None = _field(_map(_list(_obj(FeatureProfile))), default=None)
     outputs: ProfileOutputs | None = _field(_obj(ProfileOutputs), default=None)
+
+
+class InputRules(_Record):
+    """What a request may send for one input (a DataFrame column of a tabular model, or any input with a
+    declared range), beyond its dtype and shape."""
+
+    kind: str | None = _field(_STR, default=None)  # tabular: "number" | "integer" | "boolean" | "string"
+    missing: bool | None = _field(_BOOL, default=None)  # null accepted (NaN, or "" for strings)
+    categories: tuple[str, ...] | None = _field(_list(_STR), default=None)  # seen in training, sorted
+    unseen: str | None = _field(_STR, default=None)  # a category not seen: "accept" (counted) | "refuse" (422)
+    min: float | None = _field(_FLOAT, default=None)  # values below are a 422
+    max: float | None = _field(_FLOAT, default=None)  # values above are a 422
+    range_from: str | None = _field(_STR, default=None)  # "mlpack.toml" | "embedding": where min/max came from
+    example: Scalar | None = _field(_CLASS, default=None)  # a value from the samples, for documentation
 
 
 class ModelJson(_Record):
@@ -344,6 +360,9 @@ class ModelJson(_Record):
     profile: Profile | None = _field(_obj(Profile), default=None)
     inputs_hash: str | None = _field(_STR, default=None)
     read_files: tuple[ReadFile, ...] | None = _field(_list(_obj(ReadFile)), default=None)  # sorted by path
+    # a model trained on a DataFrame: one input per column, requests as records or columns
+    tabular: bool | None = _field(_BOOL, default=None)
+    input_rules: Mapping[str, InputRules] | None = _field(_map(_obj(InputRules)), default=None)  # by input
 
 
 class Identity(_Record):

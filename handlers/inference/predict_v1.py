@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from handlers import contract as C
-from handlers.inference import codec
+from handlers.inference import codec, table
 from handlers.inference.body import _decode_npy, _media_type, decode_json
 from handlers.inference.codec import _brackets_at_most, simdjson
 from handlers.inference.types import Model, Request, RequestError
@@ -27,8 +27,19 @@ from handlers.inference.validate import _bad, _jtype, to_array
 _NUMBERS_ONLY_MIN = 2048
 
 
-def parse_predict(model: Model, req: Request) -> dict[str, np.ndarray]:
-    """The feeds for session.run from a /predict request, or a RequestError naming the fault."""
+def parse_predict(model: Model, req: Request, counts: table.TableCounts | None = None) -> dict[str, np.ndarray]:
+    """The feeds for session.run from a /predict request, or a RequestError naming the fault. A tabular
+    model's request (records or columns) goes to table.parse, which fills `counts`."""
+    if model.tabular:
+        if req.data is None and _media_type(req) == "npy":
+            raise RequestError(415, C.UNSUPPORTED_MEDIA_TYPE, "this model takes named columns: send JSON records "
+                               '{"instances": [{...}]} or columns {"inputs": {"<column>": [...]}}',
+                               "headers.content-type")
+        obj = decode_json(req)
+        if not isinstance(obj, dict):
+            raise RequestError(400, C.BAD_REQUEST, 'expected a JSON object like {"instances": [{...}]}, got '
+                               f"{_jtype(obj)}", "body")
+        return table.parse(model, obj, counts if counts is not None else table.TableCounts())
     if req.data is None and _media_type(req) == "npy":
         if model.single is None:
             raise RequestError(415, C.UNSUPPORTED_MEDIA_TYPE,

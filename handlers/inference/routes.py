@@ -19,6 +19,7 @@ from handlers import contract as C
 from handlers.inference.body import _media_type
 from handlers.inference.outputs import shape_outputs
 from handlers.inference.predict_v1 import parse_predict
+from handlers.inference.table import TableCounts
 from handlers.inference.run import _ModelFailure, _non_finite_rows, _profile, run
 from handlers.inference.types import Model, NonFiniteOutputError, Request, RequestError, Result
 from handlers.inference.v2 import parse_v2
@@ -94,8 +95,20 @@ def _v2_metadata_route(model: Model, req: Request) -> Result:
     return Result(200, model.v2_metadata)
 
 
+def _table_counts(model: Model) -> TableCounts | None:
+    return TableCounts() if model.tabular else None
+
+
+def _count_table(res: Result, counts: TableCounts | None) -> None:
+    if counts is not None:
+        res.category_values = counts.categorical
+        res.unseen_by_feature = counts.unseen or None
+        res.missing_by_feature = counts.missing or None
+
+
 def _predict_route(model: Model, req: Request) -> Result:
-    feeds = parse_predict(model, req)
+    counts = _table_counts(model)
+    feeds = parse_predict(model, req, counts)
     rows = next(iter(feeds.values())).shape[0]
     outs, infer_ms = run(model, feeds, rows)
     bad = _non_finite_rows(model, outs, rows)
@@ -105,12 +118,14 @@ def _predict_route(model: Model, req: Request) -> Result:
     res = Result(200, None)
     res.rows, res.infer_ms = rows, infer_ms
     _profile(model, feeds, res)
+    _count_table(res, counts)
     res.payload = {"model": model.name, "version": model.version, "outputs": shape_outputs(model, outs, res)}
     return res
 
 
 def _v2_infer_route(model: Model, req: Request) -> Result:
-    feeds, wanted, rid = parse_v2(model, req)
+    counts = _table_counts(model)
+    feeds, wanted, rid = parse_v2(model, req, counts)
     rows = next(iter(feeds.values())).shape[0]
     outs, infer_ms = run(model, feeds, rows)
     bad = _non_finite_rows(model, outs, rows)
@@ -119,6 +134,7 @@ def _v2_infer_route(model: Model, req: Request) -> Result:
     res = Result(200, None)
     res.rows, res.infer_ms = rows, infer_ms
     _profile(model, feeds, res)
+    _count_table(res, counts)
     shape_outputs(model, outs, res)  # for the prediction metrics only; v2 answers raw tensors
     by_name = dict(zip(model.output_names, outs, strict=True))
     tensors = []

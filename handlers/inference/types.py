@@ -101,8 +101,9 @@ class Request:
 class Result:
     """A response plus what the metrics need to know about it."""
 
-    __slots__ = ("class_counts", "error_trace", "headers", "infer_ms", "input_values", "kind", "non_finite_rows",
-                 "oor_by_feature", "out_of_range", "payload", "prediction_sum", "rows", "status")
+    __slots__ = ("category_values", "class_counts", "error_trace", "headers", "infer_ms", "input_values", "kind",
+                 "missing_by_feature", "non_finite_rows", "oor_by_feature", "out_of_range", "payload",
+                 "prediction_sum", "rows", "status", "unseen_by_feature")
 
     def __init__(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self.status, self.payload, self.headers = status, payload, headers
@@ -116,6 +117,11 @@ class Result:
         self.oor_by_feature: dict[str, int] | None = None
         self.error_trace: str | None = None
         self.non_finite_rows = 0  # rows refused because their outputs held NaN or infinity
+        # tabular models: string values checked against the training categories, those unseen, per column,
+        # and null values accepted, per column
+        self.category_values = 0
+        self.unseen_by_feature: dict[str, int] | None = None
+        self.missing_by_feature: dict[str, int] | None = None
 
     def body(self) -> bytes:
         return codec.dumps(self.payload)
@@ -134,6 +140,7 @@ class Model:
         self.inputs = [TensorSpec(t) for t in sig.inputs]
         self.outputs = [TensorSpec(t) for t in sig.outputs]
         self.input_by_name = {t.name: t for t in self.inputs}
+        self.input_index = {t.name: i for i, t in enumerate(self.inputs)}
         self.output_names = [t.name for t in self.outputs]
         self.output_by_name = {t.name: t for t in self.outputs}
         self.float_outputs = tuple(i for i, t in enumerate(self.outputs) if t.kind == "f")  # checked finite
@@ -160,13 +167,30 @@ class Model:
                 lo = np.array([_num(f.q01, -math.inf) for f in feats], dtype=bdt)
                 hi = np.array([_num(f.q99, math.inf) for f in feats], dtype=bdt)
                 self.bounds[spec.name] = (lo, hi, lo.tolist(), hi.tolist())
+        # tabular models (trained on a DataFrame): requests name columns, each held to its rules
+        self.tabular = bool(document.tabular)
+        rules = document.input_rules or {}
+        self.columns: list[Any] = []
+        if self.tabular:
+            from handlers.inference.table import Column  # table imports this module
+
+            self.columns = [Column(t.name, rules.get(t.name), t.kind) for t in self.inputs]
+        self.column_set = frozenset(c.name for c in self.columns)
+        # declared (or embedding) ranges of other models' numeric inputs: outside is a 422
+        self.ranges: dict[str, tuple[float, float]] = {
+            name: (_num(r.min, -math.inf), _num(r.max, math.inf)) for name, r in rules.items()
+            if not self.tabular and name in self.input_by_name and (r.min is not None or r.max is not None)}
         # documents that never change: built once
         self.health_doc = {"status": "ok", "model": self.name, "version": self.version,
                            "task": self.task, "signature": model_json.plain(sig),
                            "label_names": self.label_names, "max_batch_size": max_batch}
+        if rules:
+            self.health_doc["input_rules"] = {k: model_json.plain(v) for k, v in rules.items()}
+        v2_types = {c.name: c.v2_type for c in self.columns}
         self.v2_metadata = {
             "name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
-            "inputs": [{"name": t.name, "datatype": t.v2_type, "shape": t.v2_shape()} for t in self.inputs],
+            "inputs": [{"name": t.name, "datatype": v2_types.get(t.name, t.v2_type), "shape": t.v2_shape()}
+                       for t in self.inputs],
             "outputs": [{"name": t.name, "datatype": t.v2_type, "shape": t.v2_shape()} for t in self.outputs],
         }
         from handlers import openapi  # only needed here, at init

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from handlers import contract as C
-from handlers.inference import codec
+from handlers.inference import codec, table
 from handlers.inference.body import _media_type, decode_json
 from handlers.inference.codec import _brackets_at_most, simdjson
 from handlers.inference.types import V2_TYPES, Model, Request, RequestError, TensorSpec
@@ -27,7 +27,8 @@ _V2_KIND = {"BOOL": "b", "BYTES": "U"}
 _V2_BUFFER_MIN = 64
 
 
-def parse_v2(model: Model, req: Request) -> tuple[dict[str, np.ndarray], list[str], Any]:
+def parse_v2(model: Model, req: Request, counts: table.TableCounts | None = None,
+             ) -> tuple[dict[str, np.ndarray], list[str], Any]:
     if req.data is None and _media_type(req) != "json":
         raise RequestError(415, C.UNSUPPORTED_MEDIA_TYPE, "the v2 protocol takes a JSON body",
                            "headers.content-type")
@@ -36,13 +37,14 @@ def parse_v2(model: Model, req: Request) -> tuple[dict[str, np.ndarray], list[st
         fast = _v2_fast(model, body)
         if fast is not None:
             try:
-                return _parse_v2_obj(model, fast)
+                return _parse_v2_obj(model, fast, counts)
             except RequestError:
                 pass  # refused: the checked path below refuses it too, naming the value as the client wrote it
-    return _parse_v2_obj(model, decode_json(req))
+    return _parse_v2_obj(model, decode_json(req), counts)
 
 
-def _parse_v2_obj(model: Model, obj: Any) -> tuple[dict[str, np.ndarray], list[str], Any]:
+def _parse_v2_obj(model: Model, obj: Any, counts: table.TableCounts | None = None,
+                  ) -> tuple[dict[str, np.ndarray], list[str], Any]:
     if not isinstance(obj, dict):
         raise RequestError(400, C.BAD_REQUEST, f"expected a JSON object, got {_jtype(obj)}", "body")
     inputs = obj.get("inputs")
@@ -64,6 +66,9 @@ def _parse_v2_obj(model: Model, obj: Any) -> tuple[dict[str, np.ndarray], list[s
         if name in feeds:
             raise _bad(f"{p}.name", f"input {name!r} given twice")
         dt = t["datatype"]
+        if model.tabular:
+            feeds[name] = _v2_column(model, model.columns[model.input_index[name]], t, p, counts)
+            continue
         if not isinstance(dt, str) or dt not in set(V2_TYPES.values()):
             raise _bad(f"{p}.datatype", f"unknown datatype {dt!r}; this input is {spec.v2_type}")
         dt_kind = _V2_KIND.get(dt, "f" if dt.startswith("FP") else "i")
@@ -100,6 +105,34 @@ def _parse_v2_obj(model: Model, obj: Any) -> tuple[dict[str, np.ndarray], list[s
             wanted.append(oname)
     rid = obj.get("id")
     return feeds, wanted, rid if isinstance(rid, str) else None
+
+
+# a tabular column's kind -> the v2 datatypes a tensor of its values may declare
+_COLUMN_DATATYPES = {
+    "string": ("BYTES",), "boolean": ("BOOL",),
+    "integer": ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"),
+    "number": ("FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"),
+}
+
+
+def _v2_column(model: Model, col: table.Column, t: dict[str, Any], p: str,
+               counts: table.TableCounts | None) -> np.ndarray:
+    """One column of a tabular model as a v2 tensor: its datatype must fit the column's kind (metadata
+    names the kind's own: BYTES, BOOL, INT64, FP32), its values the column's rules."""
+    dt = t["datatype"]
+    if dt not in _COLUMN_DATATYPES[col.kind]:
+        raise _bad(f"{p}.datatype", f"datatype {dt!r} does not fit column {col.name!r}, which takes "
+                   f"{col.describe()} ({col.v2_type})")
+    shape = t["shape"]
+    if (not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                            and d >= 0 for d in shape)):
+        raise _bad(f"{p}.shape", f"must be a list of non-negative integers, got {shape!r}")
+    if shape[0] > model.max_batch:
+        raise RequestError(413, C.TOO_LARGE, f"batch of {shape[0]} rows is over the maximum of "
+                           f"{model.max_batch}; split it into smaller requests", f"{p}.shape")
+    if shape[0] == 0:
+        raise _bad(f"{p}.shape", "is an empty batch; send at least one row")
+    return table.v2_column(col, t["data"], shape, p, counts if counts is not None else table.TableCounts())
 
 
 def _v2_fast(model: Model, body: bytes | str) -> dict[str, Any] | None:

@@ -50,7 +50,22 @@ def to_array(model: Model, spec: TensorSpec, value: Any, path: str, *, shape: li
     arr = _cast(spec, arr, value, path)
     if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)
+    bounds = model.ranges.get(spec.name) if model.ranges else None
+    if bounds is not None:
+        _check_range(spec, arr, bounds, value, path)
     return arr
+
+
+def _check_range(spec: TensorSpec, arr: np.ndarray, bounds: tuple[float, float], value: Any, path: str) -> None:
+    """An input with a declared range (an embedding's indices): a value outside it is the client's mistake,
+    never a 500 from onnxruntime nor (a negative index, which ONNX's Gather wraps) a wrong answer."""
+    lo, hi = bounds
+    out = (arr < lo) | (arr > hi)
+    if out.any():
+        where, orig = _at(path, value, arr, np.argwhere(out)[0])
+        limits = " and ".join(f"{w} {int(b) if float(b).is_integer() else b}"
+                              for w, b in (("at least", lo), ("at most", hi)) if math.isfinite(b))
+        raise _bad(where, f"must be {limits} for input {spec.name!r} (got {orig})")
 
 
 def _as_array(spec: TensorSpec, value: Any, path: str, shape: list[int] | None,

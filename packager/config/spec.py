@@ -253,6 +253,26 @@ class RegistrySection:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class InputRule:
+    missing: bool | None = _f(
+        "Whether the input (a DataFrame column) accepts missing values: JSON null becomes NaN (numbers) or "
+        "the pipeline's missing marker (strings). Default: decided at export, by whether the model "
+        "answers rows with the column missing; true is an error when it does not.",
+        None,
+    )
+    min: float | None = _f(
+        "Smallest value a request may send for this input; below it is a 422. For an integer input "
+        "that feeds an embedding table the exporter can see, the default is 0.",
+        None,
+    )
+    max: float | None = _f(
+        "Largest value a request may send for this input; above it is a 422. For an integer input "
+        "that feeds an embedding table the exporter can see, the default is its size - 1.",
+        None,
+    )
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelSection,
     "samples": SamplesSection,
@@ -265,6 +285,10 @@ SECTIONS: dict[str, type] = {
     "registry": RegistrySection,
 }
 REQUIRED_SECTIONS = ("model", "samples")
+# tables whose keys the project names: [inputs.<input or column>] holds an InputRule, [outputs] maps an
+# output's name in the exported graph to the name requests and responses use
+MAP_SECTIONS = ("inputs", "outputs")
+OUTPUT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,6 +305,8 @@ class ModelSpec:
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
     deploy: DeploySection = field(default_factory=DeploySection)
     registry: RegistrySection = field(default_factory=RegistrySection)
+    inputs: Mapping[str, InputRule] = field(default_factory=dict)  # by input (column) name
+    outputs: Mapping[str, str] = field(default_factory=dict)  # exported output name -> served name
 
     @property
     def name(self) -> str:
@@ -435,8 +461,8 @@ def _cross_checks(spec: ModelSpec, problems: list[str]) -> None:
 def parse(raw: Mapping[str, Any], project_dir: Path, origin: str = SPEC_FILE) -> ModelSpec:
     """Validate a raw TOML mapping. Raises SpecError listing every problem."""
     problems: list[str] = []
-    allowed = sorted(SECTIONS)
-    for key in sorted(set(raw) - set(SECTIONS)):
+    allowed = sorted([*SECTIONS, *MAP_SECTIONS])
+    for key in sorted(set(raw) - set(SECTIONS) - set(MAP_SECTIONS)):
         problems.append(f"{key}: unknown section; allowed: {', '.join(allowed)}")
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
@@ -449,6 +475,7 @@ def parse(raw: Mapping[str, Any], project_dir: Path, origin: str = SPEC_FILE) ->
             problems.append(f"{name}: must be a table [{name}] (got {_show(value)})")
             continue
         sections[name] = _build(cls, value, name, problems)
+    sections.update(_map_sections(raw, problems))
     if problems or any(v is None for v in sections.values()):
         raise SpecError(origin, problems)
     spec = ModelSpec(project_dir=project_dir.resolve(), **sections)
@@ -456,6 +483,44 @@ def parse(raw: Mapping[str, Any], project_dir: Path, origin: str = SPEC_FILE) ->
     if problems:
         raise SpecError(origin, problems)
     return spec
+
+
+def _map_sections(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """[inputs.<name>] tables and the [outputs] renames, validated like the other sections."""
+    out: dict[str, Any] = {}
+    inputs = raw.get("inputs")
+    if inputs is not None:
+        if not isinstance(inputs, dict):
+            problems.append(f"inputs: must be a table of [inputs.<name>] tables (got {_show(inputs)})")
+        else:
+            rules: dict[str, InputRule] = {}
+            for name, table in inputs.items():
+                if not isinstance(table, dict):
+                    problems.append(f"inputs.{name}: must be a table like [inputs.{name}] (got {_show(table)})")
+                    continue
+                rule = _build(InputRule, table, f"inputs.{name}", problems)
+                if rule is not None and rule.min is not None and rule.max is not None and rule.min > rule.max:
+                    problems.append(f"inputs.{name}: min must not exceed max ({rule.min:g} > {rule.max:g})")
+                if rule is not None:
+                    rules[name] = rule
+            out["inputs"] = rules
+    outputs = raw.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, dict):
+            problems.append(f"outputs: must be a table of renames like `variable = \"price\"` (got {_show(outputs)})")
+        else:
+            renames: dict[str, str] = {}
+            for old, new in outputs.items():
+                if not isinstance(new, str) or not OUTPUT_NAME_RE.match(new):
+                    problems.append(f"outputs.{old}: must be a name of letters, digits, '_', '.' or '-', starting "
+                                    f"with a letter or '_' (got {_show(new)})")
+                    continue
+                renames[old] = new
+            taken = [n for n in renames.values() if list(renames.values()).count(n) > 1]
+            if taken:
+                problems.append(f"outputs: two outputs renamed to {taken[0]!r}; names must be unique")
+            out["outputs"] = renames
+    return out
 
 
 def load(project_dir: Path | str) -> ModelSpec:
@@ -517,7 +582,12 @@ def to_raw(spec: ModelSpec) -> dict[str, Any]:
             return [strip(x) for x in v]
         return v
 
-    return {name: strip(dataclasses.asdict(getattr(spec, name))) for name in SECTIONS}
+    raw = {name: strip(dataclasses.asdict(getattr(spec, name))) for name in SECTIONS}
+    if spec.inputs:
+        raw["inputs"] = {k: strip(dataclasses.asdict(v)) for k, v in spec.inputs.items()}
+    if spec.outputs:
+        raw["outputs"] = dict(spec.outputs)
+    return raw
 
 
 def schema_reference() -> list[tuple[str, str, str, str]]:
@@ -548,4 +618,8 @@ def schema_reference() -> list[tuple[str, str, str, str]]:
 
     for name, cls in SECTIONS.items():
         walk(cls, f"{name}.")
+    walk(InputRule, "inputs.<name>.")
+    rows.append(("outputs.<name>", "string", "(none)",
+                 "Serve the exported output <name> under this name instead (e.g. variable = \"price\"): in "
+                 "responses, the OpenAPI document and v2 metadata. Renamed in the ONNX graph at export."))
     return rows

@@ -25,17 +25,114 @@ from handlers import contract
 from packager.config.spec import ModelSpec
 from packager.errors import ExportError
 from packager.export import converters
-from packager.export.sources import Arrays, Loaded, import_torch
+from packager.export import tabular
+from packager.export.sources import Arrays, Loaded, Samples, import_torch
 from packager.fsutil import write_atomic
 
 
-def to_onnx(spec: ModelSpec, loaded: Loaded, samples: Arrays | np.ndarray) -> tuple[onnx.ModelProto, Any]:
+def to_onnx(spec: ModelSpec, loaded: Loaded, samples: Samples) -> tuple[onnx.ModelProto, Any]:
     """Returns the ONNX model and the object to compare against (the original model, or None)."""
     if loaded.kind == "onnx":
         return loaded.obj, None
+    if isinstance(samples, tabular.Table):
+        return _table_to_onnx(spec, loaded.obj, samples), loaded.obj
     if loaded.kind == "sklearn":
         return _sklearn_to_onnx(spec, loaded.obj, samples), loaded.obj
     return _torch_to_onnx(spec, loaded.obj, samples)
+
+
+def _table_to_onnx(spec: ModelSpec, model: Any, table: tabular.Table) -> onnx.ModelProto:
+    """A model fitted on a DataFrame: one graph input per column (tabular.py says how each is typed)."""
+    try:
+        from skl2onnx import to_onnx
+        from sklearn.base import is_classifier
+    except ImportError as e:
+        raise ExportError("scikit-learn models need skl2onnx", hint="pip install 'mlpack-lambda[sklearn]'") from e
+    target = tabular.for_conversion(model, table.columns)
+    options = {id(target): {"zipmap": False}} if is_classifier(target) else None
+    try:
+        opset = converters.prepare(target, spec.export.opset, inputs="decimal")
+        proto: onnx.ModelProto = to_onnx(target, initial_types=tabular.initial_types(table.columns),
+                                         options=options, target_opset=opset)
+        return proto
+    except ExportError:
+        raise
+    except Exception as e:
+        raise _conversion_error(spec, model, e) from e
+
+
+def rename_outputs(spec: ModelSpec, proto: onnx.ModelProto) -> None:
+    """[outputs] renames applied to the graph itself, so everything after export (parity, model.json, the
+    handler, the stacks) sees only the served names."""
+    if not spec.outputs:
+        return
+    names = [o.name for o in proto.graph.output]
+    unknown = [k for k in spec.outputs if k not in names]
+    if unknown:
+        raise ExportError(f"outputs.{unknown[0]}: the exported model has no output {unknown[0]!r}",
+                          hint=f"its outputs are {', '.join(names)}")
+    taken = _value_names(proto.graph) - set(spec.outputs)
+    clash = [n for n in spec.outputs.values() if n in taken]
+    if clash:
+        raise ExportError(f"outputs: {clash[0]!r} is already a name in the exported graph",
+                          hint="choose another name")
+
+    def rename(graph: onnx.GraphProto) -> None:
+        for vi in list(graph.output) + list(graph.value_info):
+            if vi.name in spec.outputs:
+                vi.name = spec.outputs[vi.name]
+        for node in graph.node:
+            for i, n in enumerate(node.output):
+                if n in spec.outputs:
+                    node.output[i] = spec.outputs[n]
+            for i, n in enumerate(node.input):
+                if n in spec.outputs:
+                    node.input[i] = spec.outputs[n]
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    rename(attr.g)
+                for g in attr.graphs:
+                    rename(g)
+
+    rename(proto.graph)
+
+
+def _value_names(graph: onnx.GraphProto) -> set[str]:
+    names = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    for node in graph.node:
+        names.update(node.output)
+    return names
+
+
+def embedding_ranges(proto: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """Integer graph inputs used as the indices of a Gather over a constant table (an embedding), maybe
+    through a Cast, Reshape, Squeeze, Unsqueeze or Flatten: input name -> (0, rows - 1). ONNX's Gather
+    wraps a negative index and fails on one past the end, so the handler refuses both (a 422)."""
+    graph = proto.graph
+    tables = {i.name: list(i.dims) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+            tables[node.output[0]] = list(node.attribute[0].t.dims)
+    ints = {i.name for i in graph.input
+            if i.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)}
+    passthrough = {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
+    origin = {n: n for n in ints}  # value name -> the graph input it carries unchanged
+    for node in graph.node:  # nodes are in topological order
+        if node.op_type in passthrough and node.input and node.input[0] in origin:
+            for out in node.output:
+                origin[out] = origin[node.input[0]]
+    ranges: dict[str, tuple[int, int]] = {}
+    for node in graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] not in origin:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        dims = tables.get(node.input[0])
+        if axis != 0 or not dims:
+            continue
+        name = origin[node.input[1]]
+        lo, hi = ranges.get(name, (0, dims[0] - 1))
+        ranges[name] = (lo, min(hi, dims[0] - 1))
+    return ranges
 
 
 def _sklearn_to_onnx(spec: ModelSpec, model: Any, samples: Arrays | np.ndarray) -> onnx.ModelProto:
@@ -55,7 +152,7 @@ def _sklearn_to_onnx(spec: ModelSpec, model: Any, samples: Arrays | np.ndarray) 
                           hint=f"give samples shaped (rows, {n_in})")
     options = {id(model): {"zipmap": False}} if is_classifier(model) else None
     try:
-        opset = converters.prepare(model, spec.export.opset)
+        opset = converters.prepare(model, spec.export.opset, inputs="float32")
         proto: onnx.ModelProto = to_onnx(
             model, initial_types=[("input", FloatTensorType([None, width]))], options=options, target_opset=opset)
         return proto
@@ -111,7 +208,7 @@ def _clip(line: str) -> str:
     return line if len(line) <= _SUMMARY_WIDTH else line[: _SUMMARY_WIDTH - 3] + "..."
 
 
-def _torch_to_onnx(spec: ModelSpec, obj: Any, samples: Arrays | np.ndarray) -> tuple[onnx.ModelProto, Any]:
+def _torch_to_onnx(spec: ModelSpec, obj: Any, samples: Samples) -> tuple[onnx.ModelProto, Any]:
     torch = import_torch()
     import inspect
     import logging

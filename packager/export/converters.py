@@ -48,11 +48,23 @@ _ONNXMLTOOLS: dict[str, list[tuple[str, str, bool]]] = {
 }
 _HIST_CLASSES = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 _registered: set[type] = set()  # classes whose converter this module registered (or wrapped)
+# how the next conversion rounds tree thresholds: "float32" (inputs are float32 values, as array samples
+# are) or "decimal" (inputs are decimal numbers a request sends, as a DataFrame's columns are); set by
+# prepare, read by the wrapped converters while that conversion runs
+_rounding = {"inputs": "float32"}
 
 
-def prepare(model: Any, opset: int | None) -> dict[str, int] | None:
+def prepare(model: Any, opset: int | None, *, inputs: str = "float32") -> dict[str, int] | None:
     """Register what `model` needs and return the target opset for skl2onnx: None (its choice) unless
-    `opset` is set or an onnxmltools converter is in play, which pin ai.onnx.ml to ML_OPSET."""
+    `opset` is set or an onnxmltools converter is in play, which pin ai.onnx.ml to ML_OPSET.
+
+    inputs: "float32" when the model's inputs are float32 values (array samples), "decimal" when they are
+    decimal numbers rounded to float32 on the way in (a DataFrame's columns, sent as JSON). With decimal
+    inputs a threshold equal to a data value (HistGradientBoosting's bins are midpoints of equal values
+    where a value repeats: prices with two decimals) must keep that value on its branch, which the
+    nearest float32 does: rounding is monotonic, so only an input within half a float32 step of a
+    threshold can change sides."""
+    _rounding["inputs"] = inputs
     classes = {type(est) for est in estimators(model)}
     needs_ml = False
     for library, entries in _ONNXMLTOOLS.items():
@@ -180,6 +192,8 @@ def float32_thresholds(values: Any, modes: Any) -> Any:
     happens to samples only when adjacent float32 values both occur in the data."""
     v = np.asarray(values, dtype=np.float64)
     f = v.astype(np.float32)
+    if _rounding["inputs"] == "decimal":
+        return f
     with np.errstate(invalid="ignore"):
         down = np.where(f.astype(np.float64) > v, np.nextafter(f, np.float32(-np.inf)), f)
         up = np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)

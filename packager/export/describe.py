@@ -20,7 +20,8 @@ from handlers import contract
 from packager.config.spec import ModelSpec
 from packager.errors import ExportError
 from packager.export.convert import ort_dtype
-from packager.export.sources import Arrays, Loaded, csv_header
+from packager.export import tabular
+from packager.export.sources import Arrays, Loaded, Samples, csv_header
 
 
 def task_and_roles(spec: ModelSpec, loaded: Loaded, session: Any,
@@ -82,11 +83,17 @@ def signature(session: Any) -> dict[str, Any]:
     return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
 
 
-def feature_names(spec: ModelSpec, session: Any, samples: Arrays | np.ndarray) -> dict[str, list[str]]:
+def feature_names(spec: ModelSpec, session: Any, samples: Samples) -> dict[str, list[str]]:
     """Per rank-2 input of fixed width: for a single-input model, model.feature_names or else a CSV
-    sample file's header; failing those (and for models with several inputs), f0, f1, ..."""
+    sample file's header; failing those (and for models with several inputs), f0, f1, ...; for a
+    DataFrame model, each column's own name."""
     out: dict[str, list[str]] = {}
     inputs = session.get_inputs()
+    if isinstance(samples, tabular.Table):
+        if spec.model.feature_names:
+            raise ExportError("model.feature_names: given, but the model was fitted on a DataFrame, whose "
+                              "column names are the feature names", hint="remove model.feature_names")
+        return {meta.name: [meta.name] for meta in inputs}
     for meta in inputs:
         if len(meta.shape) != 2 or not isinstance(meta.shape[1], int):
             continue
@@ -158,6 +165,12 @@ def profile(feeds: Arrays, got: Arrays, metadata: dict[str, Any]) -> dict[str, A
         feats = []
         for i in range(flat.shape[1]):
             col = flat[:, i]
+            if col.dtype.kind == "O":  # a DataFrame's string column: category shares, no statistics
+                present = int(sum(1 for v in col.tolist() if v != tabular.MISSING_STRING))
+                feats.append({"name": names[i], "count": present,
+                              "nan_share": _r((col.size - present) / max(col.size, 1)),
+                              "categories": tabular.category_shares(col)})
+                continue
             nan = int(np.sum(~np.isfinite(col))) if col.dtype.kind == "f" else 0
             feats.append({"name": names[i], "count": int(col.size - nan), "nan_share": _r(nan / max(col.size, 1)),
                           **_stats(col)})
@@ -180,3 +193,36 @@ def profile(feeds: Arrays, got: Arrays, metadata: dict[str, Any]) -> dict[str, A
                 regression.append({"name": col_name, **_stats(flat[:, i])})
         outputs = {"regression": regression}
     return {"rows": int(rows), "inputs": inputs, "outputs": outputs}
+
+
+def input_rules(spec: ModelSpec, proto: onnx.ModelProto, session: Any, table: tabular.Table | None,
+                probe: tabular.Probe | None) -> dict[str, dict[str, Any]] | None:
+    """model.json's input_rules: per DataFrame column (tabular.rules), and for other models the ranges
+    [inputs.<name>] declares or an embedding table implies (convert.embedding_ranges); None when there
+    are none. ExportError for an [inputs.<name>] that names no input or does not fit it."""
+    if table is not None and probe is not None:
+        return tabular.rules(spec, table, probe)
+    from packager.export.convert import embedding_ranges
+
+    kinds = {i.name: ort_dtype(i.type) for i in session.get_inputs()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, (lo, hi) in sorted(embedding_ranges(proto).items()):
+        out[name] = {"min": lo, "max": hi, "range_from": "embedding"}
+    for name, rule in spec.inputs.items():
+        if name not in kinds:
+            raise ExportError(f"inputs.{name}: the model has no input {name!r}",
+                              hint=f"its inputs are {', '.join(kinds)}")
+        if rule.missing is not None:
+            raise ExportError(f"inputs.{name}.missing: applies to the columns of a model fitted on a DataFrame",
+                              hint="remove it")
+        if rule.min is None and rule.max is None:
+            continue
+        if kinds[name] in ("str", "bool"):
+            raise ExportError(f"inputs.{name}: min/max given for a {kinds[name]} input",
+                              hint="ranges apply to numeric inputs")
+        lo, hi = rule.min, rule.max
+        if name in out:  # an embedding's table bounds what any declaration may allow
+            lo = out[name]["min"] if lo is None else max(lo, out[name]["min"])
+            hi = out[name]["max"] if hi is None else min(hi, out[name]["max"])
+        out[name] = {"min": lo, "max": hi, "range_from": "mlpack.toml"}
+    return out or None

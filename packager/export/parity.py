@@ -17,13 +17,21 @@ import numpy as np
 from packager.config.spec import ModelSpec
 from packager.errors import ExportError
 from packager.export.convert import ort_dtype
-from packager.export.sources import Arrays, Loaded, import_torch
+from packager.export import tabular
+from packager.export.sources import Arrays, Loaded, Samples, import_torch
 
 
-def sample_feeds(session: Any, samples: Arrays | np.ndarray) -> Arrays:
+def sample_feeds(session: Any, samples: Samples) -> Arrays:
     """The samples by model input name, in each input's dtype (a 1-D array for a 2-D input becomes one
-    column)."""
+    column; a DataFrame's columns one input each, as tabular.py builds them)."""
     inputs = session.get_inputs()
+    if isinstance(samples, tabular.Table):
+        feeds = tabular.feeds(samples.frame, samples.columns)
+        names = [i.name for i in inputs]
+        if sorted(feeds) != sorted(names):
+            raise ExportError(f"the exported model's inputs {names} are not the DataFrame's columns "
+                              f"{sorted(feeds)}", hint="report this: the converter renamed the columns")
+        return {n: feeds[n] for n in names}
     if isinstance(samples, dict):
         names = [i.name for i in inputs]
         if sorted(samples) != sorted(names):
@@ -74,9 +82,11 @@ def run_onnx(session: Any, feeds: Arrays) -> Arrays:
     return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), outs, strict=True)}
 
 
-def check_nan(loaded: Loaded, samples: Arrays | np.ndarray) -> None:
+def check_nan(loaded: Loaded, samples: Samples) -> None:
     """Samples with NaN are fine only for a model that takes NaN (some scikit-learn estimators do);
-    the model itself is the judge."""
+    the model itself is the judge. (A DataFrame's missing values are tabular.probe's to judge.)"""
+    if isinstance(samples, tabular.Table):
+        return
     arrays = samples if isinstance(samples, dict) else {"": samples}
     for name, arr in arrays.items():
         if arr.dtype.kind != "f" or np.all(np.isfinite(arr)):
@@ -99,13 +109,17 @@ def check_nan(loaded: Loaded, samples: Arrays | np.ndarray) -> None:
                           hint="drop or impute those rows, or use a model that handles missing values")
 
 
-def _original_outputs(loaded: Loaded, original: Any, feeds: Arrays) -> dict[str, np.ndarray]:
-    """The original model's outputs keyed by role: 'label' and 'scores' or 'values'."""
+def _original_outputs(loaded: Loaded, original: Any, feeds: Arrays, frame: Any = None) -> dict[str, np.ndarray]:
+    """The original model's outputs keyed by role: 'label' and 'scores' or 'values'. frame: the
+    DataFrame a tabular model is given instead of the feeds."""
     if loaded.kind == "sklearn":
         from sklearn.base import is_classifier
 
-        (x,) = feeds.values()
-        x2 = x.reshape(x.shape[0], -1)
+        if frame is not None:
+            x2 = frame
+        else:
+            (x,) = feeds.values()
+            x2 = x.reshape(x.shape[0], -1)
         if is_classifier(original):
             out = {"label": np.asarray(original.predict(x2))}
             if hasattr(original, "predict_proba"):
@@ -164,8 +178,9 @@ def _py(v: np.ndarray) -> Any:
 
 
 def check(spec: ModelSpec, loaded: Loaded, original: Any, feeds: Arrays, got: Arrays,
-          roles: dict[str, Any]) -> dict[str, Any]:
-    """The parity report: the ONNX outputs `got` against the original model's on the same feeds."""
+          roles: dict[str, Any], frame: Any = None) -> dict[str, Any]:
+    """The parity report: the ONNX outputs `got` against the original model's on the same feeds (for a
+    tabular model, on `frame`, the DataFrame the feeds were built from)."""
     rtol, atol = spec.export.rtol, spec.export.atol
     rows = next(iter(feeds.values())).shape[0]
     checks: list[dict[str, Any]] = []
@@ -177,7 +192,7 @@ def check(spec: ModelSpec, loaded: Loaded, original: Any, feeds: Arrays, got: Ar
                            "summary": f"ran on {rows} rows, all values finite" if finite
                            else "non-finite values in the output", "worst": []})
     else:
-        expected = _original_outputs(loaded, original, feeds)
+        expected = _original_outputs(loaded, original, feeds, frame)
         names = list(got)
         if loaded.kind == "sklearn":
             if "label" in expected and roles["label"]:

@@ -27,7 +27,7 @@ from typing import Any
 from handlers import contract, model_json
 from packager.config.spec import ModelSpec
 from packager.errors import ParityError
-from packager.export import convert, describe, parity, sources, staleness
+from packager.export import convert, describe, parity, sources, staleness, tabular
 from packager.fsutil import write_atomic
 
 
@@ -86,17 +86,26 @@ def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> 
 
     with staleness.recording(spec) as recording:
         loaded = sources.load_source(spec)
-        samples = sources.load_samples(spec)
+        samples = sources.load_samples(spec, loaded)
     inputs_hash = staleness.inputs_hash(spec, file_digests, recording.files)
     parity.check_nan(loaded, samples)
+    table = samples if isinstance(samples, tabular.Table) else None
+    probe = tabular.probe(spec, loaded.obj, table) if table is not None else None
     proto, original = convert.to_onnx(spec, loaded, samples)
+    convert.rename_outputs(spec, proto)
     convert.strip_unstable(proto)
     model_bytes = proto.SerializeToString(deterministic=True)
     session = convert.session(model_bytes)
     feeds = parity.sample_feeds(session, samples)
     got = parity.run_onnx(session, feeds)
     task, roles, classes, label_names = describe.task_and_roles(spec, loaded, session, got)
-    report = parity.check(spec, loaded, original, feeds, got, roles)
+    if table is not None and probe is not None:
+        # parity over the samples and the probe rows (columns missing, categories unseen) the model answered
+        probe_feeds = parity.sample_feeds(session, tabular.Table(frame=probe.frame, columns=table.columns))
+        report = parity.check(spec, loaded, original, probe_feeds, parity.run_onnx(session, probe_feeds), roles,
+                              frame=probe.frame)
+    else:
+        report = parity.check(spec, loaded, original, feeds, got, roles)
     if not report["passed"]:
         raise ParityError(parity.failure_message(spec, report), hint=(
             "loosen [export] rtol/atol in mlpack.toml if the differences are acceptable for float32, "
@@ -124,6 +133,8 @@ def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> 
         "read_files": [{"path": f.path, "sha256": f.sha256} for f in recording.files],
     }
     metadata["profile"] = describe.profile(feeds, got, metadata)
+    metadata["input_rules"] = describe.input_rules(spec, proto, session, table, probe) or {}
+    metadata["tabular"] = table is not None
     document = model_json.from_dict(metadata, str(out_dir / contract.MODEL_JSON))
     _write(out_dir, model_bytes, document)
     return ExportResult(artifact=OnnxArtifact(out_dir=out_dir, document=document), skipped=False, reason=reason)

@@ -3,7 +3,8 @@
 Enters: a ModelSpec (model.source: an .onnx, .pt2 or pickled scikit-learn file, or a module:function
 factory in the project folder; samples.source: .npy, .npz, .csv or a factory). Leaves: a `Loaded`
 (the model object, its kind and framework) and the samples as one array or a dict of arrays by input
-name, checked to be numeric, non-empty and of equal row counts; or ExportError saying what is wrong.
+name, checked to be numeric, non-empty and of equal row counts; for a model fitted on a DataFrame, a
+`tabular.Table`; or ExportError saying what is wrong.
 
 Heavy frameworks are imported only when a source needs them: torch for .pt2 files, joblib for
 pickles; whatever a factory returns has imported its own.
@@ -26,6 +27,7 @@ import onnx
 
 from packager.config.spec import ModelSpec, is_factory
 from packager.errors import ExportError
+from packager.export import tabular
 
 Arrays = dict[str, np.ndarray]
 
@@ -167,13 +169,21 @@ def _estimator_library(obj: Any) -> tuple[str, str] | None:
     return None
 
 
-def load_samples(spec: ModelSpec) -> Arrays | np.ndarray:
-    """The sample inputs named by samples.source (at most samples.max_rows rows): one array, or a dict
-    of arrays by input name."""
+Samples = Arrays | np.ndarray | tabular.Table
+
+
+def load_samples(spec: ModelSpec, loaded: Loaded | None = None) -> Samples:
+    """The sample inputs named by samples.source (at most samples.max_rows rows): one array, a dict of
+    arrays by input name, or for a model fitted on a DataFrame a `tabular.Table` (from a DataFrame, or a
+    CSV file read as one)."""
     ref = spec.samples.source
+    columns = tabular.fitted_columns(loaded.obj) if loaded is not None and loaded.kind == "sklearn" else None
     if is_factory(ref):
         value = _call_factory(spec, ref, "samples.source")
         where = f"samples.source ({ref})"
+        if tabular.is_dataframe(value):
+            assert loaded is not None, "DataFrame samples need the model"
+            return tabular.table(spec, loaded.obj, value, where)
     else:
         path = spec.project_dir / ref
         where = f"samples.source ({path})"
@@ -187,12 +197,19 @@ def load_samples(spec: ModelSpec) -> Arrays | np.ndarray:
             elif suffix == ".npz":
                 with np.load(path, allow_pickle=False) as z:
                     value = {k: z[k] for k in sorted(z.files)}
+            elif columns is not None:  # a DataFrame model: the CSV is a table, strings and all
+                assert loaded is not None
+                return tabular.table(spec, loaded.obj, tabular.read_csv(path), where)
             else:
                 value = _read_csv(path)
         except ExportError:
             raise
         except Exception as e:
             raise ExportError(f"samples.source: {path} could not be read: {type(e).__name__}: {e}") from e
+    if columns is not None:
+        raise ExportError(f"{where}: the model was fitted on a DataFrame with columns {columns}, so its samples "
+                          "must be one too", hint="give a CSV file with a header, or a factory returning a "
+                                                  "pandas DataFrame")
     arrays = value if isinstance(value, Mapping) else {"": value}
     out: Arrays = {}
     for name, arr in arrays.items():
