@@ -53,6 +53,7 @@ class Thresholds:
     api_latency_p99_ms: int = 3000
     validation_failure_rate_pct: float = 5.0
     out_of_range_rate_pct: float = 5.0
+    unseen_category_rate_pct: float = 5.0
     drift: float = 0.2
     drift_min_rows: int = DRIFT_MIN_ROWS
     timeout_s: int = 29
@@ -108,11 +109,21 @@ class ModelMetrics:
 
 
 def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfile | None, *,
-                chat: bool = False) -> list[AlarmSpec]:
+                chat: bool = False, categorical: bool = False) -> list[AlarmSpec]:
     """Every alarm of one model, in a fixed order. chat: the model has chat targets, so the notifier's
-    failures to reach them get an alarm too (it reaches the owners by email)."""
+    failures to reach them get an alarm too (it reaches the owners by email). categorical: the model
+    takes string columns, whose categories unseen in training get an alarm like out-of-range values."""
     m = ModelMetrics(ModelNames(model), t.stage_name, Duration.minutes(t.period_minutes))
     specs = [*_function_specs(m, t), *_api_specs(m, t), *_input_specs(m, t), *_drift_specs(m, t, drift)]
+    if categorical:
+        specs.append(AlarmSpec(
+            what="unseen-categories",
+            description=f"String values of categories unseen in training above {t.unseen_category_rate_pct}%",
+            metric=m.math("100 * unseen / checked", "unseen category %",
+                          unseen=m.own(contract.M_UNSEEN_CATEGORIES), checked=m.own(contract.M_CATEGORY_VALUES)),
+            threshold=t.unseen_category_rate_pct,
+            evaluation_periods=t.evaluation_periods,
+        ))
     if chat:
         specs.append(AlarmSpec(
             what="chat-delivery",

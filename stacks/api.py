@@ -214,12 +214,14 @@ def _json_schema(schema: dict[str, Any]) -> apigw.JsonSchema:
     """Turn a plain draft-4 dict into CDK's JsonSchema (snake_case keywords, nested objects)."""
     kw: dict[str, Any] = {}
     # keywords passed through as they are, under CDK's name when it differs (title, required: the same)
-    names = {"minItems": "min_items", "maxItems": "max_items", "additionalProperties": "additional_properties"}
+    names = {"minItems": "min_items", "maxItems": "max_items", "additionalProperties": "additional_properties",
+             "minProperties": "min_properties", "maxProperties": "max_properties"}
     for key, value in schema.items():
         if key == "$schema":
             kw["schema"] = apigw.JsonSchemaVersion.DRAFT4
         elif key == "type":
-            kw["type"] = apigw.JsonSchemaType(value.upper())
+            kw["type"] = ([apigw.JsonSchemaType(v.upper()) for v in value] if isinstance(value, list)
+                          else apigw.JsonSchemaType(value.upper()))
         elif key == "items":
             kw["items"] = _json_schema(value)
         elif key == "properties":

@@ -12,7 +12,7 @@ reader of the format handlers/contract.py documents); never through packager's e
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ class ModelInfo:
     task: str
     request_schema: dict[str, Any]
     drift: ClassShares | RegressionProfile | None
+    categorical: bool = False  # a tabular model with string columns (the unseen-categories alarm)
 
 
 def load(path: Path, *, max_batch_size: int) -> ModelInfo:
@@ -85,9 +86,12 @@ def parse(data: Any, *, origin: str, max_batch_size: int) -> ModelInfo:
         raise _malformed(origin, f"KeyError: {'task' if task is None else 'version'!r}")
     if not document.signature.inputs:
         raise _malformed(origin, "TypeError: signature.inputs must be a non-empty list")
-    schema = request_schema(document.signature.inputs, max_batch_size=max_batch_size)
+    schema = request_schema(document.signature.inputs, max_batch_size=max_batch_size,
+                            columns=(document.input_rules or {}) if document.tabular else None)
     drift = _drift(document.profile, task, origin)
-    return ModelInfo(name=document.name, version=version, task=task, request_schema=schema, drift=drift)
+    categorical = bool(document.tabular) and any(r.kind == "string" for r in (document.input_rules or {}).values())
+    return ModelInfo(name=document.name, version=version, task=task, request_schema=schema, drift=drift,
+                     categorical=categorical)
 
 
 def _malformed(origin: str, what: str) -> DeployError:
@@ -116,9 +120,56 @@ def _tensor_schema(spec: model_json.Tensor, *, max_batch_size: int) -> dict[str,
     return {"type": "array", "minItems": 1, "maxItems": max_batch_size, "items": node}
 
 
-def request_schema(inputs: Sequence[model_json.Tensor], *, max_batch_size: int) -> dict[str, Any]:
+_COLUMN_TYPES = {"string": "string", "boolean": "boolean", "integer": "integer", "number": "number"}
+
+
+def _column_schema(rules: model_json.InputRules | None) -> dict[str, Any]:
+    """One value of a tabular model's column: its JSON type (or null where it accepts missing values),
+    its range, and its categories where an unseen one is refused."""
+    rules = rules or model_json.InputRules()
+    kind = _COLUMN_TYPES.get(rules.kind or "number", "number")
+    node: dict[str, Any] = {"type": [kind, "null"] if rules.missing else kind}
+    if rules.min is not None:
+        node["minimum"] = rules.min
+    if rules.max is not None:
+        node["maximum"] = rules.max
+    if rules.unseen == "refuse" and rules.categories:
+        node["enum"] = [*rules.categories, *([None] if rules.missing else [])]
+    return node
+
+
+def _table_schema(inputs: Sequence[model_json.Tensor], columns: Mapping[str, model_json.InputRules], *,
+                  max_batch_size: int) -> dict[str, Any]:
+    """A tabular model's body: records {"instances": [{...}]} or columns {"inputs": {"<column>": [...]}}."""
+    names = [i.name for i in inputs]
+    value = {n: _column_schema(columns.get(n)) for n in names}
+    required = sorted(n for n in names if not (columns.get(n) and columns[n].missing))
+    record: dict[str, Any] = {"type": "object", "properties": value, "additionalProperties": False}
+    if required:
+        record["required"] = required
+    batch = {"minItems": 1, "maxItems": max_batch_size}
+    return {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "title": "PredictRequest",
+        "type": "object",
+        "properties": {
+            "instances": {"type": "array", **batch, "items": record},
+            "inputs": {"type": "object", "additionalProperties": False, "required": sorted(names),
+                       "properties": {n: {"type": "array", **batch, "items": v} for n, v in value.items()}},
+        },
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": False,  # the handler refuses any other field too
+    }
+
+
+def request_schema(inputs: Sequence[model_json.Tensor], *, max_batch_size: int,
+                   columns: Mapping[str, model_json.InputRules] | None = None) -> dict[str, Any]:
     """JSON schema (draft 4, what API Gateway models accept) for POST /predict:
-    {"inputs": [[...], ...]} for single-input models, or {"inputs": {"<name>": ...}} for any model."""
+    {"inputs": [[...], ...]} for single-input models, or {"inputs": {"<name>": ...}} for any model; for a
+    tabular model (columns: its input_rules), records or columns."""
+    if columns is not None:
+        return _table_schema(inputs, columns, max_batch_size=max_batch_size)
     by_name = {i.name: _tensor_schema(i, max_batch_size=max_batch_size) for i in inputs}
     named = {"type": "object", "properties": by_name, "required": sorted(by_name), "additionalProperties": False}
     inputs_schema: dict[str, Any] = named if len(by_name) > 1 else {"oneOf": [*by_name.values(), named]}

@@ -124,7 +124,8 @@ class ModelStack(Stack):
             props=alarms_mod.ModelAlarmsProps(
                 model_name=spec.name,
                 specs=tuple(alarms_mod.alarm_specs(spec.name, thresholds, info.drift,
-                                                   chat=bool(spec.notifications.chat))),
+                                                   chat=bool(spec.notifications.chat),
+                                                   categorical=info.categorical)),
                 topic=self.notifications.topic,
                 ok_actions=spec.notifications.ok_actions,
             ),

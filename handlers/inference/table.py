@@ -195,8 +195,8 @@ def _numbers(col: Column, values: list[Any], where: Where, counts: TableCounts) 
         if out.any():
             i = int(np.flatnonzero(out)[0])
             raise _bad(where(i), f"must be {_range_text(col)} for column {col.name!r} (got {values[i]!r})")
-    f32 = arr.astype(np.float32)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
+        f32 = arr.astype(np.float32)
         over = np.isinf(f32) & np.isfinite(arr)
     if over.any():
         i = int(np.flatnonzero(over)[0])

@@ -208,6 +208,10 @@ class AlarmsSection:
         "Input values outside the training profile's 1%-99% range, as a share of values.", 5.0, min=0.0,
         max=100.0,
     )
+    unseen_category_rate_pct: float = _f(
+        "String-column values of a category not seen in training, as a share of the string values "
+        "checked (models fitted on a DataFrame with string columns).", 5.0, min=0.0, max=100.0,
+    )
     drift: float = _f(
         "Prediction drift threshold: for classifiers the largest absolute change of a class share "
         "(0-1); for regressors the shift of the mean in training standard deviations.",

@@ -48,17 +48,22 @@ def _table_to_onnx(spec: ModelSpec, model: Any, table: tabular.Table) -> onnx.Mo
         from sklearn.base import is_classifier
     except ImportError as e:
         raise ExportError("scikit-learn models need skl2onnx", hint="pip install 'mlpack-lambda[sklearn]'") from e
-    target = tabular.for_conversion(model, table.columns)
+    target = tabular.for_conversion(model, table.columns, table.frame)
     options = {id(target): {"zipmap": False}} if is_classifier(target) else None
     try:
         opset = converters.prepare(target, spec.export.opset, inputs="decimal")
         proto: onnx.ModelProto = to_onnx(target, initial_types=tabular.initial_types(table.columns),
                                          options=options, target_opset=opset)
-        return proto
     except ExportError:
         raise
     except Exception as e:
         raise _conversion_error(spec, model, e) from e
+    # skl2onnx makes names C identifiers ("od280/od315" becomes "od280_od315"); requests use the columns' own
+    given = [i.name for i in proto.graph.input]
+    wanted = [c.name for c in table.columns]
+    if given != wanted and len(given) == len(wanted):
+        _rename_values(proto.graph, {g: w for g, w in zip(given, wanted, strict=True) if g != w})
+    return proto
 
 
 def rename_outputs(spec: ModelSpec, proto: onnx.ModelProto) -> None:
@@ -77,24 +82,26 @@ def rename_outputs(spec: ModelSpec, proto: onnx.ModelProto) -> None:
         raise ExportError(f"outputs: {clash[0]!r} is already a name in the exported graph",
                           hint="choose another name")
 
-    def rename(graph: onnx.GraphProto) -> None:
-        for vi in list(graph.output) + list(graph.value_info):
-            if vi.name in spec.outputs:
-                vi.name = spec.outputs[vi.name]
-        for node in graph.node:
-            for i, n in enumerate(node.output):
-                if n in spec.outputs:
-                    node.output[i] = spec.outputs[n]
-            for i, n in enumerate(node.input):
-                if n in spec.outputs:
-                    node.input[i] = spec.outputs[n]
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    rename(attr.g)
-                for g in attr.graphs:
-                    rename(g)
+    _rename_values(proto.graph, dict(spec.outputs))
 
-    rename(proto.graph)
+
+def _rename_values(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+    """Rename values (graph inputs and outputs, node inputs and outputs, subgraphs' references) by `names`."""
+    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if vi.name in names:
+            vi.name = names[vi.name]
+    for node in graph.node:
+        for i, n in enumerate(node.output):
+            if n in names:
+                node.output[i] = names[n]
+        for i, n in enumerate(node.input):
+            if n in names:
+                node.input[i] = names[n]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_values(attr.g, names)
+            for g in attr.graphs:
+                _rename_values(g, names)
 
 
 def _value_names(graph: onnx.GraphProto) -> set[str]:

@@ -146,10 +146,21 @@ def initial_types(columns: tuple[Column, ...]) -> list[tuple[str, Any]]:
             for c in columns]
 
 
-def for_conversion(model: Any, columns: tuple[Column, ...]) -> Any:
-    """A copy of the model whose SimpleImputers on string columns look for MISSING_STRING instead of
-    NaN/None: in the graph a missing string is "", and skl2onnx converts string imputers only with a
-    string missing_values. The original model is never changed."""
+def for_conversion(model: Any, columns: tuple[Column, ...], frame: Any = None) -> Any:
+    """What skl2onnx converts in the model's place: a copy whose SimpleImputers on string columns look for
+    MISSING_STRING instead of NaN/None (in the graph a missing string is "", and skl2onnx converts string
+    imputers only with a string missing_values), and a bare estimator behind a ColumnTransformer that
+    joins the columns (fitted on `frame`, the samples).
+    The original model is never changed."""
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(model, Pipeline) and frame is not None:
+        # a bare estimator takes one input in skl2onnx: a ColumnTransformer passing every column through,
+        # in the model's order, joins them first (fitted on the samples: passthrough learns nothing)
+        from sklearn.compose import ColumnTransformer
+
+        join = ColumnTransformer([("columns", "passthrough", [c.name for c in columns])]).fit(frame)
+        model = Pipeline([("columns", join), ("model", model)])
     strings = {c.name for c in columns if c.kind == "string"}
     if not strings:
         return model
