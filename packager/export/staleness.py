@@ -52,7 +52,7 @@ from packager.export.describe import dist_version
 # Distributions whose installed version is part of inputs_hash: what converts, runs and checks models.
 # A distribution that is not installed counts as "unknown" (xgboost ships as xgboost or xgboost-cpu).
 VERSIONED = ("mlpack-lambda", "onnx", "onnxruntime", "skl2onnx", "scikit-learn", "torch", "onnxscript", "numpy",
-             "xgboost", "xgboost-cpu", "lightgbm", "onnxmltools")
+             "xgboost", "xgboost-cpu", "lightgbm", "onnxmltools", "pandas")
 _MISSING = "missing"  # the digest of a recorded file that cannot be read any more
 _VIRTUAL = ("/proc", "/sys", "/dev")
 
