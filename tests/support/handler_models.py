@@ -243,3 +243,46 @@ def non_finite(out: Path, *, task: str = "classification") -> Path:
                            outputs=profile_out),
     )
     return _write(out, _serialized(graph), meta)
+
+
+def table(out: Path, *, numeric: int = 10, strings: int = 10, rows: int = 400) -> tuple[Path, Any, Any]:
+    """A DataFrame pipeline exported by mlpack itself: `numeric` float columns (some missing, imputed and
+    scaled) and `strings` categorical ones (some missing, one-hot encoded), then a logistic regression.
+    Returns (the export folder, the pipeline, the DataFrame it was trained on). Data from a fixed seed."""
+    import joblib
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from packager.config import spec as spec_mod
+    from packager.export.pipeline import export
+
+    rng = np.random.default_rng(0)
+    cols: dict[str, Any] = {}
+    for i in range(numeric):
+        x = rng.normal(i, 1 + i, rows)
+        x[rng.random(rows) < 0.05] = np.nan
+        cols[f"n{i}"] = x
+    for i in range(strings):
+        s = rng.choice(["a", "b", "c", "d"][: 2 + i % 3], rows).astype(object)
+        s[rng.random(rows) < 0.05] = np.nan
+        cols[f"s{i}"] = s
+    frame = pd.DataFrame(cols)
+    y = (np.nan_to_num(frame["n0"].to_numpy()) + (frame[f"s{0}"] == "a").to_numpy() > 0.5).astype(int) \
+        if strings else (np.nan_to_num(frame["n0"].to_numpy()) > 0).astype(int)
+    pre = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(), StandardScaler()), [f"n{i}" for i in range(numeric)]),
+        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="none"),
+                              OneHotEncoder(handle_unknown="ignore")), [f"s{i}" for i in range(strings)])])
+    pipeline = make_pipeline(pre, LogisticRegression(max_iter=1000)).fit(frame, y)
+    project = out / "project"
+    project.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, project / "model.joblib")
+    frame.iloc[:200].to_csv(project / "samples.csv", index=False)
+    (project / "mlpack.toml").write_text('[model]\nname = "table"\nowners = ["ana@example.com"]\n'
+                                         'source = "model.joblib"\n\n[samples]\nsource = "samples.csv"\n')
+    artifact = export(spec_mod.load(project), out / "model").artifact
+    return artifact.out_dir, pipeline, frame
