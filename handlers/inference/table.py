@@ -97,7 +97,7 @@ def records(model: Any, rows: Any, counts: TableCounts) -> dict[str, np.ndarray]
             if name not in rows[i]:
                 raise _bad(f"instances[{i}].{name}", f"missing column {name!r} ({col.describe()}); it does not "
                            "accept missing values")
-        feeds[name] = column_array(col, values, lambda i, n=name: f"instances[{i}].{n}", counts)
+        feeds[name] = column_array(col, values, _record_cell(name), counts)
     return feeds
 
 
@@ -122,8 +122,16 @@ def columns(model: Any, given: Any, counts: TableCounts) -> dict[str, np.ndarray
             _check_rows(model, n, f"inputs.{col.name}")
         elif len(values) != n:
             raise _bad(f"inputs.{col.name}", f"has {len(values)} values, but the other columns have {n}")
-        feeds[col.name] = column_array(col, values, lambda i, c=col.name: f"inputs.{c}[{i}]", counts)
+        feeds[col.name] = column_array(col, values, _column_cell(col.name), counts)
     return feeds
+
+
+def _record_cell(name: str) -> Where:
+    return lambda i: f"instances[{i}].{name}"
+
+
+def _column_cell(name: str) -> Where:
+    return lambda i: f"inputs.{name}[{i}]"
 
 
 def _check_rows(model: Any, n: int, path: str) -> None:

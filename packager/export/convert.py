@@ -24,8 +24,7 @@ import onnx
 from handlers import contract
 from packager.config.spec import ModelSpec
 from packager.errors import ExportError
-from packager.export import converters
-from packager.export import tabular
+from packager.export import converters, tabular
 from packager.export.sources import Arrays, Loaded, Samples, import_torch
 from packager.fsutil import write_atomic
 
@@ -240,6 +239,7 @@ def _torch_to_onnx(spec: ModelSpec, obj: Any, samples: Samples) -> tuple[onnx.Mo
         if len(names) != 1:
             raise ExportError(f"samples.source: the model takes {len(names)} inputs {names} but one array was given",
                               hint="give an .npz or a factory returning a dict with one array per input")
+        assert not isinstance(samples, tabular.Table)  # a torch model's samples are never a DataFrame
         arrays = [samples]
     tensors = tuple(torch.from_numpy(np.ascontiguousarray(a.astype(np.float32) if a.dtype.kind == "f" else a))
                     for a in arrays)

@@ -19,8 +19,8 @@ import onnx
 from handlers import contract
 from packager.config.spec import ModelSpec
 from packager.errors import ExportError
-from packager.export.convert import ort_dtype
 from packager.export import tabular
+from packager.export.convert import ort_dtype
 from packager.export.sources import Arrays, Loaded, Samples, csv_header
 
 
@@ -206,8 +206,8 @@ def input_rules(spec: ModelSpec, proto: onnx.ModelProto, session: Any, table: ta
 
     kinds = {i.name: ort_dtype(i.type) for i in session.get_inputs()}
     out: dict[str, dict[str, Any]] = {}
-    for name, (lo, hi) in sorted(embedding_ranges(proto).items()):
-        out[name] = {"min": lo, "max": hi, "range_from": "embedding"}
+    for name, (first, last) in sorted(embedding_ranges(proto).items()):
+        out[name] = {"min": first, "max": last, "range_from": "embedding"}
     for name, rule in spec.inputs.items():
         if name not in kinds:
             raise ExportError(f"inputs.{name}: the model has no input {name!r}",
@@ -220,7 +220,8 @@ def input_rules(spec: ModelSpec, proto: onnx.ModelProto, session: Any, table: ta
         if kinds[name] in ("str", "bool"):
             raise ExportError(f"inputs.{name}: min/max given for a {kinds[name]} input",
                               hint="ranges apply to numeric inputs")
-        lo, hi = rule.min, rule.max
+        lo: float | None = rule.min
+        hi: float | None = rule.max
         if name in out:  # an embedding's table bounds what any declaration may allow
             lo = out[name]["min"] if lo is None else max(lo, out[name]["min"])
             hi = out[name]["max"] if hi is None else min(hi, out[name]["max"])

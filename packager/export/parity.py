@@ -16,8 +16,8 @@ import numpy as np
 
 from packager.config.spec import ModelSpec
 from packager.errors import ExportError
-from packager.export.convert import ort_dtype
 from packager.export import tabular
+from packager.export.convert import ort_dtype
 from packager.export.sources import Arrays, Loaded, Samples, import_torch
 
 
@@ -26,12 +26,12 @@ def sample_feeds(session: Any, samples: Samples) -> Arrays:
     column; a DataFrame's columns one input each, as tabular.py builds them)."""
     inputs = session.get_inputs()
     if isinstance(samples, tabular.Table):
-        feeds = tabular.feeds(samples.frame, samples.columns)
+        columns = tabular.feeds(samples.frame, samples.columns)
         names = [i.name for i in inputs]
-        if sorted(feeds) != sorted(names):
+        if sorted(columns) != sorted(names):
             raise ExportError(f"the exported model's inputs {names} are not the DataFrame's columns "
-                              f"{sorted(feeds)}", hint="report this: the converter renamed the columns")
-        return {n: feeds[n] for n in names}
+                              f"{sorted(columns)}", hint="report this: the converter renamed the columns")
+        return {n: columns[n] for n in names}
     if isinstance(samples, dict):
         names = [i.name for i in inputs]
         if sorted(samples) != sorted(names):

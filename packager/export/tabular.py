@@ -55,7 +55,7 @@ class Table:
 
     @property
     def rows(self) -> int:
-        return int(len(self.frame))
+        return len(self.frame)
 
 
 def is_dataframe(value: Any) -> bool:

@@ -164,7 +164,8 @@ REC = {"plan": "pro", "region": "north", "contract": "monthly", "tenure_months":
 
 
 @pytest.mark.parametrize("body, status, path, words", [
-    ({"instances": [REC, {**REC, "tenure_months": None}]}, 422, "instances[1].tenure_months", "does not accept missing"),
+    ({"instances": [REC, {**REC, "tenure_months": None}]}, 422, "instances[1].tenure_months",
+     "does not accept missing"),
     ({"instances": [REC, {k: v for k, v in REC.items() if k != "tenure_months"}]}, 422, "instances[1].tenure_months",
      "missing column"),
     ({"instances": [{**REC, "tenure_months": -1}]}, 422, "instances[0].tenure_months", "between 0 and 600"),
@@ -229,7 +230,8 @@ def test_the_stacks_request_schema_takes_records_and_columns(churn_export):
 COLUMNS = [t for t in ("plan", "region", "contract", "tenure_months", "monthly_charges", "support_calls", "autopay")]
 _value = {
     "plan": st.one_of(st.none(), st.sampled_from(["basic", "plus", "pro", "", "x", "PRO"]), st.integers()),
-    "region": st.one_of(st.none(), st.sampled_from(["north", "east", "atlantis"]), st.text(st.characters(exclude_categories=("Cs",)), max_size=3)),
+    "region": st.one_of(st.none(), st.sampled_from(["north", "east", "atlantis"]),
+                        st.text(st.characters(exclude_categories=("Cs",)), max_size=3)),
     "contract": st.one_of(st.none(), st.sampled_from(["monthly", "yearly", "daily"])),
     "tenure_months": st.one_of(st.integers(-5, 700), st.floats(allow_nan=False, allow_infinity=False), st.none()),
     "monthly_charges": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=64),
@@ -263,7 +265,8 @@ def test_random_records_get_the_original_answer_or_a_4xx_naming_the_cell(churn_e
 def test_export_is_one_version_under_five_hash_seeds(tmp_path):
     frame, y = churn.customers(400, seed=3)
     root = _project(tmp_path / "p", churn.model().fit(frame, y), frame.iloc[:100])
-    code = ("import sys; from packager.config import spec; from packager.export.pipeline import export; from pathlib import Path; "
+    code = ("import sys; from pathlib import Path; from packager.config import spec; "
+            "from packager.export.pipeline import export; "
             "print(export(spec.load(sys.argv[1]), Path(sys.argv[2]), force=True).artifact.version)")
     versions = set()
     for seed in range(1, 6):
@@ -370,7 +373,7 @@ def test_a_model_fitted_on_a_dataframe_needs_dataframe_samples(tmp_path):
         export(spec_mod.load(root))
     frame.drop(columns=["alcohol"]).iloc[:20].to_csv(root / "samples.csv", index=False)
     make_project(root, source="model.joblib", samples="samples.csv")
-    with pytest.raises(ExportError, match="lack column.*'alcohol'"):
+    with pytest.raises(ExportError, match=r"lack column.*'alcohol'"):
         export(spec_mod.load(root))
 
 
