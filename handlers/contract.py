@@ -92,9 +92,19 @@ MB_PER_VCPU = 1769
 ROUTE_PREDICT = ("POST", "/predict")
 ROUTE_V2_INFER = ("POST", "/v2/models/{model}/infer")
 ROUTE_V2_METADATA = ("GET", "/v2/models/{model}")
+ROUTE_V2_READY = ("GET", "/v2/models/{model}/ready")
+ROUTE_V2_VERSION_INFER = ("POST", "/v2/models/{model}/versions/{version}/infer")
+ROUTE_V2_VERSION_METADATA = ("GET", "/v2/models/{model}/versions/{version}")
+ROUTE_V2_VERSION_READY = ("GET", "/v2/models/{model}/versions/{version}/ready")
+ROUTE_V2_SERVER = ("GET", "/v2")  # server metadata
+ROUTE_V2_LIVE = ("GET", "/v2/health/live")
+ROUTE_V2_SERVER_READY = ("GET", "/v2/health/ready")
 ROUTE_HEALTH = ("GET", "/health")
 ROUTE_OPENAPI = ("GET", "/openapi.json")
-ROUTES = (ROUTE_PREDICT, ROUTE_V2_INFER, ROUTE_V2_METADATA, ROUTE_HEALTH, ROUTE_OPENAPI)
+ROUTES = (ROUTE_PREDICT, ROUTE_V2_INFER, ROUTE_V2_METADATA, ROUTE_HEALTH, ROUTE_OPENAPI, ROUTE_V2_READY,
+          ROUTE_V2_VERSION_INFER, ROUTE_V2_VERSION_METADATA, ROUTE_V2_VERSION_READY, ROUTE_V2_SERVER, ROUTE_V2_LIVE,
+          ROUTE_V2_SERVER_READY)
+V2_BINARY_CONTENT_TYPE = "application/octet-stream"  # the v2 binary tensor data extension's bodies
 NPY_CONTENT_TYPE = "application/x-npy"
 JSON_CONTENT_TYPE = "application/json"
 

@@ -30,9 +30,29 @@ def event_format(event: Any) -> str:
     return DIRECT
 
 
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number"}
+
+
+def _field(obj: Any, key: str, want: type | tuple[type, ...], path: str) -> Any:
+    """obj[key] when it is absent, null or of the wanted JSON type; a 400 naming the field otherwise. Any
+    invoker can hand the function an event: a field of the wrong type is its mistake, never a 500."""
+    value = obj.get(key)
+    if value is None or isinstance(value, want) and not (isinstance(value, bool) and bool not in _types(want)):
+        return value
+    wanted = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in _types(want))
+    got = _JSON_NAMES.get(type(value), type(value).__name__)
+    raise RequestError(400, C.BAD_REQUEST, f"the event's {path} must be {wanted}, got {got}", f"event.{path}")
+
+
+def _types(want: type | tuple[type, ...]) -> tuple[type, ...]:
+    return want if isinstance(want, tuple) else (want,)
+
+
 def _body(event: dict[str, Any]) -> bytes | str | None:
-    body = event.get("body")
-    if body is None or not event.get("isBase64Encoded"):
+    body = _field(event, "body", str, "body")
+    b64 = _field(event, "isBase64Encoded", bool, "isBase64Encoded")
+    if body is None or not b64:
         return body
     try:
         # binascii directly: base64.b64decode(validate=True) runs a regular expression over the body first.
@@ -49,7 +69,7 @@ def _content_type(headers: Any) -> str:
     ct = headers.get("content-type")
     if ct is None:
         for k, v in headers.items():
-            if k.lower() == "content-type":
+            if isinstance(k, str) and k.lower() == "content-type":
                 return str(v)
         return ""
     return str(ct)
@@ -63,19 +83,23 @@ def parse(event: Any, request_id: str) -> tuple[str, Request]:
 
 def parse_as(fmt: str, event: Any, request_id: str) -> Request:
     if fmt == V2:
-        http = (event.get("requestContext") or {}).get("http") or {}
-        method = str(http.get("method") or "GET").upper()
-        path = event.get("rawPath") or http.get("path") or "/"
-        stage = (event.get("requestContext") or {}).get("stage")
+        context = _field(event, "requestContext", dict, "requestContext") or {}
+        http = _field(context, "http", dict, "requestContext.http") or {}
+        method = (_field(http, "method", str, "requestContext.http.method") or "GET").upper()
+        path = (_field(event, "rawPath", str, "rawPath") or _field(http, "path", str, "requestContext.http.path")
+                or "/")
+        stage = _field(context, "stage", str, "requestContext.stage")
         if stage and stage != "$default" and path.startswith(f"/{stage}/"):
             path = path[len(stage) + 1:]  # HTTP API paths carry a named stage; routes do not
-        return Request(method, path, body=_body(event), content_type=_content_type(event.get("headers")),
-                       request_id=request_id)
+        headers = _field(event, "headers", dict, "headers")
+        return Request(method, path, body=_body(event), content_type=_content_type(headers),
+                       request_id=request_id, headers=headers)
     if fmt == V1:
-        method = str(event.get("httpMethod") or "GET").upper()
-        path = event.get("path") or "/"
-        return Request(method, path, body=_body(event), content_type=_content_type(event.get("headers")),
-                       request_id=request_id)
+        method = (_field(event, "httpMethod", str, "httpMethod") or "GET").upper()
+        path = _field(event, "path", str, "path") or "/"
+        headers = _field(event, "headers", dict, "headers")
+        return Request(method, path, body=_body(event), content_type=_content_type(headers),
+                       request_id=request_id, headers=headers)
     data = event
     if isinstance(event, str | bytes):  # a direct invoke with a JSON string as payload: decode once more
         try:
@@ -96,6 +120,9 @@ def respond(fmt: str, result: Result) -> Any:
             out["status"] = result.status
         return out
     headers = _JSON_HEADERS if not result.headers else {**_JSON_HEADERS, **result.headers}
+    if result.raw is not None:  # binary: API Gateway decodes it back for clients
+        return {"statusCode": result.status, "headers": headers, "isBase64Encoded": True,
+                "body": binascii.b2a_base64(result.raw, newline=False).decode()}
     return {"statusCode": result.status, "headers": headers, "body": result.body().decode(),
             "isBase64Encoded": False}
 
@@ -109,7 +136,7 @@ def handle(model: Model, emitter: Any, event: Any, request_id: str, cold: bool =
         req = parse_as(fmt, event, request_id)
         result = handle_request(model, req)
     except RequestError as e:
-        result = error_result(e)
+        result = error_result(e)  # the event itself was malformed: no route to speak for
     except Exception:  # a bug of ours must still answer like Lambda would, and say where to look
         result = Result(500, {"code": C.INTERNAL_ERROR, "message": f"internal error (request id "
                               f"{request_id})", "path": None, "request_id": request_id})

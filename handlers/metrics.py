@@ -84,7 +84,7 @@ class Emitter:
 
     def request(self, res: Result, *, latency_ms: float, cold: bool) -> list[str]:
         """Emit the request's metrics; returns the lines written."""
-        if not self.enabled:
+        if not self.enabled or not res.metered:
             return []
         ts = int(time.time() * 1000)
         if res.kind is None and res.status < 500:

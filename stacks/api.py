@@ -123,7 +123,7 @@ class ModelApi(Construct):
             "Api",
             rest_api_name=names.api,
             description=props.description or f"mlpack model {props.model_name}",
-            binary_media_types=[contract.NPY_CONTENT_TYPE],
+            binary_media_types=[contract.NPY_CONTENT_TYPE, contract.V2_BINARY_CONTENT_TYPE],
             cloud_watch_role=False,  # the account-wide role lives in the shared stack (one per account)
             endpoint_types=[apigw.EndpointType.REGIONAL],
             deploy_options=apigw.StageOptions(
@@ -176,7 +176,8 @@ class ModelApi(Construct):
             model_name="InferRequest",
             schema=_json_schema(V2_INFER_SCHEMA),
         )
-        models = {contract.ROUTE_PREDICT: predict_model, contract.ROUTE_V2_INFER: infer_model}
+        models = {contract.ROUTE_PREDICT: predict_model, contract.ROUTE_V2_INFER: infer_model,
+                  contract.ROUTE_V2_VERSION_INFER: infer_model}
         for method, path in contract.ROUTES:
             resource = self.api.root.resource_for_path(path)
             model = models.get((method, path))

@@ -22,28 +22,35 @@ from handlers.inference.predict_v1 import parse_predict
 from handlers.inference.run import _ModelFailure, _non_finite_rows, _profile, run
 from handlers.inference.table import TableCounts
 from handlers.inference.types import Model, NonFiniteOutputError, Request, RequestError, Result
+from handlers.inference import v2_binary
 from handlers.inference.v2 import parse_v2
 
 
 def handle(model: Model, req: Request) -> Result:
-    """Answer one request. Never raises: client mistakes are 4xx, model failures 500."""
+    """Answer one request. Never raises: client mistakes are 4xx, model failures 500. Under /v2 errors
+    also carry the Open Inference Protocol's {"error": message}."""
+    v2 = req.path == "/v2" or req.path.startswith("/v2/")
     try:
         route = _route(model, req.method, req.path)
         result: Result = route(model, req)
         return result
     except RequestError as e:
-        return error_result(e)
+        return error_result(e, v2=v2)
     except _ModelFailure as e:
-        res = Result(500, {"code": C.MODEL_ERROR,
-                           "message": f"the model failed on this request (request id {req.request_id})",
-                           "path": None, "request_id": req.request_id})
+        message = f"the model failed on this request (request id {req.request_id})"
+        payload = {"code": C.MODEL_ERROR, "message": message, "path": None, "request_id": req.request_id}
+        res = Result(500, {"error": message, **payload} if v2 else payload)
         res.error_trace = e.trace
         res.rows = e.rows
         return res
 
 
-def error_result(e: RequestError) -> Result:
-    res = Result(e.status, {"code": e.kind, "message": e.message, "path": e.path}, e.headers or None)
+def error_result(e: RequestError, *, v2: bool = False) -> Result:
+    payload: dict[str, Any] = {"code": e.kind, "message": e.message, "path": e.path}
+    if v2:  # what tritonclient and KServe clients read; the rest stays for everyone else
+        where = e.path if e.path not in (None, "path", "method", "body") else None
+        payload = {"error": f"{where}: {e.message}" if where else e.message, **payload}
+    res = Result(e.status, payload, e.headers or None)
     res.kind = e.kind
     if isinstance(e, NonFiniteOutputError):
         res.non_finite_rows = e.rows
@@ -59,15 +66,12 @@ def _route(model: Model, method: str, path: str) -> Any:
         allowed = {"GET": _health_route}
     elif path == "/openapi.json":
         allowed = {"GET": _openapi_route}
+    elif path == "/v2":
+        allowed = {"GET": _v2_server_route}
+    elif path in ("/v2/health/live", "/v2/health/ready"):
+        allowed = {"GET": _v2_live_route if path.endswith("live") else _v2_ready_route}
     elif path.startswith("/v2/models/"):
-        rest = path[len("/v2/models/"):]
-        name, _, tail = rest.partition("/")
-        if tail not in ("", "infer"):
-            raise _not_found(path)
-        if name != model.name:
-            raise RequestError(404, C.UNKNOWN_ROUTE, f"no model named {name!r} here; this endpoint serves "
-                               f"{model.name!r}", "path")
-        allowed = {"POST": _v2_infer_route} if tail == "infer" else {"GET": _v2_metadata_route}
+        allowed = _v2_model_routes(model, path)
     else:
         raise _not_found(path)
     fn = allowed.get(method)
@@ -78,21 +82,64 @@ def _route(model: Model, method: str, path: str) -> Any:
     return fn
 
 
+def _v2_model_routes(model: Model, path: str) -> dict[str, Any]:
+    """/v2/models/<name>[/versions/<version>][/infer | /ready]."""
+    parts = path[len("/v2/models/"):].split("/")
+    name, rest = parts[0], parts[1:]
+    if len(rest) >= 2 and rest[0] == "versions":
+        version, rest = rest[1], rest[2:]
+        if name == model.name and version != model.version:
+            raise RequestError(404, C.UNKNOWN_ROUTE, f"model {name!r} has no version {version!r} here; it serves "
+                               f"version {model.version!r}", "path")
+    if rest not in ([], ["infer"], ["ready"]):
+        raise _not_found(path)
+    if name != model.name:
+        raise RequestError(404, C.UNKNOWN_ROUTE, f"no model named {name!r} here; this endpoint serves "
+                           f"{model.name!r}", "path")
+    if rest == ["infer"]:
+        return {"POST": _v2_infer_route}
+    return {"GET": _v2_ready_route if rest == ["ready"] else _v2_metadata_route}
+
+
 def _not_found(path: str) -> RequestError:
     routes = ", ".join(f"{m} {p}" for m, p in C.ROUTES)
     return RequestError(404, C.UNKNOWN_ROUTE, f"no route {path!r}; routes: {routes}", "path")
 
 
+def _document(payload: Any) -> Result:
+    """A document or health answer: not an inference, so not in the request metrics."""
+    res = Result(200, payload)
+    res.metered = False
+    return res
+
+
 def _health_route(model: Model, req: Request) -> Result:
-    return Result(200, model.health_doc)
+    return _document(model.health_doc)
 
 
 def _openapi_route(model: Model, req: Request) -> Result:
-    return Result(200, model.openapi_doc)
+    return _document(model.openapi_doc)
 
 
 def _v2_metadata_route(model: Model, req: Request) -> Result:
-    return Result(200, model.v2_metadata)
+    return _document(model.v2_metadata)
+
+
+def _v2_server_route(model: Model, req: Request) -> Result:
+    return _document(V2_SERVER)
+
+
+def _v2_live_route(model: Model, req: Request) -> Result:
+    return _document({"live": True})
+
+
+def _v2_ready_route(model: Model, req: Request) -> Result:
+    # the model is loaded before the first request reaches the handler: live is ready
+    return _document({"ready": True})
+
+
+# GET /v2: the Open Inference Protocol's server metadata
+V2_SERVER = {"name": "mlpack", "version": "1", "extensions": ["binary_tensor_data"]}
 
 
 def _table_counts(model: Model) -> TableCounts | None:
@@ -125,7 +172,7 @@ def _predict_route(model: Model, req: Request) -> Result:
 
 def _v2_infer_route(model: Model, req: Request) -> Result:
     counts = _table_counts(model)
-    feeds, wanted, rid = parse_v2(model, req, counts)
+    feeds, wanted, rid, binary = parse_v2(model, req, counts)
     rows = next(iter(feeds.values())).shape[0]
     outs, infer_ms = run(model, feeds, rows)
     bad = _non_finite_rows(model, outs, rows)
@@ -138,13 +185,24 @@ def _v2_infer_route(model: Model, req: Request) -> Result:
     shape_outputs(model, outs, res)  # for the prediction metrics only; v2 answers raw tensors
     by_name = dict(zip(model.output_names, outs, strict=True))
     tensors = []
+    blobs: list[bytes] = []
     for name in wanted:
         arr = np.asarray(by_name[name])
-        data = arr.astype(str).reshape(-1).tolist() if arr.dtype.kind in "OUS" else arr.reshape(-1)
-        tensors.append({"name": name, "datatype": model.output_by_name[name].v2_type,
-                        "shape": list(arr.shape), "data": data})
+        datatype = model.output_by_name[name].v2_type
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if name in binary:
+            blob = v2_binary.encode(arr, datatype)
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = arr.astype(str).reshape(-1).tolist() if arr.dtype.kind in "OUS" else arr.reshape(-1)
+        tensors.append(tensor)
     payload: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": tensors}
     if rid is not None:
         payload["id"] = rid
     res.payload = payload
+    if binary:
+        res.raw, header_length = v2_binary.join_response(payload, blobs)
+        res.headers = {"Content-Type": C.V2_BINARY_CONTENT_TYPE,
+                       "Inference-Header-Content-Length": str(header_length)}
     return res

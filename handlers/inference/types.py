@@ -90,20 +90,31 @@ class Request:
     """What the handler needs from any event format. `data` is an already-decoded JSON body
     (direct invoke); otherwise `body` holds the raw bytes/str."""
 
-    __slots__ = ("body", "content_type", "data", "method", "path", "request_id")
+    __slots__ = ("body", "content_type", "data", "headers", "method", "path", "request_id")
 
     def __init__(self, method: str, path: str, *, body: bytes | str | None = None, data: Any = None,
-                 content_type: str = "", request_id: str = "local") -> None:
+                 content_type: str = "", request_id: str = "local", headers: dict[str, Any] | None = None) -> None:
         self.method, self.path, self.body, self.data = method, path, body, data
         self.content_type, self.request_id = content_type, request_id
+        self.headers = headers  # as the event had them (the v2 binary extension reads one)
+
+    def header(self, name: str) -> str | None:
+        """A request header by its lower-case name, whatever case the event spelled it in."""
+        h = self.headers
+        if not h:
+            return None
+        v = h.get(name)
+        if v is None:
+            v = next((val for k, val in h.items() if isinstance(k, str) and k.lower() == name), None)
+        return None if v is None else str(v)
 
 
 class Result:
     """A response plus what the metrics need to know about it."""
 
     __slots__ = ("category_values", "class_counts", "error_trace", "headers", "infer_ms", "input_values", "kind",
-                 "missing_by_feature", "non_finite_rows", "oor_by_feature", "out_of_range", "payload",
-                 "prediction_sum", "rows", "status", "unseen_by_feature")
+                 "metered", "missing_by_feature", "non_finite_rows", "oor_by_feature", "out_of_range", "payload",
+                 "prediction_sum", "raw", "rows", "status", "unseen_by_feature")
 
     def __init__(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self.status, self.payload, self.headers = status, payload, headers
@@ -117,6 +128,8 @@ class Result:
         self.oor_by_feature: dict[str, int] | None = None
         self.error_trace: str | None = None
         self.non_finite_rows = 0  # rows refused because their outputs held NaN or infinity
+        self.metered = True  # counted in the metrics: inference requests and refusals, not health or documents
+        self.raw: bytes | None = None  # a binary body (v2's binary tensor data), sent instead of the payload
         # tabular models: string values checked against the training categories, those unseen, per column,
         # and null values accepted, per column
         self.category_values = 0
@@ -124,7 +137,7 @@ class Result:
         self.missing_by_feature: dict[str, int] | None = None
 
     def body(self) -> bytes:
-        return codec.dumps(self.payload)
+        return self.raw if self.raw is not None else codec.dumps(self.payload)
 
 
 class Model:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from handlers import contract as C
-from handlers.inference import codec, table
+from handlers.inference import codec, table, v2_binary
 from handlers.inference.body import _media_type, decode_json
 from handlers.inference.codec import _brackets_at_most, simdjson
 from handlers.inference.types import V2_TYPES, Model, Request, RequestError, TensorSpec
@@ -28,7 +28,12 @@ _V2_BUFFER_MIN = 64
 
 
 def parse_v2(model: Model, req: Request, counts: table.TableCounts | None = None,
-             ) -> tuple[dict[str, np.ndarray], list[str], Any]:
+             ) -> tuple[dict[str, np.ndarray], list[str], Any, set[str]]:
+    """(feeds, the outputs asked for, the request's id, those of them asked as binary data)."""
+    header_length = req.header(v2_binary.HEADER) if req.data is None else None
+    if header_length is not None:  # the binary tensor data extension: JSON header, then raw tensors
+        obj = v2_binary.split_request(req, header_length)
+        return _with_binary(obj, _parse_v2_obj(model, obj, counts))
     if req.data is None and _media_type(req) != "json":
         raise RequestError(415, C.UNSUPPORTED_MEDIA_TYPE, "the v2 protocol takes a JSON body",
                            "headers.content-type")
@@ -37,10 +42,17 @@ def parse_v2(model: Model, req: Request, counts: table.TableCounts | None = None
         fast = _v2_fast(model, body)
         if fast is not None:
             try:
-                return _parse_v2_obj(model, fast, counts)
+                return _with_binary(fast, _parse_v2_obj(model, fast, counts))
             except RequestError:
                 pass  # refused: the checked path below refuses it too, naming the value as the client wrote it
-    return _parse_v2_obj(model, decode_json(req), counts)
+    obj = decode_json(req)
+    return _with_binary(obj, _parse_v2_obj(model, obj, counts))
+
+
+def _with_binary(obj: Any, parsed: tuple[dict[str, np.ndarray], list[str], Any],
+                 ) -> tuple[dict[str, np.ndarray], list[str], Any, set[str]]:
+    feeds, wanted, rid = parsed
+    return feeds, wanted, rid, v2_binary.binary_outputs(obj, wanted)
 
 
 def _parse_v2_obj(model: Model, obj: Any, counts: table.TableCounts | None = None,

@@ -35,6 +35,7 @@ MAX_TRAILERS = 100
 TOO_LONG = b'{"message":"Request Too Long"}'
 LINGER_IDLE_S = 1.0  # after an early answer: how long to wait for more of the unread body ...
 LINGER_TOTAL_S = 5.0  # ... and how long to read it at most, before closing
+READ_TIMEOUT_S = 30.0  # a client silent this long while sending its request is cut off (API Gateway: 30 s)
 
 
 def http_event(method: str, path: str, query: str, headers: dict[str, str], body: bytes, *,
@@ -211,6 +212,7 @@ class ApiGatewayFront:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = READ_TIMEOUT_S  # socket reads: a half-sent request never holds a thread forever
 
             def log_message(self, format: str, *args: Any) -> None:
                 if front.log:
@@ -225,14 +227,18 @@ class ApiGatewayFront:
                     self._reply(e.status, {}, e.payload(), close=True)
                     self._linger()
                     return
-                if len(body) > contract.MAX_BODY_BYTES:  # Lambda's invoke limit, as API Gateway reports it
+                head = self.command == "HEAD"  # API Gateway answers HEAD as GET, without the body
+                event = http_event("GET" if head else self.command, path, query, dict(self.headers.items()), body,
+                                   api=api)
+                # Lambda's limit applies to the invoke payload: the event, with a binary body in base64
+                if len(json.dumps(event, separators=(",", ":"))) > contract.MAX_BODY_BYTES:
                     self._reply(413, {}, TOO_LONG)
                     return
-                event = http_event(self.command, path, query, dict(self.headers.items()), body, api=api)
                 status, out_headers, out = gateway_response(front.function.invoke(event), api=api)
-                self._reply(status, out_headers, out)
+                self._reply(status, out_headers, out, head=head)
 
-            def _reply(self, status: int, headers: dict[str, str], body: bytes, *, close: bool = False) -> None:
+            def _reply(self, status: int, headers: dict[str, str], body: bytes, *, close: bool = False,
+                       head: bool = False) -> None:
                 self.send_response(status)
                 if close:
                     self.close_connection = True
@@ -244,7 +250,8 @@ class ApiGatewayFront:
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not head:
+                    self.wfile.write(body)
 
             def _linger(self) -> None:
                 # a lingering close: closing a socket with unread data sends a reset, and a client still
@@ -257,7 +264,7 @@ class ApiGatewayFront:
                     while time.monotonic() < deadline and self.rfile.read1(65536):
                         pass
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
 
         self.function = function
         self.log = log

@@ -37,6 +37,8 @@ class QuietServer(ThreadingHTTPServer):
     """A killed runtime drops its long-poll connection: expected here, not worth a traceback."""
 
     daemon_threads = True
+    # the standard library listens with a backlog of 5: 50 clients connecting at once get resets
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]

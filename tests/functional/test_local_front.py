@@ -376,3 +376,46 @@ def test_rmtree_of_a_symlink_leaves_it_and_its_target_alone(tmp_path):
     link.symlink_to(target, target_is_directory=True)
     _rmtree(link)  # shutil refuses to remove through a link; the fixer must not chmod what it points to
     assert link.is_symlink() and stat.S_IMODE(target.stat().st_mode) == 0o750
+
+
+def test_head_is_answered_as_get_without_a_body(fronts):
+    for api in ("rest", "http"):
+        r = httpx.head(fronts[api].url + "/health", timeout=10)
+        assert r.status_code == 200 and r.content == b"" and int(r.headers["content-length"]) > 0
+
+
+def test_a_binary_body_counts_against_lambdas_limit_as_base64(fronts):
+    raw = b"\x00\xff" * (C.MAX_BODY_BYTES * 3 // 8 + 1)  # 4.5 MB: under 6 MB as bytes, over it in base64
+    assert len(raw) < C.MAX_BODY_BYTES < len(base64.b64encode(raw))
+    r = httpx.post(fronts["rest"].url + "/predict", content=raw,
+                   headers={"content-type": "application/octet-stream"}, timeout=30)
+    assert r.status_code == 413 and r.json() == {"message": "Request Too Long"}
+
+
+def test_two_hundred_connections_opened_at_once_are_all_answered(fronts):
+    """All connections are opened before any request is sent: each must be accepted (the standard
+    library's backlog of 5 is raised), then each answered."""
+    conns = [Conn(fronts["rest"].url) for _ in range(200)]
+    try:
+        for i, conn in enumerate(conns):
+            conn.send(post_head(f"/c{i}", "Content-Length: 0"))
+        assert [conn.response()[0] for conn in conns] == [200] * 200
+    finally:
+        for conn in conns:
+            conn.__exit__()
+
+
+def test_a_half_sent_request_is_cut_off_after_the_read_timeout(fronts, monkeypatch):
+    from packager.local import front as front_mod
+
+    monkeypatch.setattr(front_mod, "READ_TIMEOUT_S", 0.5)
+    fn = fronts["rest"].function
+    slow = ApiGatewayFront(fn, api="rest")
+    slow.start_background()
+    try:
+        with Conn(slow.url) as conn:
+            conn.send(post_head("/predict", "Content-Length: 100") + b'{"half":')
+            conn.sock.settimeout(10)
+            assert conn.sock.recv(65536) == b""  # the server closed the connection, no thread left waiting
+    finally:
+        slow.stop()
