@@ -38,7 +38,7 @@ def _field(obj: Any, key: str, want: type | tuple[type, ...], path: str) -> Any:
     """obj[key] when it is absent, null or of the wanted JSON type; a 400 naming the field otherwise. Any
     invoker can hand the function an event: a field of the wrong type is its mistake, never a 500."""
     value = obj.get(key)
-    if value is None or isinstance(value, want) and not (isinstance(value, bool) and bool not in _types(want)):
+    if value is None or (isinstance(value, want) and not (isinstance(value, bool) and bool not in _types(want))):
         return value
     wanted = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in _types(want))
     got = _JSON_NAMES.get(type(value), type(value).__name__)
@@ -50,7 +50,7 @@ def _types(want: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _body(event: dict[str, Any]) -> bytes | str | None:
-    body = _field(event, "body", str, "body")
+    body: str | None = _field(event, "body", str, "body")
     b64 = _field(event, "isBase64Encoded", bool, "isBase64Encoded")
     if body is None or not b64:
         return body

@@ -153,7 +153,7 @@ class ModelApi(Construct):
         return api
 
     def _add_routes(self, props: ModelApiProps, names: ModelNames) -> None:
-        """Every route of handlers/contract.py, with the auth of props and JSON bodies checked by schema."""
+        """Every API route of handlers/contract.py, with the auth of props and JSON bodies checked by schema."""
         # no test-invoke permissions: half the Lambda::Permission resources, and the console test is not needed
         integration = apigw.LambdaIntegration(props.handler, allow_test_invoke=False)
         api_key_required = props.auth == "api_key"
@@ -176,9 +176,8 @@ class ModelApi(Construct):
             model_name="InferRequest",
             schema=_json_schema(V2_INFER_SCHEMA),
         )
-        models = {contract.ROUTE_PREDICT: predict_model, contract.ROUTE_V2_INFER: infer_model,
-                  contract.ROUTE_V2_VERSION_INFER: infer_model}
-        for method, path in contract.ROUTES:
+        models = {contract.ROUTE_PREDICT: predict_model, contract.ROUTE_V2_INFER: infer_model}
+        for method, path in contract.API_ROUTES:
             resource = self.api.root.resource_for_path(path)
             model = models.get((method, path))
             resource.add_method(

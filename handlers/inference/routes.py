@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from handlers import contract as C
+from handlers.inference import v2_binary
 from handlers.inference.body import _media_type
 from handlers.inference.outputs import shape_outputs
 from handlers.inference.predict_v1 import parse_predict
 from handlers.inference.run import _ModelFailure, _non_finite_rows, _profile, run
 from handlers.inference.table import TableCounts
 from handlers.inference.types import Model, NonFiniteOutputError, Request, RequestError, Result
-from handlers.inference import v2_binary
 from handlers.inference.v2 import parse_v2
 
 

@@ -56,7 +56,7 @@ def test_errors_reach_the_client_as_messages(served):
     meta = client.get_model_metadata("iris")
     bad = httpclient.InferInput(meta["inputs"][0]["name"], [2, 3], "FP32")
     bad.set_data_from_numpy(X[:2, :3].astype(np.float32))
-    with pytest.raises(InferenceServerException, match="expected 4|shape|length"):
+    with pytest.raises(InferenceServerException, match=r"expected 4|shape|length"):
         client.infer("iris", [bad])
     with pytest.raises(InferenceServerException, match="no model named 'other'"):
         client.infer("other", [bad])

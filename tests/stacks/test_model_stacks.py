@@ -209,9 +209,10 @@ def test_api_routes_are_the_contract_routes(templates):
     for name in ("mlpack-iris", "mlpack-houses", "mlpack-digits"):
         t = templates[name]
         methods = t.find_resources("AWS::ApiGateway::Method")
-        assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == sorted(m for m, _ in contract.ROUTES)
+        want = sorted(m for m, _ in contract.API_ROUTES)
+        assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == want
         paths = {r["Properties"]["PathPart"] for r in t.find_resources("AWS::ApiGateway::Resource").values()}
-        assert paths == {"predict", "v2", "models", "{model}", "infer", "health", "openapi.json"}
+        assert paths == {"predict", "v2", "models", "{model}", "infer", "health", "openapi.json", "{proxy+}"}
         for m in methods.values():
             uri = json.dumps(m["Properties"]["Integration"]["Uri"])
             assert "Live" in uri, "every route invokes the live alias"
@@ -288,7 +289,8 @@ def test_body_validator_is_attached_to_the_json_routes(templates):
         if "RequestValidatorId" in m["Properties"]
     ]
     assert len(validated) == 2 and all("application/json" in m["RequestModels"] for m in validated)
-    assert _one(t, "AWS::ApiGateway::RestApi")["Properties"]["BinaryMediaTypes"] == ["application/x-npy"]
+    binary = _one(t, "AWS::ApiGateway::RestApi")["Properties"]["BinaryMediaTypes"]
+    assert binary == ["application/x-npy", "application/octet-stream"]
 
     response = _one(t, "AWS::ApiGateway::GatewayResponse")["Properties"]
     assert response["ResponseType"] == "BAD_REQUEST_BODY" and response["StatusCode"] == "400"
