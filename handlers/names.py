@@ -1,9 +1,20 @@
-"""The names of mlpack's AWS resources, in one place: the model stacks (stacks/) create resources under
+"""The names of mlpack's AWS resources, in one place: the stacks (stacks/) create resources under
 these names and the chat notifier (handlers/notify.py) parses them back.
 
-In: a model name. Out: every name derived from it (ModelNames), the names every model stack shares
-(SHARED_STACK, NOTIFIER), and the parsers the notifier needs (model_from_topic, model_from_alarm,
-ModelNames.alarm_what). A name that gains a part (an environment, say) gains it here and nowhere else.
+In: a model name and, optionally, an environment (dev, staging, prod, ...). Out: every name derived
+from them (ModelNames), the names of the stack every model stack of one environment shares
+(SharedNames), and the parsers the notifier needs (model_from_topic, model_from_alarm,
+ModelNames.alarm_what). A name that gains a part gains it here and nowhere else.
+
+Environments: several can share one AWS account and region, so every physical name carries the
+environment right after the prefix: mlpack-<env>-<model>..., /mlpack/<env>/<model>/chat,
+mlpack-<env>-shared, mlpack-<env>-notifier. Without an environment the names are the ones mlpack
+always had (mlpack-<model>, ...). An environment name is `ENVIRONMENT_RE` (no dash: the model name,
+which may have dashes, is then what follows the environment's dash); validating it is the
+configuration's job, the parsers only rely on being told the environment.
+
+IAM names are global to the account (not per region), so the one IAM name here, the notifier's
+role, also carries the region.
 
 Standard library only, and no other mlpack module: it ships in the notifier's zip next to notify.py.
 """
@@ -14,24 +25,29 @@ import re
 from dataclasses import dataclass
 
 PREFIX = "mlpack"
-SHARED_STACK = f"{PREFIX}-shared"
-# the shared notifier's function and role: deterministic, so model stacks reach it without exports
-NOTIFIER = f"{PREFIX}-notifier"
-NOTIFIER_LOG_GROUP = f"/aws/lambda/{NOTIFIER}"
+ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+# Set on the shared notifier's function by its stack: the environment it serves ("" or unset = none).
+# Here and not in handlers/contract.py: the notifier's zip holds only notify.py and this file.
+ENV_ENVIRONMENT = "MLPACK_ENVIRONMENT"
 
 _TOPIC_SUFFIX = "alarms"
-_TOPIC_RE = re.compile(rf"^{PREFIX}-(?P<model>[a-z][a-z0-9-]*)-{_TOPIC_SUFFIX}$")
+
+
+def _prefix(environment: str | None) -> str:
+    """mlpack, or mlpack-<environment>: the start of every dash-separated name."""
+    return f"{PREFIX}-{environment}" if environment else PREFIX
 
 
 @dataclass(frozen=True)
 class ModelNames:
-    """Every resource name of one model's stack."""
+    """Every resource name of one model's stack, in one environment (None: no environment)."""
 
     model: str
+    environment: str | None = None
 
     @property
     def _base(self) -> str:
-        return f"{PREFIX}-{self.model}"
+        return f"{_prefix(self.environment)}-{self.model}"
 
     @property
     def stack(self) -> str:
@@ -90,18 +106,54 @@ class ModelNames:
     @property
     def chat_parameter(self) -> str:
         """The SSM parameter holding the model's chat targets (references, never URLs)."""
-        return f"/{PREFIX}/{self.model}/chat"
+        env = f"/{self.environment}" if self.environment else ""
+        return f"/{PREFIX}{env}/{self.model}/chat"
 
 
-def model_from_topic(topic_name: str) -> str | None:
-    """The model whose alarm topic this is (a topic name, not an ARN); None when it is not such a topic."""
-    m = _TOPIC_RE.match(topic_name)
-    return m["model"] if m else None
+@dataclass(frozen=True)
+class SharedNames:
+    """The names of the shared stack of one environment in one region. Deterministic, so model stacks
+    reach the notifier (subscribe it, grant its role access) without cross-stack exports."""
+
+    environment: str | None
+    region: str
+
+    @property
+    def stack(self) -> str:
+        return f"{_prefix(self.environment)}-shared"
+
+    @property
+    def notifier(self) -> str:
+        """The chat notifier function (names are per region, so no region in it)."""
+        return f"{_prefix(self.environment)}-notifier"
+
+    @property
+    def notifier_log_group(self) -> str:
+        return f"/aws/lambda/{self.notifier}"
+
+    @property
+    def notifier_role(self) -> str:
+        """The notifier's IAM role: IAM names are global per account, so a second region deploying the
+        same environment needs another name (else CloudFormation fails with EntityAlreadyExists)."""
+        return f"{self.notifier}-{self.region}"
 
 
-def model_from_alarm(alarm_name: str) -> str | None:
-    """A guess at the model from an alarm name alone: its second dash-separated word (a model name
-    with dashes is cut short). None when the name is not an mlpack alarm name."""
-    if alarm_name.startswith(f"{PREFIX}-") and alarm_name.count("-") >= 2:
-        return alarm_name.split("-")[1]
-    return None
+def model_from_topic(topic_name: str, environment: str | None = None) -> str | None:
+    """The model whose alarm topic this is (a topic name, not an ARN) in `environment`; None when it
+    is not such a topic."""
+    start, end = f"{_prefix(environment)}-", f"-{_TOPIC_SUFFIX}"
+    if not (topic_name.startswith(start) and topic_name.endswith(end)):
+        return None
+    model = topic_name[len(start) : -len(end)]
+    return model if re.fullmatch(r"[a-z][a-z0-9-]*", model) else None
+
+
+def model_from_alarm(alarm_name: str, environment: str | None = None) -> str | None:
+    """A guess at the model from an alarm name alone: the first dash-separated word after
+    mlpack-[<environment>-] (a model name with dashes is cut short). None when the name is not an
+    mlpack alarm name of that environment."""
+    start = f"{_prefix(environment)}-"
+    if not alarm_name.startswith(start):
+        return None
+    rest = alarm_name[len(start) :]
+    return rest.split("-")[0] if rest.count("-") >= 1 and rest.split("-")[0] else None

@@ -2,11 +2,14 @@
 Teams or generic JSON webhook messages.
 
 Runs in Lambda's managed Python runtime (zip package built from this file and names.py by
-stacks/shared_stack.py). Which targets a model has is read from SSM (/mlpack/<model>/chat, written by
-the model's stack as references); each webhook URL is read at run time from SSM Parameter Store or
-Secrets Manager and never appears in a template. Formatting is pure functions over the message; AWS access goes through
-boto3, which the runtime provides and which is imported only when the handler runs. Delivery
-retries what a retry can fix and fails the invocation only when nothing was delivered (see deliver).
+stacks/shared_stack.py). One notifier serves one environment (names.ENV_ENVIRONMENT, set by its stack;
+unset = no environment): it parses that environment's names, mlpack-[<env>-]<model>-alarms and
+mlpack-[<env>-]<model>-<what>. Which targets a model has is read from SSM
+(/mlpack/[<env>/]<model>/chat, written by the model's stack as references); each webhook URL is read
+at run time from SSM Parameter Store or Secrets Manager and never appears in a template. Formatting
+is pure functions over the message; AWS access goes through boto3, which the runtime provides and
+which is imported only when the handler runs. Delivery retries what a retry can fix and fails the
+invocation only when nothing was delivered (see deliver).
 
 Imports only the standard library, handlers/names.py (and boto3 lazily); never packager/ or stacks/.
 """
@@ -17,6 +20,7 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -52,7 +56,7 @@ class AlarmEvent:
     """What a chat message says about one alarm state change."""
 
     model: str
-    what: str  # the part of the alarm name after mlpack-<model>- (see names.ModelNames.alarm)
+    what: str  # the part of the alarm name after mlpack-[<env>-]<model>- (see names.ModelNames.alarm)
     alarm_name: str
     state: str  # ALARM, OK or INSUFFICIENT_DATA
     old_state: str
@@ -67,16 +71,24 @@ class AlarmEvent:
     console_url: str
 
 
-def parse(message: dict[str, Any], topic_arn: str) -> AlarmEvent:
-    """One CloudWatch alarm notification (the JSON in an SNS record's Message)."""
+def served_environment() -> str | None:
+    """The environment this notifier serves (names.ENV_ENVIRONMENT); None when unset or empty."""
+    return os.environ.get(names.ENV_ENVIRONMENT) or None
+
+
+def parse(message: dict[str, Any], topic_arn: str, environment: str | None = None) -> AlarmEvent:
+    """One CloudWatch alarm notification (the JSON in an SNS record's Message), from a topic of
+    `environment` (None: no environment)."""
     name = str(message["AlarmName"])
     arn = str(message.get("AlarmArn", ""))
     parts = arn.split(":")
     region = parts[3] if len(parts) > 5 else ""
     account = str(message.get("AWSAccountId", parts[4] if len(parts) > 5 else ""))
     # from a topic not made by a model stack: a guess from the alarm name
-    model = names.model_from_topic(topic_arn.rsplit(":", 1)[-1]) or names.model_from_alarm(name) or name
-    what = names.ModelNames(model).alarm_what(name)
+    topic = topic_arn.rsplit(":", 1)[-1]
+    model = (names.model_from_topic(topic, environment) or names.model_from_alarm(name, environment)
+             or name)
+    what = names.ModelNames(model, environment).alarm_what(name)
     trigger = message.get("Trigger") or {}
     threshold = trigger.get("Threshold")
     reason = str(message.get("NewStateReason", ""))
@@ -302,9 +314,11 @@ def emit_failures(model: str, failed: list[str], out: TextIO | None = None) -> N
 
 
 class AwsRefs:
-    """Reads chat targets and webhook URLs; the only code here that touches AWS."""
+    """Reads chat targets (the chat parameters of `environment`'s models) and webhook URLs; the only
+    code here that touches AWS."""
 
-    def __init__(self, ssm: Any = None, secrets: Any = None) -> None:
+    def __init__(self, ssm: Any = None, secrets: Any = None, *, environment: str | None = None) -> None:
+        self.environment = environment
         if ssm is None or secrets is None:
             import boto3  # provided by Lambda's Python runtime
 
@@ -313,7 +327,8 @@ class AwsRefs:
         self.ssm, self.secrets = ssm, secrets
 
     def targets(self, model: str) -> list[dict[str, str]]:
-        value = self.ssm.get_parameter(Name=names.ModelNames(model).chat_parameter)["Parameter"]["Value"]
+        parameter = names.ModelNames(model, self.environment).chat_parameter
+        value = self.ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
         return list(json.loads(value))
 
     def url(self, ref: str) -> str:
@@ -336,8 +351,10 @@ def deliver(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     out: TextIO | None = None,
+    environment: str | None = None,
 ) -> int:
     """Send every alarm in an SNS event to its model's chat targets; returns the number of messages sent.
+    environment: the one whose names the topics and alarms carry (None: no environment).
 
     A target failing with an error worth retrying is tried again (ATTEMPTS, BACKOFF_S) within
     budget_s. A target that still fails is logged by its reference (never its URL) and counted in
@@ -349,7 +366,7 @@ def deliver(
     for record in event.get("Records", []):
         sns = record.get("Sns") or {}
         try:
-            alarm = parse(json.loads(sns["Message"]), str(sns.get("TopicArn", "")))
+            alarm = parse(json.loads(sns["Message"]), str(sns.get("TopicArn", "")), environment)
         except (KeyError, ValueError, TypeError) as e:
             log.warning("not a CloudWatch alarm message, skipped: %s", e)
             continue
@@ -411,6 +428,7 @@ _refs: AwsRefs | None = None
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     global _refs
-    if _refs is None:
-        _refs = AwsRefs()
-    return {"sent": deliver(event, _refs, budget_s=budget(context))}
+    env = served_environment()
+    if _refs is None or _refs.environment != env:
+        _refs = AwsRefs(environment=env)
+    return {"sent": deliver(event, _refs, budget_s=budget(context), environment=env)}

@@ -453,3 +453,72 @@ def test_handler_reads_refs_from_ssm_and_secrets_manager_and_posts(aws, monkeypa
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- environments: one notifier per environment, told which by MLPACK_ENVIRONMENT ----------------------
+
+DEV_TOPIC = "arn:aws:sns:eu-west-1:123456789012:mlpack-dev-churn-v2-alarms"
+DEV_ALARM = {
+    **PLAIN_ALARM,
+    "AlarmName": "mlpack-dev-churn-v2-api-latency",
+    "AlarmArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:mlpack-dev-churn-v2-api-latency",
+}
+
+
+def dev_event(*messages: dict) -> dict:
+    event = sns_event(*messages)
+    for record in event["Records"]:
+        record["Sns"]["TopicArn"] = DEV_TOPIC
+    return event
+
+
+def test_parse_an_environments_alarm():
+    a = notify.parse(DEV_ALARM, DEV_TOPIC, "dev")
+    assert (a.model, a.what, a.alarm_name) == ("churn-v2", "api-latency", "mlpack-dev-churn-v2-api-latency")
+    # without the topic, the alarm name alone gives a guess, in the right environment
+    assert notify.parse(DEV_ALARM, "", "dev").model == "churn"
+    # a notifier not told the environment would read the environment as part of the model
+    assert notify.parse(DEV_ALARM, DEV_TOPIC).model == "dev-churn-v2"
+
+
+def test_deliver_reads_the_environments_targets():
+    asked = []
+
+    class Refs:
+        def targets(self, model):
+            asked.append(model)
+            return [{"kind": "webhook", "webhook": "ssm:/x"}]
+
+        def url(self, ref):
+            return "http://example.invalid/hook"
+
+    posted = []
+    sent = notify.deliver(dev_event(DEV_ALARM), Refs(), lambda u, p, t: posted.append(p) or 200,
+                          environment="dev")
+    assert sent == 1 and asked == ["churn-v2"] and posted[0]["what"] == "api-latency"
+
+
+def test_the_handler_serves_the_environment_it_is_told(aws, monkeypatch):
+    import boto3
+
+    from handlers import names
+
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ssm = boto3.client("ssm")
+        # the model without an environment has other targets: the notifier must not read them
+        ssm.put_parameter(Name="/mlpack/churn-v2/chat", Type="String", Value="[]")
+        ssm.put_parameter(Name="/mlpack/dev/churn-v2/chat", Type="String",
+                          Value=json.dumps([{"kind": "slack", "webhook": "ssm:/team/dev-slack"}]))
+        ssm.put_parameter(Name="/team/dev-slack", Type="SecureString",
+                          Value=f"http://127.0.0.1:{server.server_port}/dev")
+        monkeypatch.setenv(names.ENV_ENVIRONMENT, "dev")
+        monkeypatch.setattr(notify, "_refs", None)
+        _Hook.received.clear()
+        assert notify.handler(dev_event(DEV_ALARM), None) == {"sent": 1}
+        ((path, body),) = _Hook.received
+        assert path == "/dev" and body["text"].startswith("mlpack churn-v2: api-latency is in ALARM")
+    finally:
+        server.shutdown()
+        server.server_close()
