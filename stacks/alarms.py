@@ -1,6 +1,7 @@
 """Alarms as data: `alarm_specs()` turns a model's thresholds into a list of AlarmSpec (metric,
 statistic, threshold, periods), and ModelAlarms renders them, each named mlpack-<model>-<what>,
-with the model's topic as ALARM (and optionally OK) action. Missing data is not breaching, so an
+with the model's topic as ALARM (and optionally OK) action. In an environment the names are
+mlpack-<env>-<model>-<what> (handlers/names.py). Missing data is not breaching, so an
 idle model pages nobody.
 
 Metrics are addressed by deterministic names (function and API mlpack-<model> from handlers/names.py,
@@ -109,11 +110,12 @@ class ModelMetrics:
 
 
 def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfile | None, *,
-                chat: bool = False, categorical: bool = False) -> list[AlarmSpec]:
+                chat: bool = False, categorical: bool = False, environment: str | None = None) -> list[AlarmSpec]:
     """Every alarm of one model, in a fixed order. chat: the model has chat targets, so the notifier's
     failures to reach them get an alarm too (it reaches the owners by email). categorical: the model
-    takes string columns, whose categories unseen in training get an alarm like out-of-range values."""
-    m = ModelMetrics(ModelNames(model), t.stage_name, Duration.minutes(t.period_minutes))
+    takes string columns, whose categories unseen in training get an alarm like out-of-range values.
+    environment: the function and API watched are the environment's (handlers/names.py)."""
+    m = ModelMetrics(ModelNames(model, environment), t.stage_name, Duration.minutes(t.period_minutes))
     specs = [*_function_specs(m, t), *_api_specs(m, t), *_input_specs(m, t), *_drift_specs(m, t, drift)]
     if categorical:
         specs.append(AlarmSpec(
@@ -299,7 +301,7 @@ def _enough_rows(expr: str, min_rows: int) -> str:
 class ModelAlarmsProps:
     """Props of ModelAlarms.
 
-    model_name: prefix of every alarm name (mlpack-<model_name>-<what>).
+    model_name: prefix of every alarm name (mlpack-[<environment>-]<model_name>-<what>).
     specs: the alarms to create (see alarm_specs()).
     topic: SNS topic notified on ALARM (and on OK when ok_actions).
     ok_actions: also notify when an alarm returns to OK (default True).
@@ -309,6 +311,7 @@ class ModelAlarmsProps:
     specs: tuple[AlarmSpec, ...]
     topic: sns.ITopic
     ok_actions: bool = True
+    environment: str | None = None
 
 
 class ModelAlarms(Construct):
@@ -317,14 +320,14 @@ class ModelAlarms(Construct):
     def __init__(self, scope: Construct, id: str, *, props: ModelAlarmsProps) -> None:
         super().__init__(scope, id)
         action = cw_actions.SnsAction(props.topic)
-        alarm_names = ModelNames(props.model_name)
+        alarm_names = ModelNames(props.model_name, props.environment)
         self.alarms: dict[str, cw.Alarm] = {}
         for spec in props.specs:
             alarm = cw.Alarm(
                 self,
                 spec.what,
                 alarm_name=alarm_names.alarm(spec.what),
-                alarm_description=f"mlpack model {props.model_name}: {spec.description}",
+                alarm_description=f"mlpack model {props.model_name}{_in(props.environment)}: {spec.description}",
                 metric=spec.metric,
                 threshold=spec.threshold,
                 comparison_operator=spec.comparison,
@@ -335,3 +338,7 @@ class ModelAlarms(Construct):
             if props.ok_actions:
                 alarm.add_ok_action(action)
             self.alarms[spec.what] = alarm
+
+
+def _in(environment: str | None) -> str:
+    return f" in {environment}" if environment else ""

@@ -61,7 +61,8 @@ V2_INFER_SCHEMA: dict[str, Any] = {
 class ModelApiProps:
     """Props of ModelApi.
 
-    model_name: names the API (mlpack-<model_name>) and its outputs.
+    model_name: names the API (mlpack-[<environment>-]<model_name>) and its outputs.
+    environment: the environment (dev, prod, ...) the API belongs to; None (default) = none.
     handler: the function alias (or function) every route invokes.
     request_schema: JSON schema (draft 4) for POST /predict bodies sent as application/json.
     auth: "api_key" (default; usage plan + key), "iam" (SigV4) or "none".
@@ -82,6 +83,7 @@ class ModelApiProps:
     log_retention_days: int = 30
     stage_name: str = STAGE_NAME
     description: str = ""
+    environment: str | None = None
 
 
 class ModelApi(Construct):
@@ -89,7 +91,7 @@ class ModelApi(Construct):
 
     def __init__(self, scope: Construct, id: str, *, props: ModelApiProps) -> None:
         super().__init__(scope, id)
-        names = ModelNames(props.model_name)
+        names = ModelNames(props.model_name, props.environment)
         self.access_logs = logs.LogGroup(
             self,
             "AccessLogs",

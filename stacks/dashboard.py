@@ -19,7 +19,9 @@ from stacks.alarms import ModelMetrics
 class DashboardProps:
     """Props of ModelDashboard.
 
-    model_name: the model (function, API and dashboard are mlpack-<model_name>, see handlers/names.py).
+    model_name: the model (function, API and dashboard are mlpack-[<environment>-]<model_name>, see
+        handlers/names.py).
+    environment: the environment (dev, prod, ...); None (default) = none.
     stage_name: the API stage.
     alarms: alarms shown in an alarm status widget.
     period_minutes: the graphs' period (default 5).
@@ -29,6 +31,7 @@ class DashboardProps:
     stage_name: str = "v1"
     alarms: tuple[cw.IAlarm, ...] = ()
     period_minutes: int = 5
+    environment: str | None = None
 
 
 class ModelDashboard(Construct):
@@ -36,7 +39,7 @@ class ModelDashboard(Construct):
 
     def __init__(self, scope: Construct, id: str, *, props: DashboardProps) -> None:
         super().__init__(scope, id)
-        names = ModelNames(props.model_name)
+        names = ModelNames(props.model_name, props.environment)
         m = ModelMetrics(names, props.stage_name, Duration.minutes(props.period_minutes), labelled=True)
         self.dashboard = cw.Dashboard(
             self, "Dashboard", dashboard_name=names.dashboard, default_interval=Duration.hours(3)

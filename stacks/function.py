@@ -1,6 +1,28 @@
 """The model's Lambda function: a container image pinned by digest, its log group, a `live` alias
 on a published version, optional concurrency settings and optional gradual deployment.
 
+Old versions stay, for rollback. Every deploy of a new image publishes a new version (the
+function's current_version) and moves `live` to it. The version resource is retained
+(RemovalPolicy.RETAIN): when the next deploy replaces it, CloudFormation drops it from the stack
+but does not delete it, so Lambda keeps it and an emergency rollback can point `live` back at it
+(`aws lambda update-alias --function-name mlpack-[<env>-]<model> --name live --function-version N`),
+without a build or a deploy. Each version's description says which image and model version it runs
+(`mlpack <model> <model_version> [env <env>] image sha256:<64 hex>`), so the version to go back to
+is found through the Lambda API (list-versions-by-function) by digest or model version. Such a
+flip is drift the stack does not know about: it lasts until a deploy changes the alias (a new
+digest publishes a new version and `live` moves to it); a deploy that changes nothing about the
+alias leaves it where the flip put it.
+
+What "the last N versions" means in practice: nothing here prunes, and nothing counts. CloudFormation
+retains every replaced version and Lambda keeps each until someone deletes it (`aws lambda
+delete-function --function-name F --qualifier N`; never the version `live` points at), so N is
+"every version deployed since the function was created". Retained versions cost storage: Lambda's
+code storage quota (75 GB per region by default) counts every version of a .zip function; for an
+image function like this one the bytes are the image in ECR, so each retained version is only
+worth keeping while its digest is still in ECR (an ECR lifecycle rule that expires old images
+takes the rollback target away; the version then fails to run). Prune old versions (and their
+images) from time to time. `cdk destroy` deletes the function and with it every version.
+
 Never builds or pulls an image (DockerImageCode.from_ecr only names it) and never calls AWS.
 """
 
@@ -53,8 +75,10 @@ class EcrImage:
 class ModelFunctionProps:
     """Props of ModelFunction.
 
-    model_name: the model's name; the function is named mlpack-<model_name>.
+    model_name: the model's name; the function is named mlpack-[<environment>-]<model_name>.
     image: the ECR image (repository + digest) to run.
+    model_version: the model version the image holds (mlpack.lock.json); in the version's description.
+    environment: the environment (dev, prod, ...) the function belongs to; None (default) = none.
     arch: "x86_64" or "arm64"; must match the image.
     memory_mb, timeout_s: Lambda memory and timeout.
     max_batch_size: largest batch the handler accepts (env MLPACK_MAX_BATCH_SIZE).
@@ -65,6 +89,8 @@ class ModelFunctionProps:
 
     model_name: str
     image: EcrImage
+    model_version: str = ""
+    environment: str | None = None
     arch: str = "x86_64"
     memory_mb: int = 1024
     timeout_s: int = 29
@@ -80,7 +106,7 @@ class ModelFunction(Construct):
     def __init__(self, scope: Construct, id: str, *, props: ModelFunctionProps) -> None:
         super().__init__(scope, id)
         self.props = props
-        names = ModelNames(props.model_name)
+        names = ModelNames(props.model_name, props.environment)
         # The stack's environment is the image's account and region (stacks/plan.py), so the name is enough
         # and the URI stays partition-correct. Lambda only pulls from ECR in its own region.
         stack = Stack.of(self)
@@ -103,13 +129,17 @@ class ModelFunction(Construct):
             self,
             "Function",
             function_name=names.function,
-            description=f"mlpack model {props.model_name} (image {props.image.digest[:19]})",
+            description=function_description(props),
             code=lambda_.DockerImageCode.from_ecr(repo, tag_or_digest=props.image.digest),
             architecture=lambda_.Architecture.ARM_64 if props.arch == "arm64" else lambda_.Architecture.X86_64,
             memory_size=props.memory_mb,
             timeout=Duration.seconds(props.timeout_s),
             reserved_concurrent_executions=props.reserved_concurrency,
             log_group=self.log_group,
+            # each published version outlives its replacement: `live` can be pointed back at it
+            current_version_options=lambda_.VersionOptions(
+                removal_policy=RemovalPolicy.RETAIN, description=version_description(props)
+            ),
             environment={
                 contract.ENV_MODEL_NAME: props.model_name,
                 contract.ENV_MODEL_DIR: contract.MODEL_DIR,
@@ -128,6 +158,24 @@ class ModelFunction(Construct):
             version=self.function.current_version,
             provisioned_concurrent_executions=props.provisioned_concurrency or None,
         )
+
+
+LAMBDA_DESCRIPTION_MAX = 256  # characters, for a function's and a version's description
+
+
+def function_description(props: ModelFunctionProps) -> str:
+    env = f" in {props.environment}" if props.environment else ""
+    return f"mlpack model {props.model_name}{env} (image {props.image.digest[:19]})"[:LAMBDA_DESCRIPTION_MAX]
+
+
+def version_description(props: ModelFunctionProps) -> str:
+    """`mlpack <model> <model_version> [env <env>] image sha256:<64 hex>`: which image a published
+    version runs, readable back through the Lambda API. The digest is never cut: what does not fit in
+    Lambda's 256 characters is cut from the model version."""
+    env = f" env {props.environment}" if props.environment else ""
+    tail = f"{env} image {props.image.digest}"
+    head = f"mlpack {props.model_name} {props.model_version or '?'}"
+    return head[: max(LAMBDA_DESCRIPTION_MAX - len(tail), 0)] + tail
 
 
 @dataclass(frozen=True, kw_only=True)

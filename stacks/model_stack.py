@@ -1,6 +1,7 @@
-"""mlpack-<model>: one model's function, API, alarms, notifications and dashboard, composed from
-the constructs in stacks/. Takes resolved data (ModelSpec, lock entry, model.json info); never
-reads files, builds, or calls AWS.
+"""mlpack-[<env>-]<model>: one model's function, API, alarms, notifications and dashboard, composed
+from the constructs in stacks/. Takes resolved data (ModelSpec, lock entry, model.json info) and
+optionally an environment (dev, prod, ...) that every resource name carries (handlers/names.py);
+never reads files, builds, or calls AWS.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ CODEDEPLOY_MAX_ALARMS = 10  # alarms per CodeDeploy deployment group
 
 
 class ModelStack(Stack):
-    """mlpack-<model>: built in the order the pieces depend on each other (function, API, topic, alarms
+    """mlpack-[<env>-]<model>: built in the order the pieces depend on each other (function, API, topic, alarms
     on both, a gradual deployment watching the alarms, a dashboard showing everything)."""
 
     def __init__(
@@ -41,12 +42,16 @@ class ModelStack(Stack):
         info: ModelInfo,
         image: EcrImage,
         account_concurrency: int = 1000,
+        environment: str | None = None,
         **kwargs: Any,
     ) -> None:
+        self.mlpack_environment = environment
+        self.model_names = ModelNames(spec.name, environment)
+        where = f" in {environment}" if environment else ""
         super().__init__(
             scope,
-            spec.stack_name,
-            description=f"mlpack model {spec.name} {lock.model_version} ({lock.digest[:19]})",
+            self.model_names.stack,
+            description=f"mlpack model {spec.name}{where} {lock.model_version} ({lock.digest[:19]})",
             **kwargs,
         )
         self.function = self._function(spec, lock, image)
@@ -56,6 +61,7 @@ class ModelStack(Stack):
             "Notifications",
             props=NotificationsProps(
                 model_name=spec.name,
+                environment=environment,
                 emails=tuple(spec.model.owners) if spec.notifications.email else (),
                 chat=tuple(ChatRef(kind=c.kind, webhook=c.webhook) for c in spec.notifications.chat),
             ),
@@ -67,6 +73,7 @@ class ModelStack(Stack):
             "Dashboard",
             props=DashboardProps(
                 model_name=spec.name,
+                environment=self.mlpack_environment,
                 stage_name=STAGE_NAME,
                 alarms=tuple(self.alarms.alarms.values()),
                 period_minutes=spec.alarms.period_minutes,
@@ -80,7 +87,9 @@ class ModelStack(Stack):
             "Model",
             props=ModelFunctionProps(
                 model_name=spec.name,
+                environment=self.mlpack_environment,
                 image=image,
+                model_version=lock.model_version,
                 arch=lock.arch,
                 memory_mb=rt.memory_mb,
                 timeout_s=rt.timeout_s,
@@ -98,6 +107,7 @@ class ModelStack(Stack):
             "Api",
             props=ModelApiProps(
                 model_name=spec.name,
+                environment=self.mlpack_environment,
                 handler=self.function.alias,
                 request_schema=info.request_schema,
                 auth=api_cfg.auth,
@@ -123,9 +133,11 @@ class ModelStack(Stack):
             "Alarms",
             props=alarms_mod.ModelAlarmsProps(
                 model_name=spec.name,
+                environment=self.mlpack_environment,
                 specs=tuple(alarms_mod.alarm_specs(spec.name, thresholds, info.drift,
                                                    chat=bool(spec.notifications.chat),
-                                                   categorical=info.categorical)),
+                                                   categorical=info.categorical,
+                                                   environment=self.mlpack_environment)),
                 topic=self.notifications.topic,
                 ok_actions=spec.notifications.ok_actions,
             ),
@@ -139,7 +151,7 @@ class ModelStack(Stack):
         if len(rollback) + len(drift) > CODEDEPLOY_MAX_ALARMS:
             # a deployment group takes at most 10 alarms: many classes' drift alarms become one composite
             drift = [cw.CompositeAlarm(
-                self, "DriftAny", composite_alarm_name=ModelNames(spec.name).alarm("drift-any"),
+                self, "DriftAny", composite_alarm_name=self.model_names.alarm("drift-any"),
                 alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
                 alarm_rule=cw.AlarmRule.any_of(*drift), actions_enabled=False)]
         return GradualDeployment(

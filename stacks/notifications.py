@@ -1,7 +1,8 @@
-"""The model's notifications: one SNS topic (mlpack-<model>-alarms) with the owners' emails
-subscribed, and optional chat delivery through the shared notifier function.
+"""The model's notifications: one SNS topic (mlpack-[<env>-]<model>-alarms) with the owners' emails
+subscribed, and optional chat delivery through the shared notifier function of the same
+environment and region (handlers/names.py SharedNames).
 
-Chat targets are written to an SSM parameter (/mlpack/<model>/chat) as references
+Chat targets are written to an SSM parameter (/mlpack/[<env>/]<model>/chat) as references
 (ssm:/... or secretsmanager:...), never URLs; the notifier resolves them at run time and this
 construct grants it read access to exactly those references. No AWS calls at synth.
 """
@@ -34,18 +35,21 @@ class ChatRef:
 class NotificationsProps:
     """Props of ModelNotifications.
 
-    model_name: names the topic mlpack-<model_name>-alarms.
+    model_name: names the topic mlpack-[<environment>-]<model_name>-alarms.
+    environment: the environment (dev, prod, ...); None (default) = none.
     emails: owners subscribed by email (each confirms once); () = none.
     chat: chat targets; () (default) = no chat, no dependency on the shared notifier.
     notifier_function_name, notifier_role_name: the shared notifier (deterministic names, so no
-        cross-stack exports that would pin the shared stack).
+        cross-stack exports that would pin the shared stack); None (default) = the environment's
+        notifier in the stack's region (names.SharedNames).
     """
 
     model_name: str
+    environment: str | None = None
     emails: tuple[str, ...] = ()
     chat: tuple[ChatRef, ...] = ()
-    notifier_function_name: str = names.NOTIFIER
-    notifier_role_name: str = names.NOTIFIER
+    notifier_function_name: str | None = None
+    notifier_role_name: str | None = None
 
 
 class ModelNotifications(Construct):
@@ -54,12 +58,14 @@ class ModelNotifications(Construct):
     def __init__(self, scope: Construct, id: str, *, props: NotificationsProps) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
-        model_names = names.ModelNames(props.model_name)
+        model_names = names.ModelNames(props.model_name, props.environment)
+        shared = names.SharedNames(props.environment, stack.region)
+        label = f"{props.model_name} ({props.environment})" if props.environment else props.model_name
         self.topic = sns.Topic(
             self,
             "Topic",
             topic_name=model_names.topic,
-            display_name=f"mlpack {props.model_name} alarms",
+            display_name=f"mlpack {label} alarms",
             enforce_ssl=True,
         )
         # CloudWatch may publish alarm changes to the topic (this is what makes alarm actions work).
@@ -89,7 +95,7 @@ class ModelNotifications(Construct):
             self,
             "ChatTargets",
             parameter_name=model_names.chat_parameter,
-            description=f"mlpack {props.model_name}: chat targets (references, not URLs) for the notifier",
+            description=f"mlpack {label}: chat targets (references, not URLs) for the notifier",
             string_value=json.dumps(
                 [{"kind": c.kind, "webhook": c.webhook} for c in props.chat], separators=(",", ":")
             ),
@@ -101,12 +107,12 @@ class ModelNotifications(Construct):
             function_arn=stack.format_arn(
                 service="lambda",
                 resource="function",
-                resource_name=props.notifier_function_name,
+                resource_name=props.notifier_function_name or shared.notifier,
                 arn_format=ArnFormat.COLON_RESOURCE_NAME,
             ),
         )
         self.topic.add_subscription(subs.LambdaSubscription(notifier))
-        role = iam.Role.from_role_name(self, "NotifierRole", props.notifier_role_name)
+        role = iam.Role.from_role_name(self, "NotifierRole", props.notifier_role_name or shared.notifier_role)
         statements = [iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[param.parameter_arn])]
         for ref in props.chat:
             kind, where = ref.webhook.split(":", 1)

@@ -443,13 +443,14 @@ def test_chat_targets_are_references_and_the_notifier_may_read_exactly_them(temp
     sub = _one(iris, "AWS::SNS::Subscription", {"Protocol": "lambda"})["Properties"]
     assert "function:mlpack-notifier" in json.dumps(sub["Endpoint"])
     policy = _one(iris, "AWS::IAM::Policy", {"PolicyName": "mlpack-iris-notifier"})["Properties"]
-    assert policy["Roles"] == ["mlpack-notifier"]
+    assert policy["Roles"] == [f"mlpack-notifier-{sp.REGION}"]  # IAM names are per account: the region too
     text = json.dumps(policy["PolicyDocument"])
     assert "parameter/team/slack-url" in text and "secret:team/teams-url-??????" in text
     assert '"ssm:GetParameter"' in text and "secretsmanager:GetSecretValue" in text
     for name in ("mlpack-houses", "mlpack-digits"):
         templates[name].resource_count_is("AWS::SSM::Parameter", 0)
-        assert not templates[name].find_resources("AWS::IAM::Policy", {"Properties": {"Roles": ["mlpack-notifier"]}})
+        roles = {"Roles": [f"mlpack-notifier-{sp.REGION}"]}
+        assert not templates[name].find_resources("AWS::IAM::Policy", {"Properties": roles})
         assert "mlpack-notifier" not in json.dumps(templates[name].to_json()["Resources"])
 
 
@@ -458,7 +459,8 @@ def test_shared_stack_holds_the_notifier_and_the_api_logging_role(synth, templat
     fn = _one(shared, "AWS::Lambda::Function")["Properties"]
     assert fn["FunctionName"] == "mlpack-notifier" and fn["Handler"] == "notify.handler"
     assert fn["Runtime"].startswith("python3.")
-    shared.has_resource_properties("AWS::IAM::Role", {"RoleName": "mlpack-notifier"})
+    shared.has_resource_properties("AWS::IAM::Role", {"RoleName": f"mlpack-notifier-{sp.REGION}"})
+    assert "Environment" not in fn, "without an environment the notifier parses the names without one"
     shared.resource_count_is("AWS::ApiGateway::Account", 1)
     for name in ("mlpack-iris", "mlpack-houses", "mlpack-digits"):
         templates[name].resource_count_is("AWS::ApiGateway::Account", 0)
