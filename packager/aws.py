@@ -1,11 +1,12 @@
 """The one place that creates boto3 clients: the current account and region, ECR repositories
-(looked up, or created with scan-on-push, immutable tags and a lifecycle rule for untagged images)
-and ECR's registry credentials. botocore failures become one clear RegistryError line each.
+(looked up, or created with scan-on-push, immutable tags and a lifecycle rule for untagged images),
+ECR's registry credentials, and a model function's published versions and `live` alias (the emergency
+rollback). botocore failures become one clear RegistryError line each.
 
 Enters: an ECR registry (account and region, parsed from its host name) and repository names.
 Leaves: plain values: the account's registry, whether a repository exists, `Credentials` for the
 registry API. Must not speak HTTP to registries (that is packager/registry/transport.py) and must not
-import build code; packager/registry/destination.py is its one caller.
+import build code; packager/registry/destination.py and the release commands are its callers.
 """
 
 from __future__ import annotations
@@ -142,6 +143,36 @@ class Aws:
         if not password:
             raise RegistryError(f"{registry.host}: ECR returned an authorization token without a password")
         return Credentials(username=user, password=password)
+
+    # --- Lambda: the live alias (`mlpack rollback --live`) ---------------------------------------------
+
+    def function_versions(self, function: str, region: str) -> list[tuple[str, str]]:
+        """(version, description) of every published version of the function (lambda:ListVersionsByFunction)."""
+        client = self._client("lambda", region)
+        out: list[tuple[str, str]] = []
+        marker: str | None = None
+        while True:
+            page = _call("lambda:ListVersionsByFunction", f"list the versions of {function}",
+                         client.list_versions_by_function, FunctionName=function, **({"Marker": marker} if marker
+                                                                                     else {}))
+            out += [(str(v["Version"]), str(v.get("Description", ""))) for v in page.get("Versions", [])
+                    if v.get("Version") != "$LATEST"]
+            marker = page.get("NextMarker")
+            if not marker:
+                return out
+
+    def alias_version(self, function: str, alias: str, region: str) -> str:
+        client = self._client("lambda", region)
+        got = _call("lambda:GetAlias", f"read alias {alias} of {function}", client.get_alias,
+                    FunctionName=function, Name=alias)
+        return str(got["FunctionVersion"])
+
+    def point_alias(self, function: str, alias: str, version: str, region: str) -> None:
+        """Send all of the alias's traffic to `version` (lambda:UpdateAlias; any weighted routing is cleared)."""
+        client = self._client("lambda", region)
+        _call("lambda:UpdateAlias", f"point alias {alias} of {function} at version {version}", client.update_alias,
+              FunctionName=function, Name=alias, FunctionVersion=version,
+              RoutingConfig={"AdditionalVersionWeights": {}})
 
 
 def _code(e: bce.ClientError) -> str:

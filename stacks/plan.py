@@ -1,15 +1,21 @@
-"""Which model stacks to create: match model projects (cdk.json "mlpack:projects" globs) against
-mlpack.lock.json and their exported model.json. Plain data out; no CDK, no AWS, no network.
+"""Which model stacks to create: match model projects (the globs of mlpack-repo.toml or cdk.json's
+"mlpack:projects") against the environment's lock and each image's deploy record. Plain data out; no
+CDK, no AWS, no network.
+
+Only committed files are needed: mlpack.toml (the model's weights and samples are not required: they
+are not committed), the lock, and mlpack.records/<model>/<digest>.json, which holds what the stacks need
+from the image's export (packager/config/records.py). An image pushed without a record (by an older
+mlpack) falls back to PROJECT/build/<name>/model.json of the same model version.
 
 Rules (documented in app.py too). One model's problem never blocks the others: that model is skipped
 with one line saying why and what to run, and only deploying it fails (its stack does not exist):
 - a project with no lock entry has not been pushed yet (a note, not a problem);
 - a project whose mlpack.toml is invalid;
-- a lock entry whose project is gone (no mlpack.toml there, or outside the globs), or whose project's
-  mlpack.toml names another model than its lock entry;
-- a pushed model without PROJECT/build/<name>/model.json, or with one from another model version
-  than the lock's (the API's request schema and the drift alarm come from it), or built for another
-  architecture than mlpack.toml asks for.
+- a lock entry whose project is gone (no mlpack.toml there: its stack, if deployed, is orphaned, and the
+  line gives the `cdk destroy` command), or outside the globs, or whose project's mlpack.toml names
+  another model than its lock entry;
+- a pushed model without its deploy record, or built for another architecture than mlpack.toml asks
+  for, or (in a named environment) pushed to another account or region than the environment's.
 What concerns the whole app is an error: every model must live in one AWS account and region (the
 shared stack is per account and region), and the lock file must be readable.
 """
@@ -23,7 +29,9 @@ from pathlib import Path
 from handlers import contract
 from handlers.names import ModelNames
 from packager.config import lock as lock_mod
+from packager.config import records as records_mod
 from packager.config import spec as spec_mod
+from packager.config.repo import Environment
 from packager.errors import DeployError, MlpackError
 from stacks import model_json
 from stacks.function import EcrImage
@@ -45,6 +53,7 @@ class AppPlan:
     models: tuple[ModelPlan, ...]
     notes: tuple[str, ...] = field(default=())
     skipped: tuple[str, ...] = field(default=())
+    environment: str | None = None  # the named environment, or None for a single-environment app
 
     @property
     def env(self) -> tuple[str, str] | None:
@@ -62,8 +71,8 @@ def find_projects(root: Path, patterns: list[str]) -> tuple[dict[Path, spec_mod.
             folder = Path(hit).resolve()
             if not (folder / spec_mod.SPEC_FILE).is_file() or folder in found or folder in broken:
                 continue
-            try:
-                found[folder] = spec_mod.resolve(spec_mod.load(folder))
+            try:  # files=False: weights and samples are not committed; the deploy record has what synth needs
+                found[folder] = spec_mod.resolve(spec_mod.load(folder, files=False), files=False)
             except MlpackError as e:
                 broken[folder] = str(e)
     return found, broken
@@ -73,7 +82,9 @@ def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def plan(root: Path, *, patterns: list[str], lock_path: Path) -> AppPlan:
+def plan(root: Path, *, patterns: list[str], lock_path: Path, environment: Environment | None = None) -> AppPlan:
+    """environment: the named environment being synthesised (lock_path is its lock); every model's image
+    must be in its account and region."""
     root = root.resolve()
     lock_path = (root / lock_path).resolve()
     projects, broken = find_projects(root, patterns)
@@ -81,7 +92,8 @@ def plan(root: Path, *, patterns: list[str], lock_path: Path) -> AppPlan:
     models: list[ModelPlan] = []
     skipped: list[str] = []
     for name, entry in sorted(pushed.items()):
-        planned = _model(name, entry, projects, broken, lock_path=lock_path, patterns=patterns)
+        planned = _model(name, entry, projects, broken, lock_path=lock_path, patterns=patterns,
+                         environment=environment)
         if isinstance(planned, ModelPlan):
             models.append(planned)
         else:
@@ -90,9 +102,10 @@ def plan(root: Path, *, patterns: list[str], lock_path: Path) -> AppPlan:
     for folder, problem in sorted(broken.items()):
         if folder not in in_lock:
             skipped.append(f"mlpack: skipping {_rel(folder, root)}: {_one_line(problem)}")
+    env_flag = f" --env {environment.name}" if environment else ""
     notes = [
         f"mlpack: skipping {spec.name} ({_rel(folder, root)}): not in {lock_path.name} yet; "
-        f"run `mlpack push {_rel(folder, root)}` to deploy it"
+        f"run `mlpack push {_rel(folder, root)}{env_flag}` to deploy it"
         for folder, spec in sorted(projects.items(), key=lambda kv: kv[1].name) if spec.name not in pushed
     ]
     envs = sorted({(m.image.account, m.image.region) for m in models})
@@ -100,13 +113,15 @@ def plan(root: Path, *, patterns: list[str], lock_path: Path) -> AppPlan:
         raise DeployError(
             f"{lock_path.name}: models span several AWS accounts/regions ({envs}); one app deploys one "
             f"account and region",
-            hint="use one lock file per environment (cdk -c mlpack:lock=FILE)",
+            hint="declare environments in mlpack-repo.toml (each has its own lock), or use one lock file per "
+                 "account and region (cdk -c mlpack:lock=FILE)",
         )
-    return AppPlan(models=tuple(models), notes=tuple(notes), skipped=tuple(skipped))
+    return AppPlan(models=tuple(models), notes=tuple(notes), skipped=tuple(skipped),
+                   environment=environment.name if environment else None)
 
 
 def _model(name: str, entry: lock_mod.LockEntry, projects: dict[Path, spec_mod.ModelSpec], broken: dict[Path, str],
-           *, lock_path: Path, patterns: list[str]) -> ModelPlan | str:
+           *, lock_path: Path, patterns: list[str], environment: Environment | None) -> ModelPlan | str:
     """The plan of one pushed model, or why it cannot be deployed (with what to run)."""
     folder = (lock_path.parent / entry.project).resolve()
     where = f"{lock_path.name}: models.{name}"
@@ -115,28 +130,54 @@ def _model(name: str, entry: lock_mod.LockEntry, projects: dict[Path, spec_mod.M
                f"{entry.project}`)"
     if folder not in projects:
         if (folder / spec_mod.SPEC_FILE).is_file():
-            return (f"{where}: project {entry.project} is not matched by cdk.json's mlpack:projects "
-                    f"({', '.join(patterns)}); add it there")
-        return (f"{where}: project {entry.project} is gone (no {spec_mod.SPEC_FILE}); remove the entry from "
-                f"{lock_path.name} (and `cdk destroy {ModelNames(name).stack}` if it was deployed)")
+            return (f"{where}: project {entry.project} is not matched by the project globs "
+                    f"({', '.join(patterns)}); add it to `projects` in mlpack-repo.toml (or to cdk.json's "
+                    "mlpack:projects without one)")
+        env_name = environment.name if environment else None
+        context = f"-c mlpack:env={env_name} " if env_name else ""
+        return (f"{where}: project {entry.project} is gone (no {spec_mod.SPEC_FILE}) but the lock still deploys "
+                f"it: if its stack exists it is orphaned; remove it with `cdk destroy {context}"
+                f"{ModelNames(name, env_name).stack}`, then delete the entry from {lock_path.name}")
     spec = projects[folder]
     if spec.name != name:
         return (f"{where}: {entry.project}/{spec_mod.SPEC_FILE} names model {spec.name!r}, not {name!r}; "
                 f"push it again with `mlpack push {entry.project}`")
-    info_path = spec.default_build_dir() / contract.MODEL_JSON
     try:
         image = EcrImage.parse(entry.repository, entry.digest, origin=f"{where}.repository")
-        info = model_json.load(info_path, max_batch_size=spec.api.max_batch_size)
+        info = _info(name, entry, spec, lock_path)
     except MlpackError as e:
         return str(e)
     if spec.runtime.arch != entry.arch:
         return (f"{where}.arch: the pushed image is {entry.arch} but {entry.project}/{spec_mod.SPEC_FILE} "
                 f"asks for runtime.arch = {spec.runtime.arch!r}; build and push it again")
-    if info.version != entry.model_version:
-        return (f"{info_path}: model version {info.version} does not match the pushed image's "
-                f"{entry.model_version} ({where}.model_version); run `mlpack export {entry.project}` for the "
-                f"version you pushed, or push again")
+    if environment and (image.account, image.region) != (environment.account, environment.region):
+        return (f"{where}.repository: the image is in account {image.account}, region {image.region}, but "
+                f"environment {environment.name} is account {environment.account}, region {environment.region}; "
+                f"push it with `mlpack push {entry.project} --env {environment.name}` or promote it there")
     return ModelPlan(spec=spec, lock=entry, info=info, image=image)
+
+
+def _info(name: str, entry: lock_mod.LockEntry, spec: spec_mod.ModelSpec, lock_path: Path) -> model_json.ModelInfo:
+    """What the stack needs from the image's export: its deploy record; for an image pushed without one
+    (an older mlpack), PROJECT/build/<name>/model.json of the same model version. DeployError names the fix."""
+    record = records_mod.path_for(lock_path, name, entry.digest)
+    where = f"{lock_path.name}: models.{name}"
+    built = spec.default_build_dir() / contract.MODEL_JSON
+    if record.is_file() or not built.is_file():
+        data = records_mod.read(lock_path, name, entry.digest)
+        info = model_json.parse(data, origin=str(record), max_batch_size=spec.api.max_batch_size)
+        if info.version != entry.model_version:
+            raise DeployError(f"{record}: model version {info.version} does not match the lock's "
+                              f"{entry.model_version} ({where}.model_version)",
+                              hint=f"rewrite both from the registry with `mlpack relock {name}`")
+        return info
+    info = model_json.load(built, max_batch_size=spec.api.max_batch_size)
+    if info.version != entry.model_version:
+        raise DeployError(
+            f"{built}: model version {info.version} does not match the pushed image's {entry.model_version} "
+            f"({where}.model_version), and the image has no deploy record ({record})",
+            hint=f"run `mlpack relock {name}` to write the record from the image in the registry, or push again")
+    return info
 
 
 def _rel(folder: Path, root: Path) -> str:

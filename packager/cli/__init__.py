@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "packager.cli.project",
     "packager.cli.build",
     "packager.cli.push",
+    "packager.cli.release",
     "packager.cli.run",
 )
 

@@ -16,6 +16,9 @@ from typing import Any
 import click
 
 from packager.cli import echo_json
+from packager.config import records as records_mod
+from packager.config import repo as repo_mod
+from packager.config.repo import Environment
 from packager.errors import MlpackError, RegistryError
 from packager.registry import destination as dest_mod
 from packager.registry import push as push_mod
@@ -37,6 +40,20 @@ class ImageRefParam(click.ParamType):  # type: ignore[type-arg]
         if ref.digest:
             self.fail(f"{value}: a push destination cannot name a digest (the image decides it)", param, ctx)
         return ref
+
+
+def environment_for(start: Path, env: str | None, *, explicit_lock: bool = False) -> Environment | None:
+    """The environment of the mlpack-repo.toml above `start` named `env` (default: its only one); None
+    in a repository without one (unless --env was given: an error). With --lock and no --env, none."""
+    found = repo_mod.find(start)
+    if found is None:
+        if env is not None:
+            raise MlpackError(f"--env {env}: no {repo_mod.REPO_FILE} in {start} or above it declares environments",
+                              hint="create the team repository with `mlpack init --repo DIR`, or drop --env")
+        return None
+    if env is None and explicit_lock:
+        return None
+    return repo_mod.load(found).environment(env)
 
 
 def _size(n: float) -> str:
@@ -70,20 +87,30 @@ def print_plan(plan: push_mod.PushPlan) -> None:
 @click.option("--to", "to", type=ImageRefParam(), help="Destination REGISTRY/REPO[:TAG] (default: [registry] in "
               "mlpack.toml, else ECR of the current AWS account/region, repository mlpack/<model>). Without "
               "a TAG the image is tagged <model version>-<first 12 hex of its digest>; a tag is never moved.")
+@click.option("--env", "env", metavar="ENV", help="Environment of mlpack-repo.toml to push to: its ECR (account "
+              "and region) and its lock. Default: the only one, when the repository declares one.")
 @click.option("--lock", "lock_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Lock file to record the digest in (default: mlpack.lock.json at the repository root). "
-              "Checked before anything is uploaded.")
+              help="Lock file to record the digest in (default: the environment's, else mlpack.lock.json at the "
+              "repository root). Checked before anything is uploaded.")
 @click.option("--dry-run", is_flag=True,
               help="Print what would be created, uploaded, mounted or skipped; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan or the result as JSON.")
-def push(path: Path, to: ImageRef | None, lock_path: Path | None, dry_run: bool, as_json: bool) -> None:
-    """Push the image `mlpack build` wrote for DIR (or an OCI LAYOUT) and pin its digest in mlpack.lock.json."""
+def push(path: Path, to: ImageRef | None, env: str | None, lock_path: Path | None, dry_run: bool,
+         as_json: bool) -> None:
+    """Push the image `mlpack build` wrote for DIR (or an OCI LAYOUT) and pin its digest in the lock.
+
+    Also writes the image's deploy record (mlpack.records/<model>/<digest>.json beside the lock): what
+    the stacks need from the export, so a clean checkout deploys. Commit both."""
     source = dest_mod.find_source(path)
     image = dest_mod.read_image(source, path)
     model = push_mod.model_info_for(image, source.model_json)
-    lock_path = (lock_path or push_mod.default_lock_path(source.project_dir)).resolve()
+    environment = environment_for(source.project_dir, env, explicit_lock=lock_path is not None)
+    lock_path = (lock_path or (environment.lock if environment else None)
+                 or push_mod.default_lock_path(source.project_dir)).resolve()
     recorded = push_mod.read_lock(lock_path)
-    dest = dest_mod.destination(to, source, model, image.manifest.digest)
+    push_mod.check_same_project(recorded, lock_path, model.name, source.project_dir)
+    facts = push_mod.deploy_facts(image, model, source.model_json)
+    dest = dest_mod.destination(to, source, model, image.manifest.digest, environment=environment)
     with dest.client as client:
         plan = push_mod.plan_push(image, dest.ref, client, repositories=dest.repositories,
                                   mount_candidates=push_mod.mount_candidates(recorded, dest.ref))
@@ -104,7 +131,7 @@ def push(path: Path, to: ImageRef | None, lock_path: Path | None, dry_run: bool,
         result = push_mod.execute(plan, image, client, progress=progress, repositories=dest.repositories)
     try:
         entry, changed = push_mod.record_lock(lock_path, model=model, ref=result.ref, arch=image.arch,
-                                              project_dir=source.project_dir)
+                                              project_dir=source.project_dir, facts=facts)
     except MlpackError as e:
         raise MlpackError(f"pushed {result.ref}, but could not record it in {lock_path}: {e.message}",
                           hint=e.hint) from e
@@ -118,7 +145,7 @@ def push(path: Path, to: ImageRef | None, lock_path: Path | None, dry_run: bool,
     shown = os.path.relpath(lock_path)
     shown = str(lock_path) if shown.startswith("..") else shown
     if changed:
-        click.echo(f"recorded {model.name} in {shown}")
+        click.echo(f"recorded {model.name} in {shown} (commit it with {records_mod.RECORDS_DIR}/{model.name}/)")
     else:
         click.echo(f"{shown} already records {model.name} at this digest; left unchanged")
 

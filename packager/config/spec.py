@@ -436,8 +436,15 @@ def _build(cls: Any, raw: Mapping[str, Any], path: str, problems: list[str]) -> 
         return None
 
 
-def _cross_checks(spec: ModelSpec, problems: list[str]) -> None:
-    """Rules that involve more than one field or the file system."""
+def _cross_checks(spec: ModelSpec, problems: list[str], *, files: bool = True) -> None:
+    """Rules that involve more than one field or the file system (files=False: not the model's source and
+    samples, which a deploy from a clean checkout does not have: weights and data are not committed)."""
+    _field_checks(spec, problems)
+    if files:
+        _file_checks(spec, problems)
+
+
+def _file_checks(spec: ModelSpec, problems: list[str]) -> None:
     src = spec.source_path()
     if src is not None and not src.is_file():
         problems.append(f"model.source: file not found: {src} (paths are relative to the project folder)")
@@ -451,6 +458,9 @@ def _cross_checks(spec: ModelSpec, problems: list[str]) -> None:
             pkg_file = spec.project_dir / module.replace(".", "/") / "__init__.py"
             if not mod_file.is_file() and not pkg_file.is_file():
                 problems.append(f"{key}: module {module!r} not found in {spec.project_dir} (expected {mod_file.name})")
+
+
+def _field_checks(spec: ModelSpec, problems: list[str]) -> None:
     if spec.api.quota_per_day is not None and spec.api.auth != "api_key":
         problems.append(f"api.quota_per_day: needs api.auth = 'api_key' (got {spec.api.auth!r})")
     if len(set(spec.model.label_names)) != len(spec.model.label_names):
@@ -462,8 +472,9 @@ def _cross_checks(spec: ModelSpec, problems: list[str]) -> None:
         problems.append(f"runtime.provisioned_concurrency: must not exceed runtime.reserved_concurrency ({pc} > {rc})")
 
 
-def parse(raw: Mapping[str, Any], project_dir: Path, origin: str = SPEC_FILE) -> ModelSpec:
-    """Validate a raw TOML mapping. Raises SpecError listing every problem."""
+def parse(raw: Mapping[str, Any], project_dir: Path, origin: str = SPEC_FILE, *, files: bool = True) -> ModelSpec:
+    """Validate a raw TOML mapping. Raises SpecError listing every problem. files=False skips the checks
+    that the model's source and samples exist (what deploying needs is in the deploy record)."""
     problems: list[str] = []
     allowed = sorted([*SECTIONS, *MAP_SECTIONS])
     for key in sorted(set(raw) - set(SECTIONS) - set(MAP_SECTIONS)):
@@ -483,7 +494,7 @@ def parse(raw: Mapping[str, Any], project_dir: Path, origin: str = SPEC_FILE) ->
     if problems or any(v is None for v in sections.values()):
         raise SpecError(origin, problems)
     spec = ModelSpec(project_dir=project_dir.resolve(), **sections)
-    _cross_checks(spec, problems)
+    _cross_checks(spec, problems, files=files)
     if problems:
         raise SpecError(origin, problems)
     return spec
@@ -527,8 +538,8 @@ def _map_sections(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]
     return out
 
 
-def load(project_dir: Path | str) -> ModelSpec:
-    """Read and validate DIR/mlpack.toml."""
+def load(project_dir: Path | str, *, files: bool = True) -> ModelSpec:
+    """Read and validate DIR/mlpack.toml (files=False: see `parse`)."""
     project_dir = Path(project_dir)
     path = project_dir / SPEC_FILE if project_dir.is_dir() or not project_dir.suffix else project_dir
     if path.name == SPEC_FILE:
@@ -541,7 +552,7 @@ def load(project_dir: Path | str) -> ModelSpec:
         raise SpecError(str(path), [f"cannot read: {e}"]) from e
     except tomllib.TOMLDecodeError as e:
         raise SpecError(str(path), [f"not valid TOML: {e}"]) from e
-    return parse(raw, project_dir, str(path))
+    return parse(raw, project_dir, str(path), files=files)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -556,7 +567,7 @@ ENV_OVERRIDES = {
 
 
 def resolve(spec: ModelSpec, flags: Mapping[str, Any] | None = None,
-            environ: Mapping[str, str] | None = None) -> ModelSpec:
+            environ: Mapping[str, str] | None = None, *, files: bool = True) -> ModelSpec:
     """Apply overrides: a flag (dotted key -> value, None = not given) beats an MLPACK_* environment
     variable, which beats the file, which beats the default. Overrides are validated like the file."""
     env = os.environ if environ is None else environ
@@ -573,7 +584,8 @@ def resolve(spec: ModelSpec, flags: Mapping[str, Any] | None = None,
     for key, value in changes.items():
         section, name = key.split(".", 1)
         raw.setdefault(section, {})[name] = value
-    return parse(raw, spec.project_dir, f"{spec.spec_path} (with overrides {', '.join(sorted(changes))})")
+    return parse(raw, spec.project_dir, f"{spec.spec_path} (with overrides {', '.join(sorted(changes))})",
+                 files=files)
 
 
 def to_raw(spec: ModelSpec) -> dict[str, Any]:

@@ -146,3 +146,20 @@ def unpack(image: Image, dest: Path) -> Path:
         if d.is_dir() and d.resolve() == real_root / d.relative_to(rootfs):
             d.chmod(mode)
     return rootfs
+
+
+def read_file(layer_blobs: list[tuple[Path, str]], path: str, *, limit: int = 64 << 20) -> bytes | None:
+    """The content of the regular file `path` (e.g. "var/task/model/model.json") in an image made of these
+    layer blobs (path, media type, in image order): the newest layer holding it wins, so layers are read
+    from the top down and the reading stops there. None when no layer has it. Read without unpacking; a
+    file over `limit` bytes is refused. (No whiteouts: mlpack asks for files its own top layers write.)"""
+    want = norm_name(path)
+    for blob, media_type in reversed(layer_blobs):
+        with tarfile.open(blob, "r:gz" if media_type in GZIP_LAYER_TYPES else "r:") as tar:
+            for member in tar:
+                if norm_name(member.name) == want and member.isfile():
+                    if member.size > limit:
+                        raise BuildError(f"{path}: {member.size} bytes in layer {blob.name[:12]}, over {limit}")
+                    extracted = tar.extractfile(member)
+                    return extracted.read() if extracted else None
+    return None

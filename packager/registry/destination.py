@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from packager import oci
 from packager.config import spec as spec_mod
+from packager.config.repo import Environment
 from packager.errors import RegistryError
 from packager.registry import push as push_mod
 from packager.registry.client import Credentials, ImageRef, RegistryClient
@@ -30,7 +31,9 @@ from packager.registry.client import Credentials, ImageRef, RegistryClient
 if TYPE_CHECKING:
     from packager import aws as aws_mod
 
-ENV_ENDPOINT = "MLPACK_REGISTRY_ENDPOINT"  # send registry API calls here instead (a proxy, or tests)
+# send registry API calls here instead (a proxy, or tests): one URL for every registry, or
+# "HOST=URL,HOST=URL" for some registries only (promotion talks to two)
+ENV_ENDPOINT = "MLPACK_REGISTRY_ENDPOINT"
 ENV_USERNAME = "MLPACK_REGISTRY_USERNAME"
 ENV_PASSWORD = "MLPACK_REGISTRY_PASSWORD"
 ECR_REPO_PREFIX = "mlpack/"
@@ -91,23 +94,47 @@ class Destination:
     repositories: push_mod.Repositories | None = None  # ECR: repositories must be created before a push
 
 
-def destination(to: ImageRef | None, source: Source, model: push_mod.ModelInfo, manifest_digest: str) -> Destination:
-    """Where the image goes: --to, else [registry].repository in mlpack.toml, else ECR of the current
-    AWS account and region (repository mlpack/<model>). The tag is the one given, else one that names
-    this image, `<model version>-<12 hex of manifest_digest>`: any change to the image (dependencies,
-    base, architecture, mlpack itself) gets a new tag, so no legitimate push meets a taken one."""
+def endpoint_for(registry: str) -> str | None:
+    """MLPACK_REGISTRY_ENDPOINT for this registry host: the one URL, or this host's in HOST=URL,HOST=URL."""
+    value = (os.environ.get(ENV_ENDPOINT) or "").strip()
+    if "=" not in value:
+        return value or None
+    for part in value.split(","):
+        host, _, url = part.strip().partition("=")
+        if host.strip() == registry:
+            return url.strip() or None
+    return None
+
+
+def destination(to: ImageRef | None, source: Source | None, model: push_mod.ModelInfo, manifest_digest: str, *,
+                environment: Environment | None = None, repository: str | None = None) -> Destination:
+    """Where the image goes: --to, else [registry].repository in mlpack.toml, else ECR of the environment
+    (or of the current AWS account and region), repository `repository` (default mlpack/<model>). The tag
+    is the one given, else one that names this image, `<model version>-<12 hex of manifest_digest>`: any
+    change to the image (dependencies, base, architecture, mlpack itself) gets a new tag, so no
+    legitimate push meets a taken one."""
     from packager import aws as aws_mod  # boto3 loads only when needed
 
     ref = to
-    if ref is None and source.registry_repository:
+    if ref is None and source is not None and source.registry_repository:
         ref = ImageRef.parse(source.registry_repository, default_tag=None)
-    endpoint = os.environ.get(ENV_ENDPOINT) or None
     aws: aws_mod.Aws | None = None
+    if ref is None and environment is not None:
+        ref = ImageRef(environment.registry, repository or ECR_REPO_PREFIX + model.name, None, None)
     if ref is None:
         aws = aws_mod.Aws()
         registry = aws.default_registry()
-        ref = ImageRef(registry.host, ECR_REPO_PREFIX + model.name, None, None)
+        ref = ImageRef(registry.host, repository or ECR_REPO_PREFIX + model.name, None, None)
     ref = ref.with_tag(ref.tag or push_mod.image_tag(model.version, manifest_digest))
+    return connect(ref, aws)
+
+
+def connect(ref: ImageRef, aws: aws_mod.Aws | None = None) -> Destination:
+    """A client for ref's registry, with credentials: ECR's from AWS (and its Repositories), others' from
+    MLPACK_REGISTRY_USERNAME/PASSWORD."""
+    from packager import aws as aws_mod
+
+    endpoint = endpoint_for(ref.registry)
     ecr = aws_mod.parse_ecr_host(ref.registry)
     if ecr is not None:
         aws = aws or aws_mod.Aws(region=ecr.region)

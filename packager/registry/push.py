@@ -23,6 +23,7 @@ the layout (packager/oci/).
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import os
 import re
@@ -31,9 +32,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from handlers import contract
 from handlers.model_json import Identity, ModelJsonError, identity
 from packager import oci
 from packager.config import lock as lock_mod
+from packager.config import records as records_mod
 from packager.errors import RegistryError
 from packager.oci import Descriptor, Image
 from packager.registry.client import ImageRef, RegistryClient
@@ -294,19 +297,95 @@ def read_lock(lock_path: Path) -> dict[str, lock_mod.LockEntry]:
     return models
 
 
+def actor() -> str:
+    """Who records a lock entry: MLPACK_ACTOR, else GITHUB_ACTOR (in GitHub Actions), else the user name."""
+    for var in ("MLPACK_ACTOR", "GITHUB_ACTOR"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        return "unknown"
+
+
+def timestamp(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_model_json(image: Image) -> dict[str, Any] | None:
+    """The model.json inside the image (its model layer), parsed; None when the image has none (an
+    image mlpack did not build)."""
+    member = f"{contract.MODEL_DIR}/{contract.MODEL_JSON}"
+    # a missing blob is not this function's to report: the push's own check names it
+    blobs = [(image.blob_path(d.digest), d.media_type) for d in image.layers if image.blob_path(d.digest).is_file()]
+    data = oci.read_file(blobs, member)
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise RegistryError(f"{image.layout}: {member} in the image is not valid JSON ({e})",
+                            hint="rebuild the image with `mlpack build`") from e
+    return doc if isinstance(doc, dict) else None
+
+
+def deploy_facts(image: Image, model: ModelInfo, model_json: Path) -> dict[str, Any]:
+    """What the deploy record keeps: the image's own model.json (model.json beside the layout for an image
+    without one), checked to be the export of the model the image holds. Raises before anything is sent."""
+    doc = image_model_json(image)
+    origin = f"{image.layout} ({contract.MODEL_DIR}/{contract.MODEL_JSON})"
+    if doc is None:
+        origin = str(model_json)
+        try:
+            doc = json.loads(model_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise RegistryError(f"{model_json}: cannot read the export's model.json for the deploy record: {e}",
+                                hint="run `mlpack build` on the project first") from e
+    try:
+        found = identity(doc, origin)
+    except ModelJsonError as e:
+        raise RegistryError(f"{origin}: missing {e.field}", hint="run `mlpack build` again") from e
+    if found != model:
+        raise RegistryError(f"{origin}: model {found.name} {found.version} is not the image's {model.name} "
+                            f"{model.version}", hint="run `mlpack build` again so the image and its export agree")
+    assert isinstance(doc, dict)
+    return doc
+
+
 def record_lock(lock_path: Path, *, model: ModelInfo, ref: ImageRef, arch: str, project_dir: Path,
+                facts: dict[str, Any] | None = None, how: str = "push", replace_damaged: bool = False,
                 now: dt.datetime | None = None) -> tuple[lock_mod.LockEntry, bool]:
-    """Record the pushed image as `model`'s entry. Returns the entry as pushed and whether the file
-    changed: an entry equal to the recorded one but for `pushed_at` leaves the file byte-identical."""
-    when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
+    """Record the pushed image as `model`'s entry, after writing its deploy record (facts: the image's
+    model.json) beside the lock, so an entry never names a missing record. Returns the entry and whether
+    the lock changed: an entry of the image already recorded leaves the file byte-identical.
+    replace_damaged: the model's entry may be damaged (relock replaces it)."""
     assert ref.digest is not None
+    if facts is not None:
+        records_mod.write(lock_path, model.name, ref.digest, arch, facts)
     entry = lock_mod.LockEntry(
         repository=ref.name, digest=ref.digest, arch=arch, model_version=model.version,
         model_sha256=model.model_sha256,
         project=Path(os.path.relpath(project_dir.resolve(), lock_path.resolve().parent)).as_posix(),
-        pushed_at=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        pushed_at=timestamp(now), pushed_by=actor(), how=how,
     )
-    return entry, lock_mod.record(lock_path, model.name, entry)
+    return entry, lock_mod.record(lock_path, model.name, entry, lenient=replace_damaged)
+
+
+def check_same_project(models: dict[str, lock_mod.LockEntry], lock_path: Path, name: str, project_dir: Path) -> None:
+    """Refuse, before anything is sent, a push that would silently replace the model of another project
+    with the same model name (one whose mlpack.toml is still there). A project that moved (its old folder
+    has no mlpack.toml now) is simply recorded at its new place."""
+    old = models.get(name)
+    project = Path(os.path.relpath(project_dir.resolve(), lock_path.resolve().parent)).as_posix()
+    if old is None or old.project == project:
+        return
+    other = lock_path.resolve().parent / old.project / "mlpack.toml"
+    if other.is_file() and f'"{name}"' in other.read_text(encoding="utf-8", errors="replace"):
+        raise RegistryError(
+            f"{lock_path}: models.{name} is the model of project {old.project}, not of {project}: both projects "
+            f"name their model {name!r}",
+            hint="model names are unique per lock: rename one ([model].name in its mlpack.toml), or push to "
+                 "another lock (--env, --lock)")
 
 
 def mount_candidates(models: dict[str, lock_mod.LockEntry], dest: ImageRef) -> list[str]:

@@ -32,9 +32,12 @@ DEPS = {"var/task/numpy/__init__.py": b"# numpy stand-in\n" * 200}
 HANDLER = {"var/task/handlers/predict.py": b"def handler(event, context):\n    return {}\n"}
 
 
-def model_files(version: str) -> dict[str, bytes]:
+def model_files(version: str, name: str = "model", sha256: str | None = None) -> dict[str, bytes]:
+    """The model layer: weights and the export's model.json (what the deploy record keeps)."""
+    sha256 = sha256 or hashlib.sha256(f"onnx weights {version}".encode()).hexdigest()
+    doc = {"name": name, "version": version, "model_sha256": sha256}
     return {"var/task/model/model.onnx": f"onnx weights {version}".encode() * 100,
-            "var/task/model/model.json": json.dumps({"version": version}).encode()}
+            "var/task/model/model.json": json.dumps(doc).encode()}
 
 
 def make_project(root: Path, name: str, version: str, *, extra_layers: list[dict[str, bytes]] | None = None) -> Path:
@@ -50,7 +53,7 @@ def make_project(root: Path, name: str, version: str, *, extra_layers: list[dict
     if image.exists():
         import shutil
         shutil.rmtree(image)
-    write_layout(image, [BASE, DEPS, HANDLER, *(extra_layers or []), model_files(version)])
+    write_layout(image, [BASE, DEPS, HANDLER, *(extra_layers or []), model_files(version, name)])
     (build / "model.json").write_text(json.dumps({
         "name": name, "version": version,
         "model_sha256": hashlib.sha256(f"onnx weights {version}".encode()).hexdigest()}), encoding="utf-8")
@@ -151,7 +154,7 @@ def test_a_default_tag_taken_by_another_image_is_refused_with_a_free_one(tmp_pat
     other = make_project(tmp_path / "other", "squatted", "0")
     mine = make_project(tmp_path / "mine", "squatted", "1")
     taken = default_tag("1", oci.read_layout(mine / "build/squatted/image"))
-    push_json(capsys, str(other), "--to", f"{repo}:{taken}", "--lock", str(lock))
+    push_json(capsys, str(other), "--to", f"{repo}:{taken}", "--lock", str(tmp_path / "theirs.json"))
     code, _, err = push(capsys, str(mine), "--to", repo, "--lock", str(lock))
     assert code != 0 and f"{repo}:{taken}: the tag already points to" in err
     suggested = re.search(r"push with --to (\S+) ", err)
@@ -175,6 +178,7 @@ def test_existing_tag_is_never_moved_and_the_hint_names_one_that_works(tmp_path,
     lock = tmp_path / "l.json"
     a = make_project(tmp_path / "a", "tagged", "1")
     first = push_json(capsys, str(a), "--to", dest, "--lock", str(lock))
+    (a / "mlpack.toml").unlink()  # the project moved to b (two live projects of one name are refused)
     b = make_project(tmp_path / "b", "tagged", "2")
     code, out, _ = push(capsys, str(b), "--to", dest, "--lock", str(lock), "--dry-run", "--json")
     assert code != 0 and json.loads(out)["tag"]["state"] == "conflict"
@@ -392,8 +396,8 @@ def test_an_unchanged_push_leaves_the_lock_byte_identical(tmp_path, capsys, loca
     assert "mlpack.lock.json already records same at this digest; left unchanged" in out
     assert push_json(capsys, str(project), "--to", dest, "--lock", str(lock))["lock_changed"] is False
     assert lock.read_bytes() == before
-    # Anything else that differs is recorded: the same image from another project folder.
-    moved = make_project(tmp_path / "elsewhere", "same", "1")
+    # Anything else that differs is recorded: the same image from the project's new folder (it moved).
+    moved = project.rename(tmp_path / "elsewhere")
     assert push_json(capsys, str(moved), "--to", dest, "--lock", str(lock))["lock_changed"] is True
     after = lock_mod.read(lock)["same"]
     assert after.project == "elsewhere" and after.pushed_at != "2020-01-01T00:00:00Z"
@@ -414,7 +418,7 @@ DAMAGED = {
     "missing-keys": (json.dumps({"format": "mlpack.lock/1", "models": {
         "damaged": {"digest": "sha256:" + "cd" * 32}, "other": _other_entry()}}),
         "models.damaged: expected keys arch, digest, model_sha256, model_version, project, pushed_at, "
-        "repository (got digest)"),
+        "repository (and optionally how, pushed_by) (got digest)"),
 }
 
 
@@ -488,7 +492,7 @@ def test_model_identity_comes_from_the_image_labels_first(tmp_path, capsys, loca
     # model.json in the build folder is newer than the image (re-exported, not rebuilt): the lock must
     # describe what is in the image.
     project = make_project(tmp_path / "labelled", "labelled", "2")
-    write_layout(project / "build/labelled/image", [BASE, model_files("1")],
+    write_layout(project / "build/labelled/image", [BASE, model_files("1", "labelled", "ab" * 32)],
                  labels={"org.opencontainers.image.title": "labelled", "org.opencontainers.image.version": "1",
                          "org.mlpack.model.sha256": "ab" * 32})
     lock = tmp_path / "l.json"

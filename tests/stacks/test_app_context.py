@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import app
+from stacks import app
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,6 +92,7 @@ def test_cdk_json_values_are_json_typed():
     assert s == app.Settings(
         projects=("models/*", "more/*"),
         lock=Path("locks/mlpack.lock.json"),
+        lock_given=True,
         account_concurrency=250,
         bootstrapless=True,
     )

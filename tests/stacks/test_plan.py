@@ -64,16 +64,16 @@ def test_lock_entry_whose_project_is_gone(tmp_path):
 def test_lock_entry_outside_the_project_globs(tmp_path):
     sp.write_project(tmp_path, "iris")
     sp.write_lock(tmp_path, ["iris"])
-    assert re.search(r"not matched by cdk.json's mlpack:projects \(examples/\*\)",
+    assert re.search(r"not matched by the project globs \(examples/\*\); add it to `projects` in mlpack-repo.toml",
                      _skipped(tmp_path, patterns=["examples/*"]))
 
 
-def test_missing_model_json_says_to_export(tmp_path):
+def test_a_pushed_image_without_its_deploy_record_says_how_to_get_it(tmp_path):
     sp.write_project(tmp_path, "iris", model_json={})
     sp.write_lock(tmp_path, ["iris"])
     line = _skipped(tmp_path)
-    assert "models/iris/build/iris/model.json: not found" in line
-    assert f"run `mlpack export {tmp_path.resolve() / 'models/iris'}`" in line
+    assert f"mlpack.records/iris/{sp.digest_for('iris').partition(':')[2]}.json: no deploy record" in line
+    assert "git add mlpack.records" in line and "`mlpack relock iris`" in line
 
 
 def test_model_json_from_another_version(tmp_path):
@@ -184,7 +184,7 @@ def test_cdk_synth_skips_a_broken_model_and_synthesises_the_others(tmp_path):
     sp.write_cdk_json(tmp_path, REPO)
     result = _cdk(tmp_path, "synth", "mlpack-houses")
     assert result.returncode == 0, result.stderr
-    assert "mlpack: skipping iris (models/iris): " in result.stderr and "run `mlpack export" in result.stderr
+    assert "mlpack: skipping iris (models/iris): " in result.stderr and "mlpack relock iris" in result.stderr
     assert (tmp_path / "cdk.out" / "mlpack-houses.template.json").is_file()
     assert not (tmp_path / "cdk.out" / "mlpack-iris.template.json").exists()
     # deploying the broken one fails, with the reason printed above CDK's own message
@@ -200,5 +200,5 @@ def test_cdk_synth_in_strict_mode_fails_with_the_message_and_writes_no_stack(tmp
     sp.write_cdk_json(tmp_path, REPO)
     result = _cdk(tmp_path, "synth", "-c", "mlpack:strict=true")
     assert result.returncode != 0
-    assert "model.json: not found" in result.stderr and "mlpack:strict" in result.stderr
+    assert "no deploy record" in result.stderr and "mlpack:strict" in result.stderr
     assert not list((tmp_path / "cdk.out").glob("*.template.json"))
