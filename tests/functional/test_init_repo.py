@@ -147,7 +147,7 @@ def test_readme_tells_the_team_how_it_works(repo: Path) -> None:
                  "mlpack history", "required reviewers", "token.actions.githubusercontent.com",
                  "repo:ORG/REPO:environment:dev", "ecr:PutImage", "ecr:CreateRepository",
                  "arn:aws:iam::ACCOUNT:role/cdk-*",
-                 "lambda:UpdateAlias", "lambda:ListVersionsByFunction", "lambda:GetAlias", "cdk destroy",
+                 "lambda:UpdateAlias", "lambda:ListVersionsByFunction", "lambda:GetAlias", "delete-stack",
                  "mlpack-<env>-<model>", "owner@example.com"):
         assert text in readme, text
     for block in re.findall(r"```json\n(.*?)```", readme, re.S):  # the IAM documents are valid JSON
