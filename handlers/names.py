@@ -33,6 +33,13 @@ ENV_ENVIRONMENT = "MLPACK_ENVIRONMENT"
 _TOPIC_SUFFIX = "alarms"
 
 
+def metric_namespace(environment: str | None) -> str:
+    """The CloudWatch namespace of the handler's and the notifier's own metrics: mlpack, or mlpack/<env>,
+    so two environments of one model in one account and region never add up each other's counts (their
+    dimensions name only the model)."""
+    return f"{PREFIX}/{environment}" if environment else PREFIX
+
+
 def _prefix(environment: str | None) -> str:
     """mlpack, or mlpack-<environment>: the start of every dash-separated name."""
     return f"{PREFIX}-{environment}" if environment else PREFIX

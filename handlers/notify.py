@@ -223,7 +223,6 @@ DEFAULT_BUDGET_S = 20.0  # without a Lambda context (tests, local runs)
 
 # The metric that shows targets a message did not reach. The same names as in handlers/contract.py (a
 # test checks): the notifier's zip holds only this file and names.py, not contract.py.
-METRIC_NAMESPACE = "mlpack"
 DIM_MODEL = "Model"
 M_NOTIFICATION_FAILURES = "NotificationFailures"
 
@@ -291,15 +290,16 @@ def _scrub(e: BaseException, url: str) -> str:
     return str(e).replace(url, "<webhook url>") if url else str(e)
 
 
-def emit_failures(model: str, failed: list[str], out: TextIO | None = None) -> None:
+def emit_failures(model: str, failed: list[str], out: TextIO | None = None, environment: str | None = None) -> None:
     """One CloudWatch Embedded Metric Format line: NotificationFailures (targets not reached) for
-    [Model], with the failed targets (references and errors, never URLs) as a searchable field."""
+    [Model], in the environment's namespace (names.metric_namespace), with the failed targets (references
+    and errors, never URLs) as a searchable field."""
     doc = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
                 {
-                    "Namespace": METRIC_NAMESPACE,
+                    "Namespace": names.metric_namespace(environment),
                     "Dimensions": [[DIM_MODEL]],
                     "Metrics": [{"Name": M_NOTIFICATION_FAILURES, "Unit": "Count"}],
                 }
@@ -398,7 +398,7 @@ def deliver(
                 log.error("could not send %s to %s target %s: %s", alarm.alarm_name, kind, ref, detail)
                 failed.append(f"{kind} {ref}: {detail}")
         if failed:
-            emit_failures(alarm.model, failed, out)
+            emit_failures(alarm.model, failed, out, environment)
             failures.extend(failed)
     # Per event, not per record: SNS puts one record in each event, and were there several, raising
     # for one would re-send the others.

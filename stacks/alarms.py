@@ -20,7 +20,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from handlers import contract
-from handlers.names import ModelNames
+from handlers.names import ModelNames, metric_namespace
 from stacks.model_json import ClassShares, RegressionProfile
 
 GT = cw.ComparisonOperator.GREATER_THAN_THRESHOLD
@@ -97,7 +97,7 @@ class ModelMetrics:
         dims = {contract.DIM_MODEL: self.names.model}
         if class_name is not None:
             dims[contract.DIM_CLASS] = class_name
-        return self._metric(contract.METRIC_NAMESPACE, name, dims, stat, None)
+        return self._metric(metric_namespace(self.names.environment), name, dims, stat, None)
 
     def math(self, expr: str, label: str, **using: cw.IMetric) -> cw.MathExpression:
         return cw.MathExpression(expression=expr, using_metrics=using, label=label, period=self.period)

@@ -40,7 +40,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from handlers import contract
-from handlers.names import ModelNames
+from handlers.names import ModelNames, metric_namespace
 from packager.errors import DeployError
 from stacks import nag
 
@@ -144,7 +144,7 @@ class ModelFunction(Construct):
                 contract.ENV_MODEL_NAME: props.model_name,
                 contract.ENV_MODEL_DIR: contract.MODEL_DIR,
                 contract.ENV_MAX_BATCH: str(props.max_batch_size),
-                contract.ENV_METRICS_NAMESPACE: contract.METRIC_NAMESPACE,
+                contract.ENV_METRICS_NAMESPACE: metric_namespace(props.environment),
                 contract.ENV_METRICS: "on",
             },
         )

@@ -367,7 +367,7 @@ def test_the_metric_names_match_the_contract():
     # notify.py ships alone in the notifier's zip, so it cannot import handlers/contract.py
     from handlers import contract
 
-    assert notify.METRIC_NAMESPACE == contract.METRIC_NAMESPACE
+    assert notify.names.metric_namespace(None) == contract.METRIC_NAMESPACE
     assert notify.DIM_MODEL == contract.DIM_MODEL
     assert notify.M_NOTIFICATION_FAILURES == contract.M_NOTIFICATION_FAILURES
 

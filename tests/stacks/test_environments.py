@@ -172,6 +172,21 @@ def test_alarms_watch_their_own_environments_function_and_api(templates):
     assert dash["DashboardName"] == "mlpack-dev-iris" and "mlpack-dev-iris" in body
 
 
+def test_the_models_own_metrics_are_kept_apart_per_environment(templates):
+    """Their dimensions name only the model, so the namespace carries the environment: the function writes
+    to mlpack/<env> and the model-quality alarms read from there, never from the other environment's."""
+    from handlers import contract
+
+    for env, other in (("dev", "staging"), ("staging", "dev")):
+        iris = templates[f"mlpack-{env}-iris"]
+        (fn,) = [p for _, t, p in es.resources(iris) if t == "AWS::Lambda::Function"]
+        assert fn["Environment"]["Variables"][contract.ENV_METRICS_NAMESPACE] == f"mlpack/{env}"
+        alarms = {p["AlarmName"]: json.dumps(p) for _, t, p in es.resources(iris) if t == "AWS::CloudWatch::Alarm"}
+        own = [a for a in alarms.values() if contract.M_VALIDATION_FAILURES in a]
+        assert own, "no alarm on the handler's own metrics found"
+        assert all(f'"mlpack/{env}"' in a and f'"mlpack/{other}"' not in a for a in own)
+
+
 def _taggable(type_: str) -> bool:
     """Whether CloudFormation's schema of the type (as cfn-lint ships it) has a Tags property."""
     from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
