@@ -272,7 +272,8 @@ def test_the_workflows_do_what_the_readme_says(repo: Path) -> None:
     job = promote["jobs"]["promote"]
     assert job["environment"] == "${{ inputs.to }}" and job["concurrency"]["group"] == "mlpack-deploy-${{ inputs.to }}"
     runs = "\n".join(s.get("run", "") for s in job["steps"])
-    assert 'mlpack promote "$MODEL" --from "$FROM_ENV" --to "$TO_ENV"' in runs
+    assert 'args=("$MODEL" --from "$FROM_ENV" --to "$TO_ENV")' in runs and 'mlpack promote "${args[@]}"' in runs
+    assert "--image" in runs and "--dry-run" in runs
     assert 'npx cdk deploy -c "mlpack:env=$TO_ENV" "mlpack-$TO_ENV-$MODEL"' in runs
 
     rollback = yaml.safe_load((repo / WORKFLOWS[2]).read_text())
