@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from packager.cli import PROJECT, echo_json
+from packager.config import repo as repo_mod
 from packager.config import spec as spec_mod
 from packager.errors import MlpackError
 
@@ -24,10 +25,8 @@ from packager.errors import MlpackError
 AWS_CDK_VERSION = "2.1148.1"
 AWS_CDK_INTEGRITY = "sha512-K3d02L17IwmAuiBWNuX1DzYhKUs9GrKYI7bZnGJfJ1bKz9ymXFxfudBOL3rUb8JAusDNSULiQU2fsJH7kyY2XA=="
 
-# mlpack-repo.toml's rules for an environment (packager/config/repo.py reads the file)
-ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
-ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+# mlpack-repo.toml's rules for an environment: those of its reader, so init never writes a file it refuses
+ENV_NAME_RE, ACCOUNT_RE, REGION_RE = repo_mod.ENV_NAME_RE, repo_mod.ACCOUNT_RE, repo_mod.REGION_RE
 # what a tag value may hold (AWS's tag characters, minus the ones a TOML string would need escaped)
 TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,256}$")
 PLACEHOLDER_ENVS = (("dev", "111111111111", "eu-west-1"), ("prod", "222222222222", "eu-west-1"))

@@ -112,6 +112,18 @@ def test_one_environment_has_nothing_to_promote(tmp_path: Path, capsys: pytest.C
     assert "## Promote" not in readme and "## Roll back" in readme and "@@" not in readme
 
 
+def test_the_repository_reader_accepts_what_init_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from packager.config import repo as repo_mod
+
+    target = tmp_path / "r"
+    rc, _, err = _init(capsys, str(target), "--env", "test=333333333333/us-gov-west-1",
+                       "--env", "live=444444444444/eu-central-2", "--cost-center", "ML platform/42")
+    assert rc == 0, err
+    loaded = repo_mod.load(target / repo_mod.REPO_FILE)
+    assert list(loaded.environments) == ["test", "live"] and dict(loaded.tags) == {"cost-center": "ML platform/42"}
+    assert loaded.environments["live"].lock == (target / "mlpack.live.lock.json").resolve()
+
+
 def test_cdk_json_runs_mlpacks_app(repo: Path) -> None:
     assert json.loads((repo / "cdk.json").read_text()) == {
         "app": "python -m stacks.app",
