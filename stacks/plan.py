@@ -12,7 +12,7 @@ with one line saying why and what to run, and only deploying it fails (its stack
 - a project with no lock entry has not been pushed yet (a note, not a problem);
 - a project whose mlpack.toml is invalid;
 - a lock entry whose project is gone (no mlpack.toml there: its stack, if deployed, is orphaned, and the
-  line gives the `cdk destroy` command), or outside the globs, or whose project's mlpack.toml names
+  line gives the command that deletes it), or outside the globs, or whose project's mlpack.toml names
   another model than its lock entry;
 - a pushed model without its deploy record, or built for another architecture than mlpack.toml asks
   for, or (in a named environment) pushed to another account or region than the environment's.
@@ -133,11 +133,13 @@ def _model(name: str, entry: lock_mod.LockEntry, projects: dict[Path, spec_mod.M
             return (f"{where}: project {entry.project} is not matched by the project globs "
                     f"({', '.join(patterns)}); add it to `projects` in mlpack-repo.toml (or to cdk.json's "
                     "mlpack:projects without one)")
-        env_name = environment.name if environment else None
-        context = f"-c mlpack:env={env_name} " if env_name else ""
-        return (f"{where}: project {entry.project} is gone (no {spec_mod.SPEC_FILE}) but the lock still deploys "
-                f"it: if its stack exists it is orphaned; remove it with `cdk destroy {context}"
-                f"{ModelNames(name, env_name).stack}`, then delete the entry from {lock_path.name}")
+        # the app has no stack for it any more, so `cdk destroy` cannot find it: CloudFormation can
+        stack = ModelNames(name, environment.name if environment else None).stack
+        region = environment.region if environment else _region_of(entry.repository)
+        at = f" --region {region}" if region else ""
+        return (f"{where}: project {entry.project} is gone (no {spec_mod.SPEC_FILE}) but the lock still names "
+                f"it; its stack {stack}, if deployed, is orphaned: delete it with `aws cloudformation delete-stack "
+                f"--stack-name {stack}{at}` and delete models.{name} from {lock_path.name}")
     spec = projects[folder]
     if spec.name != name:
         return (f"{where}: {entry.project}/{spec_mod.SPEC_FILE} names model {spec.name!r}, not {name!r}; "
@@ -178,6 +180,12 @@ def _info(name: str, entry: lock_mod.LockEntry, spec: spec_mod.ModelSpec, lock_p
             f"({where}.model_version), and the image has no deploy record ({record})",
             hint=f"run `mlpack relock {name}` to write the record from the image in the registry, or push again")
     return info
+
+
+def _region_of(repository: str) -> str | None:
+    """The region of an ECR repository (host.dkr.ecr.<region>.amazonaws.com/...); None for other registries."""
+    parts = repository.partition("/")[0].split(".")
+    return parts[3] if len(parts) > 4 and parts[1:3] == ["dkr", "ecr"] else None
 
 
 def _rel(folder: Path, root: Path) -> str:
