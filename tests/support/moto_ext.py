@@ -19,6 +19,11 @@ root; not `-m`: moto derives a service name from each model class's module path)
    THIS DELIVERY IS OURS, NOT MOTO'S AND NOT AWS'S: it shows the wiring (alarm -> its topic ->
    subscriber) as deployed, not that CloudWatch would evaluate and fire the alarm.
 
+5. Stack updates: moto forgets a resource whose type it cannot update (a log group, say, whose tags
+   changed), and every Fn::GetAtt on it then fails the update. Such a resource is kept as it was;
+   so an update deploy here tests the flow and what moto does update (function code, aliases,
+   versions), not what those other properties become.
+
 Treat a deploy against this as a test of the deploy flow and the template's wiring, not of AWS.
 """
 
@@ -290,10 +295,20 @@ def _publishing_set_alarm_state(original: Any) -> Any:
     return set_alarm_state
 
 
+def _keeping_unupdatable(original: Any) -> Any:
+    def parse_and_update_resource(logical_id: str, resource_json: dict[str, Any], resources_map: Any,
+                                  account_id: str, region_name: str) -> Any:
+        updated = original(logical_id, resource_json, resources_map, account_id, region_name)
+        return updated if updated is not None else resources_map[logical_id]
+
+    return parse_and_update_resource
+
+
 def install() -> None:
     """Register the extra models and the alarm publishing. Idempotent."""
     if getattr(install, "done", False):
         return
+    parsing.parse_and_update_resource = _keeping_unupdatable(parsing.parse_and_update_resource)
     # moto's Lambda version model cannot answer Fn::GetAtt [..., "Version"]
     lambda_models.LambdaVersion.get_cfn_attribute = _version_attribute  # type: ignore[attr-defined]
     lambda_models.LambdaVersion.has_cfn_attr = classmethod(lambda cls, attr: attr == "Version")  # type: ignore
