@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from handlers.names import ModelNames
 from packager.cli import PROJECT, echo_json
 from packager.config import repo as repo_mod
 from packager.config import spec as spec_mod
@@ -220,7 +221,10 @@ def validate(project: Path, as_json: bool) -> None:
     if as_json:
         echo_json(spec_mod.to_raw(spec))
     else:
-        click.echo(f"{spec.spec_path}: ok (model {spec.name!r}, stack {spec.stack_name})")
+        found = repo_mod.find(project)
+        envs = list(repo_mod.load(found).environments) if found else []
+        stacks = ", ".join(ModelNames(spec.name, e).stack for e in envs) if envs else spec.stack_name
+        click.echo(f"{spec.spec_path}: ok (model {spec.name!r}, stack{'s' if len(envs) > 1 else ''} {stacks})")
 
 
 @click.command()

@@ -165,8 +165,8 @@ def rollback(model: str, env: str | None, lock: Path | None, wanted: str | None,
                f"{target.how} {target.pushed_at})")
     version = None
     if live:
-        version, function, region = _live_version(model, environment, target)
-        click.echo(f"  alias {LIVE_ALIAS} of {function} -> version {version}")
+        version, function, region, serving = _live_version(model, environment, target)
+        click.echo(f"  alias {LIVE_ALIAS} of {function}: version {serving} -> version {version}")
     if dry_run:
         click.echo("dry run: nothing changed")
         return
@@ -184,8 +184,10 @@ def rollback(model: str, env: str | None, lock: Path | None, wanted: str | None,
                + (" to make the alias change permanent" if live else " to roll back"))
 
 
-def _live_version(model: str, environment: Environment | None, target: lock_mod.LockEntry) -> tuple[str, str, str]:
-    """The published version of the model's function that runs target's image: (version, function, region)."""
+def _live_version(model: str, environment: Environment | None,
+                  target: lock_mod.LockEntry) -> tuple[str, str, str, str]:
+    """The published version of the model's function that runs target's image: (version, function, region,
+    the version the alias serves now)."""
     from packager import aws as aws_mod
 
     ecr = aws_mod.parse_ecr_host(target.repository.partition("/")[0])
@@ -199,7 +201,7 @@ def _live_version(model: str, environment: Environment | None, target: lock_mod.
     if not matches:
         raise DeployError(f"{function}: no published version runs {target.digest[:19]} (versions are kept from the "
                           "deploy that first ran an image on)", hint="roll back the lock without --live and deploy")
-    return max(matches, key=int), function, region
+    return max(matches, key=int), function, region, aws.alias_version(function, LIVE_ALIAS, region)
 
 
 # --- history --------------------------------------------------------------------------------------------
