@@ -7,8 +7,11 @@ manifest's digest, checked against the registry's answer.
 
 `RegistryClient` fetches manifests and blobs (an index is followed to one architecture) and pushes them
 (HEAD to skip, cross-repository mount, monolithic or chunked streamed upload, manifest with its exact
-bytes). Authentication and retries are transport.py's; references are ref.py's. `ImageRef`, `Credentials`
-and `RetryPolicy` are re-exported here: callers of the registry need only this module.
+bytes). A chunked upload learns from the registry how much it holds (the session's Range) after each chunk
+and before going on from an interruption, and keeps its session in `UploadSessions` (a small file per blob
+under mlpack's cache folder): the next push resumes it while the registry still has it. Authentication and
+retries are transport.py's; references are ref.py's. `ImageRef`, `Credentials` and `RetryPolicy` are
+re-exported here: callers of the registry need only this module.
 
 Must not import boto3 (credentials come in as plain values from packager/aws.py), nor spec/build code;
 media types, architecture names and digests come from packager/oci/ (the on-disk format).
@@ -21,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ import httpx
 
 from packager import oci
 from packager.errors import RegistryError
+from packager.fsutil import write_atomic
 from packager.registry.ref import DOCKER_HUB, ImageRef, is_local
 from packager.registry.transport import (
     DOCKER_HUB_API,
@@ -38,6 +43,7 @@ from packager.registry.transport import (
     Credentials,
     RegistryHttp,
     RetryPolicy,
+    Side,
     _error_codes,
     _error_detail,
     _range_end,
@@ -49,7 +55,7 @@ from packager.registry.transport import (
 __all__ = [
     "ACCEPT", "CHUNKED_ABOVE", "CHUNK_SIZE", "DOCKER_HUB", "DOCKER_HUB_API", "DOCKER_LIST", "DOCKER_MANIFEST",
     "INDEX_TYPES", "MANIFEST_TYPES", "OCI_INDEX", "OCI_MANIFEST", "BlobUpload", "Credentials", "ImageRef",
-    "RegistryClient", "RetryPolicy", "is_local", "sha256_digest",
+    "RegistryClient", "RetryPolicy", "UploadSessions", "cache_dir", "is_local", "sha256_digest",
 ]
 
 OCI_MANIFEST = oci.MT_OCI_MANIFEST
@@ -65,7 +71,79 @@ DIGEST_RE = oci.DIGEST_RE
 CHUNKED_ABOVE = 64 * 1024 * 1024  # blobs larger than this go up in PATCH chunks, resumable after a failure
 CHUNK_SIZE = 32 * 1024 * 1024
 
+SESSION_MAX_AGE_S = 6 * 24 * 3600  # registries drop unfinished uploads after a while (distribution: 7 days)
+
 sha256_digest = oci.sha256_bytes
+
+
+def cache_dir() -> Path:
+    """mlpack's cache folder: MLPACK_CACHE_DIR, else $XDG_CACHE_HOME/mlpack, else ~/.cache/mlpack. The same
+    rule as packager.image.deps.cache_dir (a test holds them equal): this plumbing sits below the image
+    stage and cannot import it."""
+    override = os.environ.get("MLPACK_CACHE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mlpack"
+
+
+class UploadSessions:
+    """The sessions of chunked uploads not finished yet, one small JSON file per registry, repository and
+    blob digest under `root` (`<cache>/uploads` by default), written atomically: the session URL and the
+    offset the registry last confirmed. A push that is interrupted leaves its file; the next push of the
+    same blob asks the registry how much of that session it holds and goes on from there. Unreadable,
+    stale (older than SESSION_MAX_AGE_S) or mismatched files are ignored."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def default(cls) -> UploadSessions:
+        return cls(cache_dir() / "uploads")
+
+    def _path(self, registry: str, repository: str, digest: str) -> Path:
+        key = hashlib.sha256(f"{registry}/{repository}@{digest}".encode()).hexdigest()[:40]
+        return self.root / f"{key}.json"
+
+    def load(self, registry: str, repository: str, digest: str, size: int) -> str | None:
+        """The stored session URL of this blob's upload, or None."""
+        path = self._path(registry, repository, digest)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            ok = (doc["registry"], doc["repository"], doc["digest"], doc["size"]) == (registry, repository,
+                                                                                       digest, size)
+            fresh = time.time() - float(doc["saved_at"]) < SESSION_MAX_AGE_S
+            location = doc["location"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return str(location) if ok and fresh and isinstance(location, str) and location else None
+
+    def save(self, registry: str, repository: str, digest: str, size: int, location: str, offset: int) -> None:
+        doc = {"registry": registry, "repository": repository, "digest": digest, "size": size,
+               "location": location, "offset": offset, "saved_at": time.time()}
+        with contextlib.suppress(OSError):  # a cache we cannot write costs the resumption, never the push
+            write_atomic(self._path(registry, repository, digest), json.dumps(doc, sort_keys=True).encode(),
+                         mode=0o600)
+
+    def forget(self, registry: str, repository: str, digest: str) -> None:
+        with contextlib.suppress(OSError):
+            self._path(registry, repository, digest).unlink(missing_ok=True)
+
+
+@dataclass
+class _Upload:
+    """One blob's upload across attempts: its session, and what the registry confirmed holding."""
+
+    location: str | None = None
+    min_chunk: int = 0
+    offset: int = 0  # bytes the registry confirmed holding in this session
+    best: int = 0  # the most it ever confirmed, in any session: the progress that renews the retry budget
+    ask: bool = False  # the session was interrupted: ask the registry its offset before sending more
+    used: bool = False  # data went up for it (so the result is an upload, even when a retry finds the blob)
+
+    def confirm(self, offset: int) -> None:
+        self.offset = offset
+        self.best = max(self.best, offset)
 
 
 @dataclass(frozen=True)
@@ -121,8 +199,9 @@ class RegistryClient:
 
     # --- pull side ------------------------------------------------------------------------------
 
-    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
-        """The manifest's exact bytes, its media type and its digest (verified when asked by digest)."""
+    def get_manifest(self, repository: str, reference: str, *, side: Side = "pull") -> tuple[bytes, str, str]:
+        """The manifest's exact bytes, its media type and its digest (verified when asked by digest).
+        `side` picks the hints of failures (resolve says "base": it pulls base images)."""
         action = f"get manifest {self.registry}/{repository}:{reference}"
 
         def attempt() -> httpx.Response:
@@ -131,7 +210,7 @@ class RegistryClient:
             r.read()
             return r
 
-        r: httpx.Response = self.http.retrying(action, attempt)
+        r: httpx.Response = self.http.retrying(action, attempt, side=side)
         if r.status_code == 404:
             raise RegistryError(f"{action}: not found",
                                 hint="check the repository name and tag (`skopeo list-tags docker://...`)")
@@ -156,7 +235,7 @@ class RegistryClient:
             return self.http.send("HEAD", self.http.url(f"{repository}/manifests/{reference}"),
                                   scope=self._pull(repository), headers={"Accept": ACCEPT})
 
-        r: httpx.Response = self.http.retrying(action, attempt)
+        r: httpx.Response = self.http.retrying(action, attempt, side="push")
         if r.status_code == 404:
             return None
         if r.status_code != 200:
@@ -169,7 +248,7 @@ class RegistryClient:
 
     def resolve(self, ref: ImageRef, arch: str) -> tuple[bytes, str, str]:
         """The image manifest for one architecture: an index is followed to its `arch` entry."""
-        data, media_type, digest = self.get_manifest(ref.repository, ref.reference)
+        data, media_type, digest = self.get_manifest(ref.repository, ref.reference, side="base")
         doc = _json_or_none(data)
         if doc is None:
             raise RegistryError(f"{ref}: the manifest is not JSON")
@@ -183,7 +262,7 @@ class RegistryClient:
                 found.append(f"{plat.get('os')}/{plat.get('architecture')}")
                 if plat.get("os") == "linux" and plat.get("architecture") == want:
                     child = str(m["digest"])
-                    data, media_type, digest = self.get_manifest(ref.repository, child)
+                    data, media_type, digest = self.get_manifest(ref.repository, child, side="base")
                     break
             else:
                 raise RegistryError(f"{ref}: no linux/{want} image in its index (has {', '.join(found) or 'none'})",
@@ -240,7 +319,7 @@ class RegistryClient:
             return self.http.send("HEAD", self.http.url(f"{repository}/blobs/{digest}"),
                                   scope=self._pull(repository))
 
-        r: httpx.Response = self.http.retrying(action, attempt)
+        r: httpx.Response = self.http.retrying(action, attempt, side="push")
         if r.status_code == 404:
             return None
         if r.status_code in (401, 403):
@@ -260,7 +339,7 @@ class RegistryClient:
         def attempt() -> httpx.Response:
             return self.http.send("POST", url, scope=scope, headers={"Content-Length": "0"})
 
-        r: httpx.Response = self.http.retrying(action, attempt)
+        r: httpx.Response = self.http.retrying(action, attempt, side="push")
         if r.status_code == 201:
             return True
         if r.status_code == 202:
@@ -274,28 +353,57 @@ class RegistryClient:
             return False
         raise self.http.fail(action, r)
 
-    def upload_blob(self, repository: str, digest: str, size: int, open_blob: Callable[[], IO[bytes]]) -> BlobUpload:
-        """Upload a blob streamed from `open_blob()` (called again for each attempt). Before each retry the
-        registry is asked what arrived: a complete blob is not sent again, a chunked upload resumes."""
+    def upload_blob(self, repository: str, digest: str, size: int, open_blob: Callable[[], IO[bytes]], *,
+                    sessions: UploadSessions | None = None,
+                    on_progress: Callable[[int], None] | None = None) -> BlobUpload:
+        """Upload a blob streamed from `open_blob()` (called again for each attempt, read a PIECE at a time).
+        Before each retry the registry is asked what arrived: a complete blob is not sent again, a chunked
+        upload goes on from the offset the registry reports, and every byte the registry confirms starts
+        the retry budget again. With `sessions`, a chunked upload's session is kept there until the blob is
+        complete, so that a push interrupted for any reason is resumed by the next one. `on_progress` gets
+        the offset the registry confirmed after each chunk (it may raise to stop the upload)."""
         action = f"upload blob {digest} to {self.registry}/{repository}"
         sent = [0]
-        state: dict[str, Any] = {"location": None}
+        up = _Upload()
+        chunked = size > self.chunked_above
+        keep = sessions if chunked else None
+        stored = [keep.load(self.registry, repository, digest, size) if keep else None]
 
         def attempt() -> str:
-            if state["location"] is None:
+            if up.location is None:
                 if self.blob_size(repository, digest) is not None:
-                    return "skip"  # there already, or arrived before a lost response
-                state["location"], state["min_chunk"] = self._start_upload(repository, action)
-            if size > self.chunked_above:
-                self._chunked(repository, digest, size, open_blob, state, sent, action)
+                    if keep:
+                        keep.forget(self.registry, repository, digest)
+                    # there already (or arrived before a lost response)
+                    return "upload" if up.used else "skip"
+                if stored[0] is not None and keep is not None:
+                    up.location, up.offset, stored[0] = self.http.abs(stored[0]), 0, None
+                    if self._upload_offset(repository, up) is None:  # the registry no longer has it: start over
+                        keep.forget(self.registry, repository, digest)
+                        up.location = None
+                if up.location is None:
+                    up.location, up.min_chunk = self._start_upload(repository, action)
+                    up.offset, up.ask = 0, False
+                    if keep:
+                        keep.save(self.registry, repository, digest, size, self._portable(up.location), 0)
+            up.used = True
+            if chunked:
+                self._chunked(repository, digest, size, open_blob, up, sent, action, keep, on_progress)
+                if keep:
+                    keep.forget(self.registry, repository, digest)
             else:
-                location = state["location"]
-                state["location"] = None  # a failed monolithic PUT leaves the session unusable
+                location = up.location
+                up.location = None  # a failed monolithic PUT leaves the session unusable
                 self._put_blob(repository, location, digest, size, open_blob, 0, sent, action)
             return "upload"
 
-        done: str = self.http.retrying(action, attempt)
+        done: str = self.http.retrying(action, attempt, side="push", progress=lambda: up.best)
         return BlobUpload(digest=digest, action=done, bytes_sent=sent[0])
+
+    def _portable(self, location: str) -> str:
+        """A session URL as stored: relative to the endpoint when it is on it (the next push may reach the
+        same registry through another endpoint, a proxy's port for one), else as it is."""
+        return location[len(self.http.endpoint):] if location.startswith(self.http.endpoint + "/") else location
 
     def _start_upload(self, repository: str, action: str) -> tuple[str, int]:
         """Open an upload session: its URL, and the smallest chunk the registry accepts (OCI 1.1 header)."""
@@ -329,16 +437,24 @@ class RegistryClient:
             raise _Retryable(f"{action}: upload session lost (HTTP {r.status_code})")
         raise self.http.fail(action, r)
 
-    def _chunked(self, repository: str, digest: str, size: int, open_blob: Callable[[], IO[bytes]],
-                 state: dict[str, Any], sent: list[int], action: str) -> None:
-        offset = self._upload_offset(repository, state, action) if state.get("resumed") else 0
-        state["resumed"] = True  # any later attempt asks the registry how far it got
+    def _chunked(self, repository: str, digest: str, size: int, open_blob: Callable[[], IO[bytes]], up: _Upload,
+                 sent: list[int], action: str, keep: UploadSessions | None,
+                 on_progress: Callable[[int], None] | None) -> None:
+        """PATCH the blob from the session's offset, a chunk at a time, then PUT the last piece."""
+        assert up.location is not None
+        if up.ask and self._upload_offset(repository, up) is None:
+            # The session is gone: start over (the next attempt begins with a HEAD of the blob).
+            up.location, up.ask = None, False
+            raise _Retryable(f"{action}: upload session lost")
+        up.ask = True  # whatever fails below, the next attempt asks the registry how far it got
+        offset = up.offset
         while True:
-            length = min(max(self.chunk_size, state.get("min_chunk") or 0), size - offset)
+            length = min(max(self.chunk_size, up.min_chunk), size - offset)
             if offset + length >= size:
                 # The last piece (empty when every byte already arrived before an interruption) closes the upload.
-                self._put_blob(repository, state["location"], digest, size, open_blob, offset, sent, action)
-                state["location"], state["resumed"] = None, False
+                self._put_blob(repository, up.location, digest, size, open_blob, offset, sent, action)
+                up.location, up.ask = None, False
+                up.confirm(size)
                 return
             start = offset
 
@@ -347,24 +463,35 @@ class RegistryClient:
 
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
                        "Content-Range": f"{start}-{start + length - 1}"}
-            r = self.http.send("PATCH", state["location"], scope=self._push(repository), headers=headers, body=body)
-            if r.status_code == 404:
-                state["location"], state["resumed"] = None, False
-                raise _Retryable(f"{action}: upload session lost")
+            r = self.http.send("PATCH", up.location, scope=self._push(repository), headers=headers, body=body)
+            if r.status_code == 404 or (r.status_code == 400
+                                        and _error_codes(r) & {"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"}):
+                up.location, up.ask = None, False
+                raise _Retryable(f"{action}: upload session lost (HTTP {r.status_code})")
+            if r.status_code == 416:  # the registry holds another amount than we thought: ask it, then go on
+                raise _Retryable(f"{action}: the registry expected another offset than {start} (HTTP 416)")
             if r.status_code != 202:
                 raise self.http.fail(action, r)
-            state["location"] = self.http.abs(r.headers.get("location", state["location"]))
+            up.location = self.http.abs(r.headers.get("location", up.location))
             offset = _range_end(r.headers.get("range")) or start + length
+            up.confirm(offset)
+            if keep:
+                keep.save(self.registry, repository, digest, size, self._portable(up.location), offset)
+            if on_progress:
+                on_progress(offset)
 
-    def _upload_offset(self, repository: str, state: dict[str, Any], action: str) -> int:
-        """How many bytes of an interrupted chunked upload the registry holds."""
-        r = self.http.send("GET", state["location"], scope=self._push(repository))
-        if r.status_code == 204:
-            state["location"] = self.http.abs(r.headers.get("location", state["location"]))
-            return _range_end(r.headers.get("range"))
-        # The session is gone: start over (the next attempt begins with a HEAD of the blob).
-        state["location"], state["resumed"] = None, False
-        raise _Retryable(f"{action}: upload session lost (HTTP {r.status_code})")
+    def _upload_offset(self, repository: str, up: _Upload) -> int | None:
+        """How many bytes of an interrupted upload the registry holds (GET on the session: `Range: 0-<last
+        byte>`), noted in `up`; None when the registry no longer has the session."""
+        assert up.location is not None
+        r = self.http.send("GET", up.location, scope=self._push(repository))
+        r.close()
+        if r.status_code not in (200, 202, 204):
+            return None
+        up.location = self.http.abs(r.headers.get("location", up.location))
+        up.confirm(_range_end(r.headers.get("range")))  # what the registry says, even less than we thought
+        up.ask = False
+        return up.offset
 
     def _check_digest_header(self, r: httpx.Response, digest: str, action: str) -> None:
         got = r.headers.get("docker-content-digest")
@@ -383,7 +510,7 @@ class RegistryClient:
             r.read()
             return r
 
-        r: httpx.Response = self.http.retrying(action, attempt)
+        r: httpx.Response = self.http.retrying(action, attempt, side="push")
         if r.status_code not in (200, 201):
             detail = _error_detail(r)
             if "BLOB_UNKNOWN" in r.text:  # MANIFEST_BLOB_UNKNOWN too

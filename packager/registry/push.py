@@ -39,7 +39,7 @@ from packager.config import lock as lock_mod
 from packager.config import records as records_mod
 from packager.errors import RegistryError
 from packager.oci import Descriptor, Image
-from packager.registry.client import ImageRef, RegistryClient
+from packager.registry.client import ImageRef, RegistryClient, UploadSessions
 
 Action = Literal["skip", "mount", "upload"]
 TagState = Literal["absent", "same", "conflict", "none"]
@@ -191,12 +191,17 @@ def check_plan(plan: PushPlan) -> None:
 # act
 
 Progress = Callable[[BlobStep, str], None]
+ChunkProgress = Callable[[BlobStep, int], None]  # a blob, and the bytes of it the registry confirmed holding
 
 
 def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: Progress | None = None,
-            repositories: Repositories | None = None) -> PushResult:
+            repositories: Repositories | None = None, sessions: UploadSessions | None = None,
+            chunk_progress: ChunkProgress | None = None) -> PushResult:
     """Carry out a plan: the repository when it is missing (with `repositories`), blobs, then the manifest
-    by digest (exact bytes), then the tag."""
+    by digest (exact bytes), then the tag. Large blobs go up in chunks whose upload sessions are kept in
+    `sessions` (by default under mlpack's cache folder), so a push that stops half-way, for whatever
+    reason, is resumed by the next one. `chunk_progress` hears of every chunk the registry confirmed."""
+    sessions = sessions if sessions is not None else UploadSessions.default()
     check_plan(plan)
     if image.manifest.digest != plan.manifest_digest:
         raise RegistryError(f"{image.layout}: the image changed since the push was planned",
@@ -224,7 +229,12 @@ def execute(plan: PushPlan, image: Image, client: RegistryClient, *, progress: P
             def open_blob(path: Path = path) -> IO[bytes]:
                 return path.open("rb")
 
-            sent += client.upload_blob(repo, step.digest, step.size, open_blob).bytes_sent
+            def on_chunk(offset: int, step: BlobStep = step) -> None:
+                if chunk_progress:
+                    chunk_progress(step, offset)
+
+            sent += client.upload_blob(repo, step.digest, step.size, open_blob, sessions=sessions,
+                                       on_progress=on_chunk).bytes_sent
         counts[action] += 1
         if progress:
             progress(step, action)

@@ -3,8 +3,11 @@
 Enters: a registry host (or an `endpoint` to send its requests to instead), optional `Credentials`,
 and requests: method, URL, the token scope they need, headers and a body (rebuilt for each try).
 Leaves: the `httpx.Response` for the caller to judge; a failure worth trying again (5xx, 429, a dropped
-connection) as `_Retryable`, which `RegistryHttp.retrying` retries with backoff and finally turns into
-a `RegistryError`; `RegistryHttp.fail` turns any other unwanted answer into one clear `RegistryError`.
+connection) as `_Retryable`, which `RegistryHttp.retrying` retries with backoff (the budget starts again
+whenever the registry accepted more of an upload) and finally turns into a `RegistryError`; a host name
+that does not resolve as `_Unresolvable`, never retried, turned at once into a `RegistryError` naming the
+host, with a hint for what was being done (pulling a base, pulling, pushing); `RegistryHttp.fail` turns
+any other unwanted answer into one clear `RegistryError`.
 
 Authentication: anonymous, bearer token from a WWW-Authenticate challenge (offered the credentials
 when there are any), or basic. Also the streaming and URL helpers of uploads, and the readers of
@@ -16,10 +19,11 @@ from __future__ import annotations
 import base64
 import random
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Literal
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -31,6 +35,10 @@ DOCKER_HUB_API = "registry-1.docker.io"
 
 PIECE = 1024 * 1024  # bytes read from disk at a time while streaming: bounds memory per upload
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+# What a request was for, which decides the hint of a failure: pulling a base image (`mlpack build`),
+# pulling anything else (promote, relock), or pushing.
+Side = Literal["base", "pull", "push"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -57,6 +65,37 @@ class _Retryable(Exception):
     def __init__(self, what: str) -> None:
         super().__init__(what)
         self.what = what
+
+
+class _Unresolvable(_Retryable):
+    """The host name does not resolve (DNS): offline, or a typo. Not worth trying again: `retrying`
+    turns it into a `RegistryError` on the first attempt. A `_Retryable` so that code suppressing
+    transport failures of a best-effort request suppresses this one too."""
+
+    def __init__(self, what: str, host: str) -> None:
+        super().__init__(what)
+        self.host = host
+
+
+def _dns_failure(e: BaseException) -> socket.gaierror | None:
+    """The name-resolution error under an httpx/httpcore connect error, if that is what it is."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, socket.gaierror):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _transport_failure(e: httpx.TransportError, what: str, url: str) -> _Retryable:
+    """A transport error as the failure `retrying` understands: a DNS failure is not retried."""
+    dns = _dns_failure(e) if isinstance(e, httpx.ConnectError) else None
+    if dns is not None:
+        host = urlsplit(url).hostname or url
+        return _Unresolvable(f"{what}: cannot resolve the host name {host} ({dns.strerror or dns})", host)
+    return _Retryable(f"{what}: {type(e).__name__}: {e}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -146,7 +185,7 @@ class RegistryHttp:
                 request = self._http.build_request(method, url, headers=h, content=content)
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as e:
-                raise _Retryable(f"{method} {_short(url)}: {type(e).__name__}: {e}") from e
+                raise _transport_failure(e, f"{method} {_short(url)}", url) from e
             if response.status_code == 401 and self._answer_challenge(response, scope):
                 response.close()
                 continue
@@ -186,7 +225,7 @@ class RegistryHttp:
         try:
             r = self._http.get(realm + ("&" if "?" in realm else "?") + urlencode(query), headers=headers)
         except httpx.TransportError as e:
-            raise _Retryable(f"token service {_short(realm)}: {e}") from e
+            raise _transport_failure(e, f"token service {_short(realm)}", realm) from e
         if r.status_code in RETRY_STATUS:
             raise _Retryable(f"token service {_short(realm)}: HTTP {r.status_code}")
         if r.status_code != 200:
@@ -202,18 +241,33 @@ class RegistryHttp:
             raise RegistryError(f"{self.registry}: the token service answered without a token")
         return str(token)
 
-    def retrying(self, what: str, attempt_fn: Callable[[], Any]) -> Any:
+    def retrying(self, what: str, attempt_fn: Callable[[], Any], *, side: Side = "pull",
+                 progress: Callable[[], int] | None = None) -> Any:
+        """`attempt_fn()`, tried again after a `_Retryable` failure with backoff, at most `retry.attempts`
+        times in a row without progress: `progress()` (bytes the registry confirmed it holds, never
+        decreasing) growing since the last failure starts the budget again, so a long upload through a
+        flaky network is limited by failures in a row, not by its length. A host name that does not
+        resolve fails at once. `side` picks the hints."""
         last = ""
-        for attempt in range(self.retry.attempts):
+        tries = 0
+        in_a_row = 0
+        best = progress() if progress is not None else 0
+        while True:
+            tries += 1
             try:
                 return attempt_fn()
+            except _Unresolvable as e:
+                raise RegistryError(f"{what}: {e.what}", hint=_offline_hint(side, e.host)) from e
             except _Retryable as e:
                 last = e.what
-                if attempt + 1 < self.retry.attempts:
-                    self.retry.pause(attempt)
-        raise RegistryError(f"{what}: gave up after {self.retry.attempts} attempts (last: {last})",
-                            hint=f"check that {self.registry} is reachable, then run the command again; "
-                                 "what already arrived is not sent twice")
+            if progress is not None and (now := progress()) > best:
+                best, in_a_row = now, 0  # the registry holds more than before: a fresh budget
+            in_a_row += 1
+            if in_a_row >= self.retry.attempts:
+                break
+            self.retry.pause(in_a_row - 1)
+        raise RegistryError(f"{what}: gave up after {tries} attempts (last: {last})",
+                            hint=_gave_up_hint(side, self.registry))
 
     def fail(self, action: str, r: httpx.Response) -> RegistryError:
         code = r.status_code
@@ -256,11 +310,15 @@ def _with_query(url: str, params: dict[str, str]) -> str:
 
 
 def _range_end(header: str | None) -> int:
-    """The next offset from a Range header '0-1234' (bytes 0..1234 held -> 1235)."""
+    """The next offset from a Range header '0-1234' (bytes 0..1234 held -> 1235). '0-0' is 0: distribution
+    answers it for an empty session (and for one holding one byte, which an upload of ours never is: it
+    sends at least a PIECE before it asks)."""
     if not header:
         return 0
     m = re.match(r"^(?:bytes=)?(\d+)-(\d+)$", header.strip())
-    return int(m.group(2)) + 1 if m else 0
+    if not m or m.group(2) == "0":
+        return 0
+    return int(m.group(2)) + 1
 
 
 def _errors(r: httpx.Response) -> list[dict[str, Any]]:
@@ -285,6 +343,24 @@ def _error_detail(r: httpx.Response) -> str:
 def _short(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.netloc}{parts.path}"
+
+
+def _offline_hint(side: Side, host: str) -> str:
+    """The hint for a host name that does not resolve: offline, or misspelt."""
+    check = f"check the name {host} and this machine's network (DNS, proxy)"
+    if side == "base":
+        return (f"{check}; offline, build on `--base debian` (made from Debian's packages and cached after one "
+                "build online) or on a base on disk (oci:PATH, docker-archive:PATH)")
+    if side == "push":
+        return f"{check}; is the registry in --to (or [registry] in mlpack.toml) spelt right?"
+    return check
+
+
+def _gave_up_hint(side: Side, registry: str) -> str:
+    if side == "push":
+        return (f"check that {registry} is reachable, then push again: blobs already uploaded are not sent "
+                "again, and a large one resumes where the registry stopped")
+    return f"check that {registry} is reachable, then run the command again"
 
 
 def _login_hint(registry: str) -> str:
