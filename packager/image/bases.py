@@ -7,8 +7,11 @@ Every blob is kept once in the user cache folder, by digest, and checked against
 a corrupt entry is fetched again.
 
 Of mlpack, only packager.registry speaks HTTP: registry bases are pulled through its client (mmdebstrap
-fetches the debian packages itself). The debian base's standard library is compiled to bytecode as it is
-built (Debian's maintainer scripts, which would, do not run), with a host python of the same version.
+fetches the debian packages itself). The debian base comes from bookworm, bookworm-updates and
+bookworm-security (each package at its newest version among them); it carries the dpkg database of what
+it holds (/var/lib/dpkg/status and info/*.list, written from the .debs exactly as dpkg writes them, so
+image scanners see every OS package), and its standard library is compiled to bytecode as it is built
+(Debian's maintainer scripts, which would do both, do not run), with a host python of the same version.
 Takes the cache folder and the bytecode compiler from deps.py and the layer writer from layers.py; must
 not import contents, build, checks or packager.cli.
 """
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -41,9 +46,17 @@ AWS_BASE_REPO = "public.ecr.aws/lambda/python"
 AWS_DEFAULT_PYTHON = "3.12"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# the release with its point-release updates and its security updates: apt takes each package's highest
+# version among them (the same priority), so the base has every security fix published when it is built
+DEBIAN_SOURCES = (
+    (DEBIAN_MIRROR, DEBIAN_SUITE),
+    (DEBIAN_MIRROR, f"{DEBIAN_SUITE}-updates"),
+    ("http://deb.debian.org/debian-security", f"{DEBIAN_SUITE}-security"),
+)
+DEBIAN_COMPONENTS = "main"
 DEBIAN_PACKAGES = ("python3", "libstdc++6", "ca-certificates", "tzdata", "base-files", "netbase")
 DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
-DEBIAN_RECIPE = "3"  # bump when the recipe below changes: it is part of the cache key
+DEBIAN_RECIPE = "4"  # bump when the recipe below changes: it is part of the cache key
 DEBIAN_PYTHON = "3.11"  # the suite's python3; the build checks that the root file system has it
 DEBIAN_STDLIB = f"usr/lib/python{DEBIAN_PYTHON}"
 # folders of the standard library left without bytecode: nothing a function runs imports them (the
@@ -317,14 +330,168 @@ def _from_docker_archive(path: Path, spec: str, arch: str) -> tuple[oci.Image, s
 # debian
 
 
+def debian_sources() -> list[str]:
+    """DEBIAN_SOURCES as the one-line apt sources mmdebstrap takes (and a throwaway apt can be given)."""
+    return [f"deb {url} {suite} {DEBIAN_COMPONENTS}" for url, suite in DEBIAN_SOURCES]
+
+
 def debian_key(arch: str, *, bytecode: bool) -> str:
     """The cached debian base's key: what its bytes depend on (`bytecode`: its standard library is
     compiled, which needs a host python DEBIAN_PYTHON)."""
     return hashlib.sha256(json.dumps({"suite": DEBIAN_SUITE, "arch": arch, "packages": DEBIAN_PACKAGES,
+                                      "sources": debian_sources(),
                                       "recipe": DEBIAN_RECIPE, "epoch": layers.source_date_epoch(),
                                       "bytecode": bytecode, "python": DEBIAN_PYTHON,
                                       "source_only": DEBIAN_STDLIB_SOURCE_ONLY},
                                      sort_keys=True).encode()).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the dpkg database: mmdebstrap's extract variant unpacks packages without dpkg, leaving
+# /var/lib/dpkg/status empty, so scanners (ECR, Trivy, Grype) would see no OS package. It is written here
+# from the .deb files themselves, as dpkg would have written it after installing them.
+
+# the fields of a status record in the order dpkg writes them (lib/dpkg/parse.c's fieldinfos); any
+# other field follows them in the order of the package's control file
+DPKG_FIELD_ORDER = ("Package", "Essential", "Protected", "Status", "Priority", "Section", "Installed-Size",
+                    "Origin", "Maintainer", "Bugs", "Architecture", "Multi-Arch", "Source", "Version",
+                    "Config-Version", "Replaces", "Provides", "Depends", "Pre-Depends", "Recommends", "Suggests",
+                    "Breaks", "Conflicts", "Enhances", "Conffiles", "Description", "Triggers-Pending",
+                    "Triggers-Awaited")
+_DPKG_CANONICAL = {f.lower(): f for f in DPKG_FIELD_ORDER}
+DPKG_ARCHIVE_FIELDS = frozenset({"filename", "size", "md5sum", "msdos-filename"})  # never in the status
+DPKG_STATUS = "var/lib/dpkg/status"
+DPKG_INFO = "var/lib/dpkg/info"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DebPackage:
+    """One .deb as dpkg would record it once installed."""
+
+    name: str
+    version: str
+    arch: str
+    multi_arch: str
+    sha256: str  # of the .deb file
+    fields: tuple[tuple[str, str], ...]  # the control file's fields in its order, values as written
+    conffiles: tuple[str, ...]
+    md5sums: bytes
+    files: tuple[str, ...]  # the data archive's paths as dpkg lists them: "/.", "/usr", "/usr/lib", ...
+
+    @property
+    def info_name(self) -> str:
+        """The package's name in /var/lib/dpkg/info: dpkg qualifies a Multi-Arch: same package by arch."""
+        return f"{self.name}:{self.arch}" if self.multi_arch == "same" else self.name
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "arch": self.arch, "sha256": self.sha256}
+
+
+def parse_control(text: str) -> list[tuple[str, str]]:
+    """A deb822 paragraph's fields in order; a value keeps its continuation lines ("short\n long...")."""
+    out: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line[0] in " \t":
+            if not out:
+                raise ValueError(f"continuation line before any field: {line!r}")
+            name, value = out[-1]
+            out[-1] = (name, f"{value}\n{line}")
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"not a field: {line!r}")
+        out.append((name.strip(), value.strip()))
+    return out
+
+
+def parse_status(text: str) -> list[list[tuple[str, str]]]:
+    """A dpkg status (or Packages) file: one list of fields per paragraph."""
+    return [parse_control(p) for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def _dpkg_deb(deb: Path, what: str) -> bytes:
+    proc = subprocess.run(["dpkg-deb", what, str(deb)], capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"base debian: dpkg-deb {what} {deb.name} failed: "
+                         f"{proc.stderr.decode(errors='replace')[-800:]}")
+    return proc.stdout
+
+
+def read_deb(deb: Path) -> DebPackage:
+    """A .deb's control file, conffiles, md5sums and file list (read with dpkg-deb, which mmdebstrap needs
+    anyway)."""
+    members: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(_dpkg_deb(deb, "--ctrl-tarfile"))) as tar:
+        for m in tar:
+            f = tar.extractfile(m) if m.isfile() else None
+            if f is not None:
+                members[m.name.removeprefix("./")] = f.read()
+    files: list[str] = []
+    with tarfile.open(fileobj=io.BytesIO(_dpkg_deb(deb, "--fsys-tarfile")), mode="r|") as tar:
+        for m in tar:
+            name = "/" + m.name.removeprefix("./").removeprefix("/").rstrip("/")
+            files.append("/." if name == "/" else name)
+    try:
+        fields = parse_control(members["control"].decode())
+    except (KeyError, UnicodeDecodeError, ValueError) as e:
+        raise BuildError(f"base debian: {deb.name} has no readable control file ({e})") from e
+    values = {k.lower(): v for k, v in fields}
+    conffiles = []
+    for line in members.get("conffiles", b"").decode().splitlines():
+        parts = line.split()
+        if parts and parts[0].startswith("/"):  # a flagged line ("remove-on-upgrade /etc/x") installs nothing
+            conffiles.append(parts[0])
+    return DebPackage(name=values.get("package", ""), version=values.get("version", ""),
+                      arch=values.get("architecture", ""), multi_arch=values.get("multi-arch", ""),
+                      sha256=oci.sha256_file(deb)[0], fields=tuple(fields), conffiles=tuple(conffiles),
+                      md5sums=members.get("md5sums", b""), files=tuple(files))
+
+
+def status_record(pkg: DebPackage, conffile_md5: dict[str, str]) -> str:
+    """The package's paragraph of /var/lib/dpkg/status, field for field what dpkg writes once it is
+    installed ("install ok installed"; the md5 of each conffile as unpacked)."""
+    fields: dict[str, str] = {}
+    for name, value in pkg.fields:
+        low = name.lower()
+        if low in DPKG_ARCHIVE_FIELDS or low == "status" or (low in ("essential", "protected") and value != "yes"):
+            continue
+        fields[_DPKG_CANONICAL.get(low, name)] = value
+    fields["Status"] = "install ok installed"
+    lines = [f" {path} {conffile_md5[path]}" for path in pkg.conffiles if path in conffile_md5]
+    if lines:
+        fields["Conffiles"] = "\n" + "\n".join(lines)
+    known = [f for f in DPKG_FIELD_ORDER if f in fields]
+    others = [f for f in fields if f not in _DPKG_CANONICAL.values()]
+    out = []
+    for name in (*known, *others):
+        value = fields[name]
+        out.append(f"{name}:{value}\n" if value.startswith("\n") or not value else f"{name}: {value}\n")
+    return "".join(out)
+
+
+def write_dpkg_database(root: Path, packages: list[DebPackage]) -> None:
+    """/var/lib/dpkg/status and each package's info files (.list, .md5sums, .conffiles; info/format) under
+    `root`, for packages already unpacked there; records sorted by name and architecture, as dpkg sorts
+    them."""
+    info = root / DPKG_INFO
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "format").write_text("1\n")  # info files of Multi-Arch: same packages are named pkg:arch
+    records = []
+    for pkg in sorted(packages, key=lambda p: (p.name, p.arch)):
+        md5 = {}
+        for path in pkg.conffiles:
+            target = root / path.lstrip("/")
+            if target.is_file() and not target.is_symlink():
+                md5[path] = hashlib.md5(target.read_bytes(), usedforsecurity=False).hexdigest()
+        records.append(status_record(pkg, md5) + "\n")
+        (info / f"{pkg.info_name}.list").write_text("".join(f"{f}\n" for f in pkg.files))
+        if pkg.md5sums:
+            (info / f"{pkg.info_name}.md5sums").write_bytes(pkg.md5sums)
+        if pkg.conffiles:
+            (info / f"{pkg.info_name}.conffiles").write_text("".join(f"{c}\n" for c in pkg.conffiles))
+    (root / DPKG_STATUS).write_text("".join(records))
 
 
 _PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
@@ -364,14 +531,18 @@ def _compile_stdlib(root: Path, interpreter: str) -> None:
                          f"{proc.stdout[-800:]}{proc.stderr[-800:]}")
 
 
-def _normalise_rootfs_tar(src: Path, out: Path, mtime: int, interpreter: str | None) -> layers.Layer:
+def _normalise_rootfs_tar(src: Path, out: Path, mtime: int, interpreter: str | None,
+                          packages: list[DebPackage] | None = None) -> layers.Layer:
     """Rewrite mmdebstrap's tar as one normalised layer: sorted, fixed mtime, hard links as files; the
-    standard library compiled with `interpreter` (None: left as source)."""
+    dpkg database of `packages` (the .debs unpacked in it) written; the standard library compiled with
+    `interpreter` (None: left as source)."""
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=out.parent) as tmp:
         root = Path(tmp)
         with tarfile.open(src) as tar:
             members = [m for m in tar.getmembers() if m.isfile() or m.isdir() or m.issym() or m.islnk()]
             tar.extractall(root, members=members, filter="fully_trusted", numeric_owner=True)
+        if packages:
+            write_dpkg_database(root, packages)
         (root / "etc").mkdir(exist_ok=True)
         for name, data in (("passwd", _PASSWD), ("group", _GROUP)):
             p = root / "etc" / name
@@ -383,7 +554,8 @@ def _normalise_rootfs_tar(src: Path, out: Path, mtime: int, interpreter: str | N
             _compile_stdlib(root, interpreter)
         entries = layers.tree_entries(root, "")
         compiled = ", standard library compiled" if interpreter is not None else ""
-        layer = layers.write_layer(entries, out, name="base", created_by=f"mlpack: debian {DEBIAN_SUITE} "
+        suites = "+".join(suite for _url, suite in DEBIAN_SOURCES)
+        layer = layers.write_layer(entries, out, name="base", created_by=f"mlpack: debian {suites} "
                                    f"({' '.join(DEBIAN_PACKAGES)}) via mmdebstrap{compiled}", mtime=mtime)
     return layer
 
@@ -414,15 +586,25 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
                 f"{DEBIAN_PYTHON} to fix)")
         # extract variant: unpack the packages without running maintainer scripts, so a foreign
         # architecture needs no emulation; what the scripts would create (passwd) is added above
+        # (the .debs it unpacked are copied out before apt's cache is emptied: the dpkg database is written
+        # from them)
+        debs = work / "debs"
+        debs.mkdir()
         args = [binary, "--quiet", "--mode=auto", "--variant=extract", f"--architectures={DEBIAN_ARCH[arch]}",
                 f"--include={','.join(DEBIAN_PACKAGES)}", "--format=tar", "--skip=output/dev",
-                DEBIAN_SUITE, str(work / "rootfs.tar"), DEBIAN_MIRROR]
+                f"--extract-hook=sync-out /var/cache/apt/archives {shlex.quote(str(debs))}",
+                DEBIAN_SUITE, str(work / "rootfs.tar"), *debian_sources()]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(mtime))
         proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
+            mirrors = ", ".join(sorted({url for url, _suite in DEBIAN_SOURCES}))
             raise BuildError(f"base debian: mmdebstrap failed:\n{proc.stderr[-2000:]}",
-                             hint=f"check that {DEBIAN_MIRROR} is reachable; " + _forms_hint())
-        layer = _normalise_rootfs_tar(work / "rootfs.tar", work / "layer.tar.gz", mtime, interpreter)
+                             hint=f"check that {mirrors} can be reached; " + _forms_hint())
+        packages = [read_deb(deb) for deb in sorted(debs.rglob("*.deb"))]
+        if not packages:
+            raise BuildError("base debian: mmdebstrap left no .deb files to record in the dpkg database",
+                             hint="mmdebstrap 1.x with --extract-hook sync-out is needed; " + _forms_hint())
+        layer = _normalise_rootfs_tar(work / "rootfs.tar", work / "layer.tar.gz", mtime, interpreter, packages)
         oci.put_blob_file(st, layer.path, layer.digest)
         created = layers.iso_utc(mtime)
         config = {
@@ -441,7 +623,10 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
         mbytes = oci.canonical_json(manifest)
         digest = oci.put_blob_bytes(st, mbytes)
         write_atomic(ref_path, json.dumps({"digest": digest, "arch": arch, "packages": DEBIAN_PACKAGES,
-                                           "bytecode": interpreter is not None}).encode())
+                                           "bytecode": interpreter is not None, "sources": debian_sources(),
+                                           "installed": [p.to_json() for p in
+                                                         sorted(packages, key=lambda p: (p.name, p.arch))]},
+                                          indent=1, sort_keys=True).encode())
     return _image_in_store(st, digest, spec), f"debian:{DEBIAN_SUITE}:{key}@{digest}"
 
 

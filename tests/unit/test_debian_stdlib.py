@@ -5,8 +5,9 @@ What is checked: unchecked-hash pycs naming the in-image path; a module that is 
 from its target inside the root file system (never from this machine's file of that name) and kept a
 link; test/ and pydoc_data/ left as source; the same tar gives the same layer wherever it is built; no
 interpreter, no bytecode.
-The whole `--base debian` path runs once more with a stand-in mmdebstrap (it copies that tar): a base
-built without bytecode says so and is cached apart from one with it.
+The whole `--base debian` path runs once more with a stand-in mmdebstrap (it copies that tar, and a
+small .deb where the extract hook asks): a base built without bytecode says so and is cached apart from
+one with it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from packager.image import bases, deps
+from tests.unit.test_debian_dpkg import fake_mmdebstrap
 
 STDLIB = f"usr/lib/python{bases.DEBIAN_PYTHON}"
 TAG = sys.implementation.cache_tag
@@ -139,11 +141,7 @@ def test_a_missing_standard_library_is_named(tmp_path: Path) -> None:
 
 def test_a_base_without_bytecode_says_so_and_is_cached_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     interpreter = _interpreter()
-    fake = tmp_path / "bin" / "mmdebstrap"  # writes the stand-in tar where mmdebstrap writes its output
-    fake.parent.mkdir()
-    src = str(_rootfs_tar(tmp_path / "r.tar"))
-    fake.write_text(f"#!{sys.executable}\nimport shutil, sys\nshutil.copyfile({src!r}, sys.argv[-2])\n")
-    fake.chmod(0o755)
+    fake = fake_mmdebstrap(tmp_path, _rootfs_tar(tmp_path / "r.tar"))
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("MLPACK_CACHE_DIR", str(tmp_path / "cache"))
 
