@@ -1,7 +1,9 @@
 """The one place that creates boto3 clients: the current account and region, ECR repositories
 (looked up, or created with scan-on-push, immutable tags and a lifecycle rule for untagged images),
 ECR's registry credentials, and a model function's published versions and `live` alias (the emergency
-rollback). botocore failures become one clear RegistryError line each.
+rollback), and, read only, what `mlpack status` and `mlpack logs` ask (stacks, alarms and their history,
+metric data 500 queries to a request, log events; typed as packager/fleet/facts.py's records). botocore
+failures become one clear RegistryError line each.
 
 Enters: an ECR registry (account and region, parsed from its host name) and repository names.
 Leaves: plain values: the account's registry, whether a repository exists, `Credentials` for the
@@ -14,14 +16,16 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions as bce
 
-from packager.errors import RegistryError
+from packager.errors import DeployError, RegistryError
+from packager.fleet.facts import AlarmChange, AlarmFacts, LogEvent, MetricQuery, Series, StackFacts
 from packager.registry.transport import Credentials
 
 ECR_HOST_RE = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
@@ -66,6 +70,7 @@ class Aws:
                                     hint="set AWS_PROFILE to a profile in ~/.aws/config, or unset it") from e
         self.session = session
         self.region = region or self.session.region_name
+        self.calls: dict[str, int] = {}  # requests made by the status and logs methods, by action
 
     def _client(self, service: str, region: str | None = None) -> Any:
         region = region or self.region
@@ -174,6 +179,146 @@ class Aws:
               FunctionName=function, Name=alias, FunctionVersion=version,
               RoutingConfig={"AdditionalVersionWeights": {}})
 
+    # --- status and logs: CloudFormation, CloudWatch and CloudWatch Logs, read only (packager/fleet) -------
+    # Each request made through these is counted in `self.calls` by action, which `mlpack status --json`
+    # reports and bench/bench_status.py checks.
+
+    def _ask(self, action: str, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        self.calls[action] = self.calls.get(action, 0) + 1
+        return _call(action, what, fn, **kwargs)
+
+    def account_id(self) -> str:
+        """The account the credentials belong to (sts:GetCallerIdentity)."""
+        sts = self._client("sts")
+        ident = self._ask("sts:GetCallerIdentity", "find the current AWS account", sts.get_caller_identity)
+        return str(ident["Account"])
+
+    def stacks(self, region: str, progress: Callable[[str], None] | None = None) -> list[StackFacts]:
+        """Every stack of the account and region, tags and description included (cloudformation:DescribeStacks,
+        all pages: one request per page, not one per stack)."""
+        cfn = self._client("cloudformation", region)
+        out: list[StackFacts] = []
+        token: str | None = None
+        while True:
+            page = self._ask("cloudformation:DescribeStacks", f"list the stacks in {region}", cfn.describe_stacks,
+                             **({"NextToken": token} if token else {}))
+            out += [_stack_facts(s) for s in page.get("Stacks", [])]
+            if progress:
+                progress(f"{len(out)} stacks")
+            token = page.get("NextToken")
+            if not token:
+                return out
+
+    def stack(self, name: str, region: str) -> StackFacts | None:
+        """One stack by name; None when there is none (cloudformation:DescribeStacks)."""
+        cfn = self._client("cloudformation", region)
+        self.calls["cloudformation:DescribeStacks"] = self.calls.get("cloudformation:DescribeStacks", 0) + 1
+        try:
+            got = cfn.describe_stacks(StackName=name)
+        except bce.ClientError as e:
+            if _code(e) == "ValidationError" and "does not exist" in str(e):
+                return None
+            raise _translate(e, "cloudformation:DescribeStacks", f"describe stack {name}") from e
+        except bce.BotoCoreError as e:
+            raise _translate(e, "cloudformation:DescribeStacks", f"describe stack {name}") from e
+        found = got.get("Stacks", [])
+        return _stack_facts(found[0]) if found else None
+
+    def alarms(self, region: str, *, prefix: str, state: str | None = None) -> list[AlarmFacts]:
+        """The metric alarms whose names start with `prefix`, only those in `state` when given
+        (cloudwatch:DescribeAlarms, 100 to a page)."""
+        cw = self._client("cloudwatch", region)
+        out: list[AlarmFacts] = []
+        token: str | None = None
+        args: dict[str, Any] = {"AlarmNamePrefix": prefix, "MaxRecords": 100}
+        if state:
+            args["StateValue"] = state
+        while True:
+            page = self._ask("cloudwatch:DescribeAlarms", f"list the alarms {prefix}* in {region}", cw.describe_alarms,
+                             **args, **({"NextToken": token} if token else {}))
+            out += [AlarmFacts(name=str(a["AlarmName"]), state=str(a.get("StateValue", "")),
+                               reason=str(a.get("StateReason", "")), updated=_utc(a.get("StateUpdatedTimestamp")))
+                    for a in page.get("MetricAlarms", [])]
+            token = page.get("NextToken")
+            if not token:
+                return out
+
+    def alarm_changes(self, alarm: str, region: str, start: datetime, end: datetime) -> list[AlarmChange]:
+        """The alarm's state changes between start and end, newest first (cloudwatch:DescribeAlarmHistory)."""
+        cw = self._client("cloudwatch", region)
+        out: list[AlarmChange] = []
+        token: str | None = None
+        while True:
+            page = self._ask("cloudwatch:DescribeAlarmHistory", f"read the history of alarm {alarm}",
+                             cw.describe_alarm_history, AlarmName=alarm, HistoryItemType="StateUpdate",
+                             StartDate=start, EndDate=end, ScanBy="TimestampDescending", MaxRecords=100,
+                             **({"NextToken": token} if token else {}))
+            for item in page.get("AlarmHistoryItems", []):
+                out.append(_alarm_change(item, alarm))
+            token = page.get("NextToken")
+            if not token:
+                return sorted(out, key=lambda c: c.at, reverse=True)
+
+    def metric_data(self, queries: Sequence[MetricQuery], start: datetime, end: datetime, region: str,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Series]:
+        """Every query's points (cloudwatch:GetMetricData): 500 queries to a request, the most it takes, and
+        each request's further pages. Returns id -> Series, oldest point first."""
+        cw = self._client("cloudwatch", region)
+        points: dict[str, list[tuple[datetime, float]]] = {q.id: [] for q in queries}
+        chunks = [queries[i : i + METRIC_QUERIES_MAX] for i in range(0, len(queries), METRIC_QUERIES_MAX)]
+        for n, chunk in enumerate(chunks, start=1):
+            if progress:
+                progress(f"metrics {n}/{len(chunks)} ({len(chunk)} queries)")
+            token: str | None = None
+            while True:
+                page = self._ask("cloudwatch:GetMetricData", f"read the metrics in {region}", cw.get_metric_data,
+                                 MetricDataQueries=[q.to_api() for q in chunk], StartTime=start, EndTime=end,
+                                 ScanBy="TimestampAscending", **({"NextToken": token} if token else {}))
+                for r in page.get("MetricDataResults", []):
+                    at = [_utc(t) for t in r.get("Timestamps", [])]
+                    points.setdefault(str(r["Id"]), []).extend(
+                        (t, float(v)) for t, v in zip(at, r.get("Values", []), strict=False) if t is not None
+                        and v is not None)
+                token = page.get("NextToken")
+                if not token:
+                    break
+        return {qid: Series(tuple(sorted(p))) for qid, p in points.items()}
+
+    def log_events(self, group: str, region: str, *, start_ms: int, end_ms: int | None = None, pattern: str = "",
+                   limit: int | None = None) -> Iterator[LogEvent]:
+        """The group's events from start_ms (to end_ms), matching the filter pattern, oldest first, page by page
+        (logs:FilterLogEvents); stops after `limit` events. A group that does not exist is a DeployError."""
+        client = self._client("logs", region)
+        token: str | None = None
+        seen = 0
+        while True:
+            args: dict[str, Any] = {"logGroupName": group, "startTime": start_ms, "interleaved": True}
+            if end_ms is not None:
+                args["endTime"] = end_ms
+            if pattern:
+                args["filterPattern"] = pattern
+            if token:
+                args["nextToken"] = token
+            self.calls["logs:FilterLogEvents"] = self.calls.get("logs:FilterLogEvents", 0) + 1
+            try:
+                page = client.filter_log_events(**args)
+            except bce.ClientError as e:
+                if _code(e) == "ResourceNotFoundException":
+                    raise DeployError(f"log group {group} does not exist in {region}",
+                                      hint="the model's stack creates it: deploy the stack (and check --env)") from e
+                raise _translate(e, "logs:FilterLogEvents", f"read the log group {group}") from e
+            except bce.BotoCoreError as e:
+                raise _translate(e, "logs:FilterLogEvents", f"read the log group {group}") from e
+            for ev in page.get("events", []):
+                yield LogEvent(timestamp=int(ev.get("timestamp", 0)), message=str(ev.get("message", "")),
+                               stream=str(ev.get("logStreamName", "")), event_id=str(ev.get("eventId", "")))
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            token = page.get("nextToken")
+            if not token:
+                return
+
 
 def _code(e: bce.ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
@@ -208,3 +353,39 @@ def _translate(e: Exception, action: str, what: str) -> RegistryError:
                                  hint="refresh them (aws sso login, or new access keys) and check the profile")
         return RegistryError(f"cannot {what}: {action} failed: {code}: {message}")
     return RegistryError(f"cannot {what}: {type(e).__name__}: {e}")
+
+
+METRIC_QUERIES_MAX = 500  # GetMetricData's MetricDataQueries limit
+
+
+def _utc(at: Any) -> datetime | None:
+    if not isinstance(at, datetime):
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _stack_facts(s: dict[str, Any]) -> StackFacts:
+    return StackFacts(name=str(s["StackName"]), status=str(s.get("StackStatus", "")),
+                      description=str(s.get("Description") or ""),
+                      tags={str(t["Key"]): str(t["Value"]) for t in s.get("Tags", [])},
+                      updated=_utc(s.get("LastUpdatedTime") or s.get("CreationTime")),
+                      reason=str(s.get("StackStatusReason") or ""))
+
+
+def _alarm_change(item: dict[str, Any], alarm: str) -> AlarmChange:
+    """A StateUpdate history item: HistoryData is JSON with oldState/newState; the summary reads
+    "Alarm updated from OK to ALARM" when it is not."""
+    old = new = reason = ""
+    try:
+        data = json.loads(item.get("HistoryData") or "{}")
+        old = str(data.get("oldState", {}).get("stateValue", ""))
+        new = str(data.get("newState", {}).get("stateValue", ""))
+        reason = str(data.get("newState", {}).get("stateReason", ""))
+    except (ValueError, AttributeError):
+        pass
+    if not new:
+        m = re.search(r"from (\w+) to (\w+)", str(item.get("HistorySummary", "")))
+        if m:
+            old, new = m.group(1), m.group(2)
+    return AlarmChange(alarm=str(item.get("AlarmName") or alarm), at=_utc(item.get("Timestamp")) or datetime.now(UTC),
+                       old=old, new=new, reason=reason or str(item.get("HistorySummary", "")))
