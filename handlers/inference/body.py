@@ -17,7 +17,7 @@ import numpy as np
 
 from handlers import contract as C
 from handlers.inference import codec
-from handlers.inference.types import Request, RequestError
+from handlers.inference.types import JsonBounds, Request, RequestError
 
 
 def _media_type(req: Request) -> str:
@@ -40,13 +40,42 @@ def _check_size(body: bytes | str) -> None:
                            f"{C.MAX_BODY_BYTES:,} (Lambda's payload limit): send smaller batches", "body")
 
 
-def decode_json(req: Request) -> Any:
+# Bodies smaller than this are parsed without counting their values: whatever their shape, their Python
+# objects stay within a few MB, and counting would only slow the small requests of the warm path.
+VALUE_GUARD_MIN = 64 * 1024
+
+
+def check_values(req: Request, bounds: JsonBounds) -> None:
+    """Refuse a large JSON body holding more values, lists or objects than a request to the model can, before
+    anything parses it (the simdjson fast paths included): every value but the first of a list or object
+    follows a comma and every container opens with a bracket, so the counts (each one pass at memchr speed)
+    bound them from above. Bodies up to VALUE_GUARD_MIN are not counted."""
+    body = req.body
+    if req.data is not None or body is None or len(body) <= VALUE_GUARD_MIN:
+        return
+    if isinstance(body, str):
+        lists, objects, commas = body.count("["), body.count("{"), body.count(",")
+    else:
+        lists, objects, commas = body.count(b"["), body.count(b"{"), body.count(b",")
+    for what, n, most in (("lists", lists, bounds.lists), ("objects", objects, bounds.objects),
+                          ("JSON values", commas + lists + objects, bounds.values)):
+        if n > most:
+            raise RequestError(413, C.TOO_LARGE, f"body holds up to {n:,} {what}; a request to this model holds at "
+                               f"most {most:,} (its batch limit of rows of its inputs): send smaller batches", "body")
+
+
+def decode_json(req: Request, bounds: JsonBounds | None = None) -> Any:
+    """The body's JSON value. bounds: what a valid request can hold (Model.json_bounds); a large body holding
+    more is a 413 before anything is parsed (check_values; callers that try a fast path first call
+    check_values themselves, before it)."""
     if req.data is not None:
         return req.data
     body = req.body
     if body is None or len(body) == 0:
         raise RequestError(400, C.BAD_REQUEST, "the request has no body; send a JSON object", "body")
     _check_size(body)
+    if bounds is not None:
+        check_values(req, bounds)
     try:
         return codec.loads(body)
     except codec.DECODE_ERRORS as e:

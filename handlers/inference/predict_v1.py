@@ -17,7 +17,7 @@ import numpy as np
 
 from handlers import contract as C
 from handlers.inference import codec, table
-from handlers.inference.body import _decode_npy, _media_type, decode_json
+from handlers.inference.body import _decode_npy, _media_type, check_values, decode_json
 from handlers.inference.codec import _brackets_at_most, simdjson
 from handlers.inference.types import Model, Request, RequestError
 from handlers.inference.validate import _bad, _jtype, to_array
@@ -35,7 +35,7 @@ def parse_predict(model: Model, req: Request, counts: table.TableCounts | None =
             raise RequestError(415, C.UNSUPPORTED_MEDIA_TYPE, "this model takes named columns: send JSON records "
                                '{"instances": [{...}]} or columns {"inputs": {"<column>": [...]}}',
                                "headers.content-type")
-        obj = decode_json(req)
+        obj = decode_json(req, model.json_bounds)
         if not isinstance(obj, dict):
             raise RequestError(400, C.BAD_REQUEST, 'expected a JSON object like {"instances": [{...}]}, got '
                                f"{_jtype(obj)}", "body")
@@ -46,6 +46,7 @@ def parse_predict(model: Model, req: Request, counts: table.TableCounts | None =
                                f"a .npy body works only for single-input models; this one has inputs "
                                f"{model.input_names_text}: send JSON", "headers.content-type")
         return {model.single.name: to_array(model, model.single, _decode_npy(req), "body")}
+    check_values(req, model.json_bounds)  # before any parser builds anything
     spec, body = model.single, req.body
     if (spec is not None and spec.row_width is not None and body is not None
             and codec._ROWS_FAST_MIN < len(body) <= C.MAX_BODY_BYTES):

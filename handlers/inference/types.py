@@ -11,6 +11,7 @@ with NaN or infinity, a 422 naming them) and ModelLoadError (the function cannot
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -189,6 +190,7 @@ class Model:
 
             self.columns = [Column(t.name, rules.get(t.name), t.kind) for t in self.inputs]
         self.column_set = frozenset(c.name for c in self.columns)
+        self.json_bounds = json_bounds(self.inputs, max_batch, tabular=self.tabular)
         # declared (or embedding) ranges of other models' numeric inputs: outside is a 422
         self.ranges: dict[str, tuple[float, float]] = {
             name: (_num(r.min, -math.inf), _num(r.max, math.inf)) for name, r in rules.items()
@@ -209,6 +211,44 @@ class Model:
         from handlers import openapi  # only needed here, at init
 
         self.openapi_doc = openapi.document(self)
+
+
+# A JSON body of a model whose rows have no fixed size (a dimension after the batch is dynamic) may hold
+# this many values; parsed, a million numbers take about 30 MB of Python objects.
+DYNAMIC_MAX_JSON_VALUES = 1_000_000
+# What a request holds besides its rows: keys, a v2 request's name/shape/datatype/parameters, an id.
+JSON_OVERHEAD = 64
+
+
+@dataclass(frozen=True)
+class JsonBounds:
+    """The most values, lists and objects a valid JSON request of a model can hold, with room to spare
+    (twice what max_batch rows of every input need, plus JSON_OVERHEAD each). A body holding more is
+    refused before it is parsed (body.check_values), since parsing is what turns a few MB of text into
+    hundreds of MB of Python objects; the three bounds apart, so a body of a million empty lists or
+    objects (each a Python object of 56-64 bytes for 2-3 bytes of text) is refused too."""
+
+    values: int
+    lists: int
+    objects: int
+
+
+def json_bounds(inputs: list[TensorSpec], max_batch: int, *, tabular: bool) -> JsonBounds:
+    if tabular:  # records: an object per row; columns: a list per column
+        n = len(inputs)
+        return JsonBounds(values=2 * max_batch * (2 * n + 1) + JSON_OVERHEAD, lists=2 * n + JSON_OVERHEAD,
+                          objects=2 * max_batch + JSON_OVERHEAD)
+    values = lists = 0
+    for t in inputs:
+        inner = t.shape[1:]
+        if any(not isinstance(d, int) for d in inner):
+            return JsonBounds(values=DYNAMIC_MAX_JSON_VALUES, lists=DYNAMIC_MAX_JSON_VALUES,
+                              objects=JSON_OVERHEAD + 4 * len(inputs))
+        dims = [int(d) for d in inner]
+        values += max_batch * math.prod(dims)
+        lists += 2 + max_batch * math.prod(dims[:-1])  # the batch's list, a list per row and inner row; v2's shape
+    return JsonBounds(values=2 * (values + lists) + JSON_OVERHEAD, lists=2 * lists + JSON_OVERHEAD,
+                      objects=JSON_OVERHEAD + 4 * len(inputs))
 
 
 def _row_builder(labels: list[str]) -> Any:

@@ -17,7 +17,7 @@ import numpy as np
 
 from handlers import contract as C
 from handlers.inference import codec, table, v2_binary
-from handlers.inference.body import _media_type, decode_json
+from handlers.inference.body import _media_type, check_values, decode_json
 from handlers.inference.codec import _brackets_at_most, simdjson
 from handlers.inference.types import V2_TYPES, Model, Request, RequestError, TensorSpec
 from handlers.inference.validate import _ACCEPT, _bad, _jtype, to_array
@@ -37,6 +37,7 @@ def parse_v2(model: Model, req: Request, counts: table.TableCounts | None = None
     if req.data is None and _media_type(req) != "json":
         raise RequestError(415, C.UNSUPPORTED_MEDIA_TYPE, "the v2 protocol takes a JSON body",
                            "headers.content-type")
+    check_values(req, model.json_bounds)  # before any parser builds anything
     body = req.body
     if req.data is None and body is not None and codec._ROWS_FAST_MIN < len(body) <= C.MAX_BODY_BYTES:
         fast = _v2_fast(model, body)
