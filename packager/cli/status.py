@@ -257,8 +257,8 @@ MODEL_MAX = 100 - 2 - sum(w + 1 for _, w, _ in COLUMNS)  # 15: the table never p
 def _title(fleet: FleetStatus) -> str:
     env = fleet.environment or "(no environment)"
     end = fleet.window.end.strftime("%Y-%m-%d %H:%M UTC")
-    return (f"{_style(env, bold=True)} · account {fleet.account} · {fleet.region} · lock {fleet.lock} · "
-            f"last 24 h to {end}")
+    rest = tx.cut(f" · {fleet.account} {fleet.region} · {fleet.lock} · 24 h to {end}", WIDTH - len(env))
+    return _style(env, bold=True) + rest
 
 
 def _summary(fleet: FleetStatus) -> str:
@@ -511,7 +511,9 @@ def _log_lines(line: logs_mod.LogLine, *, full: bool = False) -> list[str]:
                 parts.append(_style(f"init {f['Init Duration']:.0f} ms (cold start)", "cyan"))
             return [f"{when} {_style('REPORT', dim=True)}  {_rid(line.request_id)} " + ", ".join(parts)]
         level = _style(f"{line.level or line.message:<7}", "red" if line.level == "ERROR" else None, dim=not line.level)
-        return [f"{when} {level} {_rid(line.request_id)} {line.message if line.level else line.text}"]
+        rest = line.message if line.level else line.text.replace(line.message, "", 1).replace(
+            f"RequestId: {line.request_id}", "", 1).strip()
+        return [f"{when} {level} {_rid(line.request_id)} {rest}".rstrip()]
     if line.kind == logs_mod.HANDLER:
         f = dict(line.fields)
         level = _style(f"{line.level or '-':<7}", LEVEL_COLOUR.get(line.level))
