@@ -543,9 +543,9 @@ def _log_lines(line: logs_mod.LogLine, *, full: bool = False) -> list[str]:
             trace_lines = str(trace).rstrip().splitlines()
             shown = trace_lines if full else trace_lines[-1:]
             out_lines += [_style(f"      {t}", "red") for t in shown]
-        rest = {k: v for k, v in f.items() if v is not None}
-        if rest:
-            out_lines.append(_style("      " + json.dumps(rest, sort_keys=True, default=str), dim=True))
+        others = {k: v for k, v in f.items() if v is not None}
+        if others:
+            out_lines.append(_style("      " + json.dumps(others, sort_keys=True, default=str), dim=True))
         return out_lines
     level = _style(f"{line.level:<7}", "red") if line.level else " " * 7
     return [f"{when} {level} {_rid(line.request_id)} {line.text}"]
