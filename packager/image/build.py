@@ -3,7 +3,7 @@
 `build(spec, ...)` is the stage function behind `mlpack build`: export (when stale) -> base (bases.py) ->
 plan (contents.py) -> dependency layer (deps.py) -> handler and model layers (layers.py) -> config and
 manifest -> Lambda's rules (checks.py) -> layout written to a temporary folder and renamed into place ->
-build report next to it.
+build report next to it. A killed build's temporary folders are removed by the next build (deps.remove_stale).
 
 Enters: a resolved ModelSpec. Leaves: a `BuildResult`: the image in its OCI layout and the build report
 (also written as build-report.json next to the layout). No layout is written when Lambda's rules fail.
@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -99,13 +98,18 @@ def _write_layer(plan: contents.LayerPlan, work: Path) -> layers.Layer:
 # config, manifest and report
 
 
-def _env(base: bases.Base) -> list[str]:
+def _env(base: bases.Base, serving: dict[str, str] | None = None) -> list[str]:
+    """The image's environment: the base's, then what the handler needs to find its model, then `serving`
+    (the project's API settings: the batch limit, the model's name), so that running the image alone
+    (`mlpack serve DIR/build/<name>/image`) behaves as its stack and its project do; the stack sets the
+    same variables on the function."""
     env: dict[str, str] = {}
     for item in base.image.config_json.get("config", {}).get("Env") or []:
         k, _, v = str(item).partition("=")
         env[k] = v
     env.setdefault("LAMBDA_TASK_ROOT", contract.TASK_ROOT)
     env.setdefault(contract.ENV_MODEL_DIR, contract.MODEL_DIR)
+    env.update(serving or {})
     if not base.runtime_client:
         # the runtime client and the dependencies live in the task root, as on AWS's base
         env["PYTHONPATH"] = contract.TASK_ROOT + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -114,12 +118,12 @@ def _env(base: bases.Base) -> list[str]:
 
 
 def compose(base: bases.Base, base_layers: tuple[oci.Descriptor, ...], ours: list[layers.Layer], *, arch: str,
-            mtime: int, labels: dict[str, str]) -> tuple[bytes, bytes]:
+            mtime: int, labels: dict[str, str], serving: dict[str, str] | None = None) -> tuple[bytes, bytes]:
     """The config and manifest bytes for the base (its layers as the plan lists them) + our layers."""
     created = layers.iso_utc(mtime)
     base_cfg = base.image.config_json
     inner = dict(base_cfg.get("config") or {})
-    inner["Env"] = _env(base)
+    inner["Env"] = _env(base, serving)
     inner["WorkingDir"] = contract.TASK_ROOT
     if base.runtime_client:
         inner["Entrypoint"] = inner.get("Entrypoint") or [bases.ENTRYPOINT_AWS]
@@ -175,18 +179,22 @@ def _replace(layout: Path, staged: Path) -> None:
 
 
 def _write_image(layout: Path, base: bases.Base, plan: contents.ImagePlan, dep: deps.DepsResult, *,
-                 arch: str, mtime: int, labels: dict[str, str],
-                 ref_name: str) -> tuple[oci.Image, list[layers.Layer], bytes, list[str]]:
+                 arch: str, mtime: int, labels: dict[str, str], ref_name: str,
+                 serving: dict[str, str] | None = None) -> tuple[oci.Image, list[layers.Layer], bytes, list[str]]:
     """Write our layers, compose and check the image, and put its layout at `layout`.
 
     Returns the image (read back from `layout`), our layers, the config bytes and the warnings."""
     layout.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{layout.name}.tmp-", dir=layout.parent))
+    # what killed builds left here: their staging folders and old layouts (a live build's are kept)
+    for prefix in (f".{layout.name}.tmp-", f".{layout.name}.old-"):
+        deps.remove_stale(layout.parent, prefix)
+    tmp = deps.pid_tempdir(layout.parent, f".{layout.name}.tmp-")
     try:
         work = tmp / "work"
         work.mkdir()
         ours = [dep.layer, _write_layer(plan.handler, work), _write_layer(plan.model, work)]
-        config_bytes, manifest_bytes = compose(base, plan.base_layers, ours, arch=arch, mtime=mtime, labels=labels)
+        config_bytes, manifest_bytes = compose(base, plan.base_layers, ours, arch=arch, mtime=mtime, labels=labels,
+                                               serving=serving)
 
         problems, warnings = checks.lambda_problems(
             json.loads(manifest_bytes), json.loads(config_bytes),
@@ -257,8 +265,9 @@ def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
 
     labels = {oci.LABEL_TITLE: spec.name, oci.LABEL_VERSION: artifact.version,
               oci.LABEL_MODEL_SHA256: artifact.model_sha256}
+    serving = {contract.ENV_MAX_BATCH: str(spec.api.max_batch_size), contract.ENV_MODEL_NAME: spec.name}
     image, ours, config_bytes, warnings = _write_image(layout, base, plan, dep, arch=arch, mtime=mtime,
-                                                       labels=labels, ref_name=artifact.version)
+                                                       labels=labels, ref_name=artifact.version, serving=serving)
     rows = _rows(base, ours)
     report = _report(spec, artifact, image, layout=layout, arch=arch, base=base, pinned=pinned, dep=dep, rows=rows,
                      config_size=len(config_bytes), warnings=warnings)

@@ -9,12 +9,18 @@ build does not touch the network.
 Enters: requirements and a Target (python, arch). Leaves: a DepsResult, the layer (in the cache folder) and
 what it holds, for the build report.
 
+Also the build's temporary folders (`pid_tempdir`, `remove_stale`, used by build.py and local/prepare.py
+too): each is named with the process id of the build that made it, so that the next build removes those
+of a build that was killed (nothing else ever would) and only those: a folder whose process still runs
+is never touched.
+
 Writes its layer with layers.py; must not import bases, contents, build, checks, registry or packager.cli.
 pip is the only thing here that reaches a package index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -25,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,6 +273,58 @@ def compile_bytecode(tree: Path, prefix: str, interpreter: str, *,
     )
 
 
+# ---------------------------------------------------------------------------------------------------
+# temporary folders
+
+
+def pid_tempdir(parent: Path, prefix: str) -> Path:
+    """A new, private folder `<prefix><pid>-<random>` in `parent`: `remove_stale` can tell from its name
+    whether the process that made it is still running."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (signal 0: nothing is sent). Unsure counts as alive."""
+    if pid <= 0:  # 0 and negative numbers name process groups, never one process
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: another user's process, alive
+        return True
+    return True
+
+
+def remove_stale(parent: Path, prefix: str, remove: Callable[[Path], None] | None = None) -> list[Path]:
+    """Remove the folders of `parent` named `<prefix><pid>-…` (or `<prefix><pid>`) whose process is gone:
+    what a killed build left behind. Folders named otherwise, links and files are left alone. `remove`
+    removes one folder (default: shutil.rmtree, errors ignored). Returns the folders removed."""
+    pattern = re.compile(re.escape(prefix) + r"(\d{1,10})(?:-|$)")
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or entry.is_symlink() or not entry.is_dir() or process_alive(int(m.group(1))):
+            continue
+        if remove is None:
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            remove(entry)
+        removed.append(entry)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------------
+# the cache
+
+
 def cache_dir() -> Path:
     override = os.environ.get("MLPACK_CACHE_DIR")
     if override:
@@ -317,9 +375,8 @@ def dependency_layer(requirements: list[str], target: Target, *, previous_report
             "the function compiles it at every cold start (install python"
             f"{target.python} to fix)")
     root.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(root / f"{lkey}.lock")), \
-            tempfile.TemporaryDirectory(prefix="deps-", dir=root) as tmp:
-        work = Path(tmp)
+    remove_stale(root, "deps-")  # killed builds' work folders (a live build's are kept)
+    with filelock.FileLock(str(root / f"{lkey}.lock")), _work_folder(root, "deps-") as work:
         tree = work / "site"
         dists = pip_install(list(reqs), target, tree, pins=pins, report_path=work / "pip-report.json")
         unstripped = tree_size(tree)
@@ -347,6 +404,15 @@ def dependency_layer(requirements: list[str], target: Target, *, previous_report
     return DepsResult(layer=layer, distributions=dists, requirements=reqs, target=target,
                       lock_key=lkey, cache_hit=False, bytecode=bytecode,
                       key=key, unstripped_bytes=unstripped, stripped_bytes=stripped)
+
+
+@contextlib.contextmanager
+def _work_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    work = pid_tempdir(parent, prefix)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _cached_layer(root: Path, key: str, pins: tuple[Distribution, ...]) -> tuple[layers.Layer, int, int] | None:

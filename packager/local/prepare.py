@@ -4,8 +4,10 @@ Enters: TARGET as `mlpack invoke`/`mlpack serve` name it: a model project (built
 stage), an OCI image layout, an export folder (model.json + model.onnx) or a task root (handlers/ +
 model/), with --isolate, --memory and --timeout. Leaves: a `Prepared` (the `RuntimeCommand`, the function's
 name and timeout, and a note on how faithful the run is), valid inside `prepare`'s context: images are
-unpacked into a temporary work folder, removed afterwards even where the image left read-only folders,
-never changing a file outside it through a symlink.
+unpacked into a temporary work folder (`mlpack-run-<pid>-…`), removed afterwards even where the image left
+read-only folders, never changing a file outside it through a symlink; also when the process is stopped
+with SIGTERM or SIGHUP (inside the context they raise SystemExit, so every clean-up on the way out runs).
+A run folder left by a process killed outright (SIGKILL) is removed by the next run.
 
 Must not import export, registry or anything that talks to AWS (a project is built through packager.image).
 """
@@ -15,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +28,11 @@ from typing import Any
 
 from handlers import contract
 from packager.errors import MlpackError
-from packager.image import contents
+from packager.image import contents, deps
 from packager.local import function
+
+RUN_PREFIX = "mlpack-run-"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,33 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, onerror=fix)
 
 
+@contextlib.contextmanager
+def exit_on_stop_signals() -> Iterator[None]:
+    """Inside: SIGTERM and SIGHUP raise SystemExit(128 + the signal's number) in the main thread, so the
+    clean-up of every context being left runs (as for Ctrl-C), where their default would end the process
+    on the spot. Only the first signal raises: one arriving during the clean-up does not cut it short.
+    The previous handlers are back afterwards. Outside the main thread (where Python allows no handlers)
+    it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = [False]
+
+    def stop(signum: int, _frame: object) -> None:
+        if stopping[0]:
+            return
+        stopping[0] = True
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        stopping[0] = True  # the clean-up of the contexts inside has run; this one's restore must too
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _kind(target: Path) -> str:
     if (target / "oci-layout").is_file():
         return "image"
@@ -108,23 +142,27 @@ def prepare(target: Path, *, isolate: bool, memory_mb: int | None, timeout_s: in
     if isolate and layout is None:
         raise MlpackError(f"{target}: --isolate runs an image's root file system; this is a {kind.replace('_', ' ')}",
                           hint="build an image first (`mlpack build PROJECT`) and pass the project or its layout")
-    work = Path(tempfile.mkdtemp(prefix="mlpack-run-"))
-    try:
-        if layout is not None:
-            cmd, note = _image_command(layout, work, isolate=isolate, name=name, memory_mb=memory_mb,
-                                       timeout_s=timeout_s, extra=extra, log=log)
-        elif kind == "model":
-            view = task_root_view(work / "task", handlers_dir=contents.handlers_dir(), model_dir=target)
-            cmd = function.task_root_command(view, name=name, memory_mb=memory_mb, timeout_s=timeout_s,
-                                             extra_env=extra)
-            note = "running this checkout's handlers/ with the export folder's model (no image)"
-        else:
-            cmd = function.task_root_command(target.resolve(), name=name, memory_mb=memory_mb,
-                                             timeout_s=timeout_s)
-            note = None
-        yield Prepared(cmd, name, timeout_s, note)
-    finally:
-        _rmtree(work)
+    runs = Path(tempfile.gettempdir())
+    # SIGTERM/SIGHUP from here on leave through the finally below (the build above cleans up after itself)
+    with exit_on_stop_signals():
+        deps.remove_stale(runs, RUN_PREFIX, remove=_rmtree)  # run folders of processes killed outright
+        work = deps.pid_tempdir(runs, RUN_PREFIX)
+        try:
+            if layout is not None:
+                cmd, note = _image_command(layout, work, isolate=isolate, name=name, memory_mb=memory_mb,
+                                           timeout_s=timeout_s, extra=extra, log=log)
+            elif kind == "model":
+                view = task_root_view(work / "task", handlers_dir=contents.handlers_dir(), model_dir=target)
+                cmd = function.task_root_command(view, name=name, memory_mb=memory_mb, timeout_s=timeout_s,
+                                                 extra_env=extra)
+                note = "running this checkout's handlers/ with the export folder's model (no image)"
+            else:
+                cmd = function.task_root_command(target.resolve(), name=name, memory_mb=memory_mb,
+                                                 timeout_s=timeout_s)
+                note = None
+            yield Prepared(cmd, name, timeout_s, note)
+        finally:
+            _rmtree(work)
 
 
 def _image_command(layout: Path, work: Path, *, isolate: bool, name: str, memory_mb: int, timeout_s: int,
@@ -134,6 +172,10 @@ def _image_command(layout: Path, work: Path, *, isolate: bool, name: str, memory
     from packager import oci
 
     image = oci.read_layout(layout)
+    # the project's API settings travel in the image's environment (image/build.py): an image folder served
+    # alone keeps its batch limit and name; what the project gives (extra) wins
+    env = dict(str(e).partition("=")[::2] for e in (image.config_json.get("config") or {}).get("Env") or [])
+    extra = {**{k: env[k] for k in (contract.ENV_MAX_BATCH, contract.ENV_MODEL_NAME) if env.get(k)}, **extra}
     if isolate:
         problem = function.isolation_problem(image.arch)
         if problem:

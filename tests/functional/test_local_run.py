@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -241,6 +242,29 @@ def test_serve_stops_everything_on_ctrl_c(iris):
     finally:
         code = served.stop()
     assert code == 0
+    for child in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_serve_stopped_by_sigterm_or_sighup_removes_its_run_folder(iris, tmp_path, signum):
+    """A service manager's SIGTERM (or a closed terminal's SIGHUP) stops `mlpack serve` like Ctrl-C: its run
+    folder and the runtime process go too."""
+    runs = tmp_path / "tmp"
+    runs.mkdir()
+    served = Served([str(iris[0])], env={**os.environ, "TMPDIR": str(runs)})
+    try:
+        assert httpx.get(served.url + "/health", timeout=30).json()["model"] == "iris"
+        [folder] = list(runs.iterdir())
+        assert folder.name.startswith(f"mlpack-run-{served.proc.pid}-") and any(folder.iterdir())
+        children = child_pids(served.proc.pid)
+        served.proc.send_signal(signum)
+        code = served.proc.wait(timeout=30)
+    finally:
+        served.stop()
+    assert code == 128 + signum
+    assert list(runs.iterdir()) == []
     for child in children:
         with pytest.raises(ProcessLookupError):
             os.kill(child, 0)
