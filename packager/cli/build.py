@@ -1,5 +1,5 @@
-"""`mlpack build` and `mlpack check`: the command-line edge of the image stage (packager/image/build.py,
-checks.py)."""
+"""`mlpack build`, `mlpack check` and `mlpack sbom`: the command-line edge of the image stage
+(packager/image/build.py, checks.py, sbom.py). `build` writes the image's SBOM beside its build report."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
+from packager import oci
 from packager.cli import PROJECT, ArchType, echo_json
 from packager.config import spec as spec_mod
 from packager.errors import BuildError
 from packager.image import build as image_mod
-from packager.image import checks
+from packager.image import checks, sbom
 
 
 def _mb(n: int | None) -> str:
@@ -40,8 +41,10 @@ def build(project: Path, arch: str | None, base: str | None, python: str | None,
         click.echo(message, err=True)
 
     result = image_mod.build(spec, out=out, pull=pull, log=log)
+    sbom_path = sbom.write(result.image, result.report_path.parent / sbom.SBOM_FILE, result.report)
     if as_json:
         echo_json({"digest": result.digest, "layout": str(result.layout), "report": str(result.report_path),
+                   "sbom": str(sbom_path),
                    "arch": result.report["arch"], "python": result.report["python"],
                    "base": result.report["base"], "exported": result.exported,
                    "deps_cache_hit": result.deps_cache_hit,
@@ -53,6 +56,7 @@ def build(project: Path, arch: str | None, base: str | None, python: str | None,
     click.echo(f"  layout  {result.layout}  ({result.report['arch']}, python {result.report['python']}, "
                f"base {result.report['base']['source']})")
     click.echo(f"  report  {result.report_path}")
+    click.echo(f"  sbom    {sbom_path}")
     click.echo(f"  {'layer':<8} {'digest':<19} {'gzip':>11} {'unpacked':>11}  created by")
     for r in result.rows:
         click.echo(f"  {r.name:<8} {r.digest[:19]:<19} {_mb(r.size):>11} {_mb(r.uncompressed_size):>11}  "
@@ -83,4 +87,25 @@ def check(layout: Path, arch: str | None, as_json: bool) -> None:
                    f"{len(result.image.layers)} layers)")
 
 
-commands = [build, check]
+@click.command("sbom")
+@click.argument("layout", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--arch", type=ArchType(), help="Which image to describe when the layout holds several.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the SBOM to this file instead of printing it.")
+def sbom_command(layout: Path, arch: str | None, out: Path | None) -> None:
+    """Print (or write) the CycloneDX SBOM of an OCI layout: OS packages from its dpkg status, Python
+    distributions from their dist-info, the model's sha256 (the wheels' sha256 too, from the build report
+    beside the layout)."""
+    image = oci.read_layout(layout, arch=arch)
+    report = image_mod.read_report(layout.parent / image_mod.REPORT_FILE)
+    if report is not None and report.get("image", {}).get("digest") != image.manifest.digest:
+        report = None  # the report of another build
+    doc = sbom.sbom(image, report)
+    if out is not None:
+        sbom.write(image, out, report)
+        click.echo(f"{out}: {len(doc['components'])} components ({image.manifest.digest})")
+    else:
+        click.echo(sbom.to_bytes(doc).decode(), nl=False)
+
+
+commands = [build, check, sbom_command]
