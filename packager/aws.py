@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -71,6 +73,7 @@ class Aws:
         self.session = session
         self.region = region or self.session.region_name
         self.calls: dict[str, int] = {}  # requests made by the status and logs methods, by action
+        self._calls_lock = threading.Lock()
 
     def _client(self, service: str, region: str | None = None) -> Any:
         region = region or self.region
@@ -184,7 +187,8 @@ class Aws:
     # reports and bench/bench_status.py checks.
 
     def _ask(self, action: str, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
-        self.calls[action] = self.calls.get(action, 0) + 1
+        with self._calls_lock:
+            self.calls[action] = self.calls.get(action, 0) + 1
         return _call(action, what, fn, **kwargs)
 
     def account_id(self) -> str:
@@ -261,14 +265,16 @@ class Aws:
 
     def metric_data(self, queries: Sequence[MetricQuery], start: datetime, end: datetime, region: str,
                     progress: Callable[[str], None] | None = None) -> dict[str, Series]:
-        """Every query's points (cloudwatch:GetMetricData): 500 queries to a request, the most it takes, and
-        each request's further pages. Returns id -> Series, oldest point first."""
+        """Every query's points (cloudwatch:GetMetricData): 500 queries to a request, the most it takes, the
+        requests sent side by side (up to METRIC_REQUESTS_AT_ONCE; boto3 clients are thread-safe), each
+        followed through its further pages. Returns id -> Series, oldest point first."""
         cw = self._client("cloudwatch", region)
-        points: dict[str, list[tuple[datetime, float]]] = {q.id: [] for q in queries}
         chunks = [queries[i : i + METRIC_QUERIES_MAX] for i in range(0, len(queries), METRIC_QUERIES_MAX)]
-        for n, chunk in enumerate(chunks, start=1):
-            if progress:
-                progress(f"metrics {n}/{len(chunks)} ({len(chunk)} queries)")
+        if progress:
+            progress(f"reading metrics: {len(queries)} queries in {len(chunks)} request(s)")
+
+        def ask(chunk: Sequence[MetricQuery]) -> list[tuple[str, list[tuple[datetime, float]]]]:
+            out: list[tuple[str, list[tuple[datetime, float]]]] = []
             token: str | None = None
             while True:
                 page = self._ask("cloudwatch:GetMetricData", f"read the metrics in {region}", cw.get_metric_data,
@@ -276,12 +282,21 @@ class Aws:
                                  ScanBy="TimestampAscending", **({"NextToken": token} if token else {}))
                 for r in page.get("MetricDataResults", []):
                     at = [_utc(t) for t in r.get("Timestamps", [])]
-                    points.setdefault(str(r["Id"]), []).extend(
-                        (t, float(v)) for t, v in zip(at, r.get("Values", []), strict=False) if t is not None
-                        and v is not None)
+                    out.append((str(r["Id"]), [(t, float(v)) for t, v in zip(at, r.get("Values", []), strict=False)
+                                               if t is not None and v is not None]))
                 token = page.get("NextToken")
                 if not token:
-                    break
+                    return out
+
+        points: dict[str, list[tuple[datetime, float]]] = {q.id: [] for q in queries}
+        if len(chunks) == 1:
+            answers = [ask(chunks[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(METRIC_REQUESTS_AT_ONCE, len(chunks))) as pool:
+                answers = list(pool.map(ask, chunks))
+        for answer in answers:
+            for qid, got in answer:
+                points.setdefault(qid, []).extend(got)
         return {qid: Series(tuple(sorted(p))) for qid, p in points.items()}
 
     def log_events(self, group: str, region: str, *, start_ms: int, end_ms: int | None = None, pattern: str = "",
@@ -356,6 +371,7 @@ def _translate(e: Exception, action: str, what: str) -> RegistryError:
 
 
 METRIC_QUERIES_MAX = 500  # GetMetricData's MetricDataQueries limit
+METRIC_REQUESTS_AT_ONCE = 4  # GetMetricData requests in flight together (its default quota: 50 per second)
 
 
 def _utc(at: Any) -> datetime | None:

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -90,6 +91,7 @@ def patch_moto() -> None:
 
     cwr.CloudWatchResponse.describe_alarm_history = describe_alarm_history
     get_metric_data = cwm.CloudWatchBackend.get_metric_data
+    one_at_a_time = threading.Lock()
 
     def per_namespace(self: Any, queries: list[dict[str, Any]], start_time: Any, end_time: Any,
                       scan_by: str = "TimestampAscending") -> Any:
@@ -98,12 +100,13 @@ def patch_moto() -> None:
             groups.setdefault(q.get("MetricStat", {}).get("Metric", {}).get("Namespace", ""), []).append(q)
         everything = type(self).get_all_metrics
         out: dict[str, Any] = {}
-        for namespace, group in groups.items():
-            self.get_all_metrics = lambda ns=namespace: [m for m in everything(self) if m.namespace == ns]
-            try:
-                out.update((r["id"], r) for r in get_metric_data(self, group, start_time, end_time, scan_by))
-            finally:
-                del self.get_all_metrics
+        with one_at_a_time:  # the backend's method is swapped per namespace: requests in parallel take turns
+            for namespace, group in groups.items():
+                self.get_all_metrics = lambda ns=namespace: [m for m in everything(self) if m.namespace == ns]
+                try:
+                    out.update((r["id"], r) for r in get_metric_data(self, group, start_time, end_time, scan_by))
+                finally:
+                    del self.get_all_metrics
         return [out[q["Id"]] for q in queries if q["Id"] in out]
 
     cwm.CloudWatchBackend.get_metric_data = per_namespace
