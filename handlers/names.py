@@ -111,6 +111,13 @@ class ModelNames:
         return f"{self._base}-notifier"
 
     @property
+    def chat_namespace(self) -> str:
+        """Where the model's webhook URLs are kept: SSM parameters /<this>/... and secrets <this>/...
+        (mlpack/<model>). The same in every environment, as one mlpack.toml serves them all; the shared
+        notifier's role may read nothing outside the models' namespaces."""
+        return f"{PREFIX}/{self.model}"
+
+    @property
     def chat_parameter(self) -> str:
         """The SSM parameter holding the model's chat targets (references, never URLs)."""
         env = f"/{self.environment}" if self.environment else ""
@@ -137,6 +144,21 @@ class SharedNames:
     @property
     def notifier_log_group(self) -> str:
         return f"/aws/lambda/{self.notifier}"
+
+    @property
+    def notifier_failures(self) -> str:
+        """The SQS queue receiving the notifier's events that failed every attempt (its on-failure destination)."""
+        return f"{self.notifier}-failures"
+
+    @property
+    def platform_topic(self) -> str:
+        """The SNS topic of the shared stack's own alarms (the notifier, the account's concurrency): they
+        concern the platform, not one model, and must not depend on the notifier to be heard."""
+        return f"{self.stack}-alarms"
+
+    def alarm(self, what: str) -> str:
+        """One of the shared stack's alarms (notifier-errors, ...); alarm("*") matches them all."""
+        return f"{self.stack}-{what}"
 
     @property
     def notifier_role(self) -> str:

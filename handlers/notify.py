@@ -25,6 +25,7 @@ import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -285,9 +286,54 @@ def _post_with_retries(
         attempt += 1
 
 
-def _scrub(e: BaseException, url: str) -> str:
-    # urllib names the URL in some errors ("unknown url type: '...'"); the URL is the secret
-    return str(e).replace(url, "<webhook url>") if url else str(e)
+REDACTED = "<webhook url>"
+# path segments and query values at least this long are treated as secret on their own (Slack's
+# T.../B.../token, Teams' GUIDs and signatures); shorter ones (v1, api, hooks) are not
+SECRET_PART_MIN = 8
+
+
+def _secret_forms(url: str) -> list[str]:
+    """Every form in which an error message may quote the webhook URL or a part of it: as it is, stripped,
+    repr-escaped, percent-encoded (as urllib and http.client encode it, or re-encode it), host + path,
+    path + query, and each long run of URL-safe characters after the host (a token on its own). Longest
+    first."""
+    forms = {url, url.strip()}
+    # split by hand as well: urlsplit drops tabs and newlines, which http.client then quotes back
+    rest = url.strip().split("://", 1)[-1]
+    host_path = rest.split("#", 1)[0]
+    forms |= {rest, host_path, "/" + host_path.partition("/")[2]}
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+    except ValueError:  # a malformed netloc: the whole URL and its escapes are all we can name
+        parts = None
+    if parts is not None:
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        forms |= {parts.netloc + parts.path, tail, parts.path, parts.query}
+    # each long run of URL-safe characters after the host, wherever it turns up (tokens, GUIDs, signatures)
+    forms |= {c for c in re.split(r"[^A-Za-z0-9_.~-]+", host_path.partition("/")[2]) if len(c) >= SECRET_PART_MIN}
+    for form in list(forms):
+        forms |= {
+            urllib.parse.quote(form),
+            urllib.parse.quote(form, safe="/:?&=#%"),
+            urllib.parse.quote(form, safe=""),
+            urllib.parse.quote_plus(form),
+            urllib.parse.unquote(form),
+            repr(form)[1:-1],
+            form.encode("unicode_escape").decode("ascii"),
+        }
+    return sorted((f for f in forms if len(f) >= SECRET_PART_MIN or (f == url.strip() and f)), key=len, reverse=True)
+
+
+def _scrub(e: BaseException | str, url: str) -> str:
+    """The error's text with the webhook URL, in any of its forms or parts, replaced: the URL is the secret,
+    and urllib and http.client quote it (or its path) in their messages ("unknown url type: '...'",
+    "URL can't contain control characters. '/services/...'"); the result goes to logs and metrics."""
+    text = str(e)
+    if not url or not url.strip():
+        return text
+    for form in _secret_forms(url):
+        text = text.replace(form, REDACTED)
+    return text
 
 
 def emit_failures(model: str, failed: list[str], out: TextIO | None = None, environment: str | None = None) -> None:

@@ -2,7 +2,12 @@
 statistic, threshold, periods), and ModelAlarms renders them, each named mlpack-<model>-<what>,
 with the model's topic as ALARM (and optionally OK) action. In an environment the names are
 mlpack-<env>-<model>-<what> (handlers/names.py). Missing data is not breaching, so an
-idle model pages nobody.
+idle model pages nobody; the one exception is the opt-in traffic-drop alarm, for which no requests
+at all is the very thing to report.
+
+The errors and api-5xx alarms watch 1-minute periods, M out of N (alarms.outage_datapoints of
+alarms.outage_window_minutes, default 3 of 5), so a total outage pages within minutes; the others
+use alarms.period_minutes x alarms.evaluation_periods (default 5 min x 3), a trend rather than a blip.
 
 Metrics are addressed by deterministic names (function and API mlpack-<model> from handlers/names.py,
 the mlpack namespace of handlers/contract.py), so building the specs needs no constructs. No AWS calls.
@@ -25,6 +30,7 @@ from stacks.model_json import ClassShares, RegressionProfile
 
 GT = cw.ComparisonOperator.GREATER_THAN_THRESHOLD
 GE = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+LT = cw.ComparisonOperator.LESS_THAN_THRESHOLD
 # CloudWatch: an alarm's metric math may reference at most 10 metrics (hard limit); one is Rows.
 MAX_CLASSES_PER_DRIFT_ALARM = 9
 # Below this many predictions in a period, shares and means are noise (one request of one row is a
@@ -56,6 +62,10 @@ class Thresholds:
     out_of_range_rate_pct: float = 5.0
     unseen_category_rate_pct: float = 5.0
     drift: float = 0.2
+    outage_datapoints: int = 3
+    outage_window_minutes: int = 5
+    traffic_min_requests: int = 0
+    traffic_window_minutes: int = 15
     drift_min_rows: int = DRIFT_MIN_ROWS
     timeout_s: int = 29
     concurrency_limit: int = 1000
@@ -64,7 +74,11 @@ class Thresholds:
 
 @dataclass(frozen=True, kw_only=True)
 class AlarmSpec:
-    """One alarm: what it watches and when it fires. The alarm is named mlpack-<model>-<what>."""
+    """One alarm: what it watches and when it fires. The alarm is named mlpack-<model>-<what>.
+
+    evaluation_periods: the periods (of the metric's own period) looked at; datapoints_to_alarm: how many
+    of them must breach (None, the default: all of them). treat_missing: how a period without data counts
+    (default: not breaching, so an idle model pages nobody)."""
 
     what: str
     description: str
@@ -72,6 +86,8 @@ class AlarmSpec:
     threshold: float
     comparison: cw.ComparisonOperator = GT
     evaluation_periods: int = 3
+    datapoints_to_alarm: int | None = None
+    treat_missing: cw.TreatMissingData = cw.TreatMissingData.NOT_BREACHING
 
 
 @dataclass(frozen=True)
@@ -115,8 +131,23 @@ def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfil
     failures to reach them get an alarm too (it reaches the owners by email). categorical: the model
     takes string columns, whose categories unseen in training get an alarm like out-of-range values.
     environment: the function and API watched are the environment's (handlers/names.py)."""
-    m = ModelMetrics(ModelNames(model, environment), t.stage_name, Duration.minutes(t.period_minutes))
-    specs = [*_function_specs(m, t), *_api_specs(m, t), *_input_specs(m, t), *_drift_specs(m, t, drift)]
+    names = ModelNames(model, environment)
+    m = ModelMetrics(names, t.stage_name, Duration.minutes(t.period_minutes))
+    fast = ModelMetrics(names, t.stage_name, Duration.minutes(1))
+    specs = [*_function_specs(m, fast, t), *_api_specs(m, fast, t), *_input_specs(m, t),
+             *_drift_specs(m, t, drift)]
+    if t.traffic_min_requests > 0:
+        window = ModelMetrics(names, t.stage_name, Duration.minutes(t.traffic_window_minutes))
+        specs.append(AlarmSpec(
+            what="traffic-drop",
+            description=f"Fewer than {t.traffic_min_requests} API requests in {t.traffic_window_minutes} min",
+            metric=window.api("Count"),
+            threshold=t.traffic_min_requests,
+            comparison=LT,
+            evaluation_periods=1,
+            # no requests at all is no data point: the outage this alarm exists for
+            treat_missing=cw.TreatMissingData.BREACHING,
+        ))
     if categorical:
         specs.append(AlarmSpec(
             what="unseen-categories",
@@ -138,20 +169,25 @@ def alarm_specs(model: str, t: Thresholds, drift: ClassShares | RegressionProfil
     return specs
 
 
-def _function_specs(m: ModelMetrics, t: Thresholds) -> list[AlarmSpec]:
+def _outage(t: Thresholds) -> str:
+    return f"in {t.outage_datapoints} of the last {t.outage_window_minutes} minutes"
+
+
+def _function_specs(m: ModelMetrics, fast: ModelMetrics, t: Thresholds) -> list[AlarmSpec]:
     n = t.evaluation_periods
     return [
         AlarmSpec(
             what="errors",
-            description=f"Function errors above {t.error_rate_pct}% of invocations",
-            metric=m.math(
+            description=f"Function errors above {t.error_rate_pct}% of invocations {_outage(t)}",
+            metric=fast.math(
                 "100 * errors / invocations",
                 "error %",
-                errors=m.function("Errors"),
-                invocations=m.function("Invocations"),
+                errors=fast.function("Errors"),
+                invocations=fast.function("Invocations"),
             ),
             threshold=t.error_rate_pct,
-            evaluation_periods=n,
+            evaluation_periods=t.outage_window_minutes,
+            datapoints_to_alarm=t.outage_datapoints,
         ),
         AlarmSpec(
             what="throttles",
@@ -178,15 +214,17 @@ def _function_specs(m: ModelMetrics, t: Thresholds) -> list[AlarmSpec]:
     ]
 
 
-def _api_specs(m: ModelMetrics, t: Thresholds) -> list[AlarmSpec]:
+def _api_specs(m: ModelMetrics, fast: ModelMetrics, t: Thresholds) -> list[AlarmSpec]:
     n = t.evaluation_periods
     return [
         AlarmSpec(
             what="api-5xx",
-            description=f"API 5XX responses above {t.api_5xx_rate_pct}% of requests",
-            metric=m.math("100 * errors / requests", "5XX %", errors=m.api("5XXError"), requests=m.api("Count")),
+            description=f"API 5XX responses above {t.api_5xx_rate_pct}% of requests {_outage(t)}",
+            metric=fast.math("100 * errors / requests", "5XX %", errors=fast.api("5XXError"),
+                             requests=fast.api("Count")),
             threshold=t.api_5xx_rate_pct,
-            evaluation_periods=n,
+            evaluation_periods=t.outage_window_minutes,
+            datapoints_to_alarm=t.outage_datapoints,
         ),
         AlarmSpec(
             what="api-4xx",
@@ -332,7 +370,8 @@ class ModelAlarms(Construct):
                 threshold=spec.threshold,
                 comparison_operator=spec.comparison,
                 evaluation_periods=spec.evaluation_periods,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                datapoints_to_alarm=spec.datapoints_to_alarm,
+                treat_missing_data=spec.treat_missing,
             )
             alarm.add_alarm_action(action)
             if props.ok_actions:

@@ -17,6 +17,7 @@ from constructs import Construct
 
 from handlers import contract
 from handlers.names import ModelNames
+from packager.errors import DeployError
 from stacks import nag
 from stacks.function import retention
 
@@ -66,6 +67,8 @@ class ModelApiProps:
     handler: the function alias (or function) every route invokes.
     request_schema: JSON schema (draft 4) for POST /predict bodies sent as application/json.
     auth: "api_key" (default; usage plan + key), "iam" (SigV4) or "none".
+    public: the owner's explicit decision that the endpoint is public (mlpack.toml api.public); auth "none"
+        is refused without it. Default False.
     throttle_rate, throttle_burst: stage-wide throttling (and the usage plan's, with api_key).
     quota_per_day: requests per day per key (api_key only); None = no quota.
     log_retention_days: retention of the access log group.
@@ -77,6 +80,7 @@ class ModelApiProps:
     handler: lambda_.IFunction
     request_schema: dict[str, Any]
     auth: str = "api_key"
+    public: bool = False
     throttle_rate: float = 50.0
     throttle_burst: int = 100
     quota_per_day: int | None = None
@@ -91,6 +95,10 @@ class ModelApi(Construct):
 
     def __init__(self, scope: Construct, id: str, *, props: ModelApiProps) -> None:
         super().__init__(scope, id)
+        if props.auth == "none" and not props.public:
+            raise DeployError(f"model {props.model_name}: api.auth = 'none' without api.public = true",
+                              hint="confirm the public endpoint with api.public = true in mlpack.toml, or choose "
+                              "api.auth = 'api_key' or 'iam'")
         names = ModelNames(props.model_name, props.environment)
         self.access_logs = logs.LogGroup(
             self,

@@ -15,8 +15,10 @@ why and what to run, and the others are still synthesised: only deploying that m
 the whole app (a lock file that cannot be read, models in several accounts or regions, an unknown
 environment) stop synth. No AWS calls, no Docker.
 
-Other context keys: "mlpack:account_concurrency" (default 1000; the concurrency alarm's limit for
-functions without reserved concurrency), "mlpack:bootstrapless" (true: no bootstrap stack needed;
+Other context keys: "mlpack:account_concurrency" (default 1000; the account's Lambda concurrency limit, for
+the alarms), "mlpack:concurrency_budget" (default half of it: what this app's functions may reserve in all;
+stacks/assembly.py shares it out), "mlpack:platform_email" (an email address or a JSON list of them,
+subscribed to the shared stack's platform alarms), "mlpack:bootstrapless" (true: no bootstrap stack needed;
 used by the deploy smoke test; only works while no stack has file assets, i.e. no chat notifier),
 "mlpack:strict" (true: a skipped model fails synth, exit 2 and no template written — for CI checks
 of a pull request).
@@ -36,6 +38,7 @@ from typing import Any
 import aws_cdk as cdk
 
 from packager.config import repo as repo_mod
+from packager.config.spec import EMAIL_RE
 from packager.errors import MlpackError
 from stacks.assembly import add_stacks
 from stacks.plan import plan
@@ -55,6 +58,8 @@ class Settings:
     lock_given: bool = False  # mlpack:lock was set (in a team repository it overrides the environment's)
     env: str | None = None
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY
+    concurrency_budget: int | None = None  # None: half of account_concurrency (stacks/assembly.py)
+    platform_emails: tuple[str, ...] = ()
     bootstrapless: bool = False
     strict: bool = False
 
@@ -104,18 +109,22 @@ def read_context(get: Callable[[str], Any]) -> Settings:
         else:
             problems.append(_problem("mlpack:lock", "the path of the lock file", raw, "PATH"))
 
-    concurrency = DEFAULT_ACCOUNT_CONCURRENCY
-    raw = get("mlpack:account_concurrency")
+    concurrency = _positive(get, "mlpack:account_concurrency", problems) or DEFAULT_ACCOUNT_CONCURRENCY
+    budget = _positive(get, "mlpack:concurrency_budget", problems)
+    emails: tuple[str, ...] = ()
+    raw = get("mlpack:platform_email")
     if raw is not None:
-        number = None
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            number = raw
-        elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
-            number = int(raw.strip())
-        if number is not None and number > 0:
-            concurrency = number
+        value = raw
+        if isinstance(raw, str):
+            try:
+                value = json.loads(raw) if raw.lstrip().startswith("[") else [raw.strip()]
+            except ValueError:
+                value = None
+        if isinstance(value, list) and value and all(isinstance(v, str) and EMAIL_RE.match(v) for v in value):
+            emails = tuple(value)
         else:
-            problems.append(_problem("mlpack:account_concurrency", "a positive integer", raw, "N"))
+            must = "an email address or a JSON list of them"
+            problems.append(_problem("mlpack:platform_email", must, raw, "ops@example.com"))
 
     env: str | None = None
     raw = get("mlpack:env")
@@ -130,7 +139,23 @@ def read_context(get: Callable[[str], Any]) -> Settings:
     if problems:
         raise ContextError(problems)
     return Settings(projects=projects, lock=lock, lock_given=lock_given, env=env, account_concurrency=concurrency,
-                    bootstrapless=bootstrapless, strict=strict)
+                    concurrency_budget=budget, platform_emails=emails, bootstrapless=bootstrapless, strict=strict)
+
+
+def _positive(get: Callable[[str], Any], key: str, problems: list[str]) -> int | None:
+    """A positive integer context value (unset: None); a bad one is added to problems."""
+    raw = get(key)
+    if raw is None:
+        return None
+    number = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        number = raw
+    elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
+        number = int(raw.strip())
+    if number is not None and number > 0:
+        return number
+    problems.append(_problem(key, "a positive integer", raw, "N"))
+    return None
 
 
 def _flag(get: Callable[[str], Any], key: str, problems: list[str]) -> bool:
@@ -178,14 +203,20 @@ def main(default_root: Path | None = None) -> None:
         sys.exit(2)
     if not the_plan.models:
         print("mlpack: no pushed model to deploy (run `mlpack push PROJECT` first)", file=sys.stderr)
-    add_stacks(
-        app,
-        the_plan,
-        environment=environment.name if environment else None,
-        tags=tags,
-        account_concurrency=settings.account_concurrency,
-        synthesizer=cdk.BootstraplessSynthesizer if settings.bootstrapless else None,
-    )
+    try:
+        add_stacks(
+            app,
+            the_plan,
+            environment=environment.name if environment else None,
+            tags=tags,
+            account_concurrency=settings.account_concurrency,
+            concurrency_budget=settings.concurrency_budget,
+            platform_emails=settings.platform_emails,
+            synthesizer=cdk.BootstraplessSynthesizer if settings.bootstrapless else None,
+        )
+    except MlpackError as e:  # what concerns the whole app, e.g. reservations over the budget
+        print(f"mlpack: {e}", file=sys.stderr)
+        sys.exit(2)
     app.synth()
 
 

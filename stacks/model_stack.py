@@ -7,6 +7,8 @@ never reads files, builds, or calls AWS.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import Stack
@@ -16,6 +18,7 @@ from constructs import Construct
 from handlers.names import ModelNames
 from packager.config.lock import LockEntry
 from packager.config.spec import ModelSpec
+from packager.errors import DeployError
 from stacks import alarms as alarms_mod
 from stacks.api import STAGE_NAME, ModelApi, ModelApiProps
 from stacks.dashboard import DashboardProps, ModelDashboard
@@ -27,6 +30,12 @@ from stacks.notifications import ChatRef, ModelNotifications, NotificationsProps
 # rate, which clients drive.
 ROLLBACK_ALARMS = ("errors", "duration", "api-5xx", "validation-failures", "out-of-range")
 CODEDEPLOY_MAX_ALARMS = 10  # alarms per CodeDeploy deployment group
+# CloudWatch quotas of a composite alarm: the alarms its rule references, and the rule's length
+COMPOSITE_MAX_CHILDREN = 100
+COMPOSITE_RULE_MAX_CHARS = 10240
+# the most one child can add to a rule besides its alarm name, once deployed:
+# ` OR ALARM("arn:<partition>:cloudwatch:<region>:<account>:alarm:<name>")`, the longest partition and region
+_CHILD_OVERHEAD_CHARS = len(' OR ALARM("arn:aws-iso-b:cloudwatch:ap-southeast-7:123456789012:alarm:")')
 
 
 class ModelStack(Stack):
@@ -42,10 +51,16 @@ class ModelStack(Stack):
         info: ModelInfo,
         image: EcrImage,
         account_concurrency: int = 1000,
+        reserved_concurrency: int | None = None,
         environment: str | None = None,
         **kwargs: Any,
     ) -> None:
+        """reserved_concurrency: the function's reserved concurrency as stacks/assembly.py allots it
+        (runtime.reserved_concurrency, or the model's default share); None (default) = runtime.reserved_concurrency
+        as it is. account_concurrency: the concurrency alarm's limit when nothing is reserved."""
         self.mlpack_environment = environment
+        self.reserved_concurrency = (spec.runtime.reserved_concurrency if reserved_concurrency is None
+                                     else reserved_concurrency)
         self.model_names = ModelNames(spec.name, environment)
         where = f" in {environment}" if environment else ""
         super().__init__(
@@ -95,7 +110,7 @@ class ModelStack(Stack):
                 timeout_s=rt.timeout_s,
                 max_batch_size=spec.api.max_batch_size,
                 log_retention_days=rt.log_retention_days,
-                reserved_concurrency=rt.reserved_concurrency,
+                reserved_concurrency=self.reserved_concurrency,
                 provisioned_concurrency=rt.provisioned_concurrency,
             ),
         )
@@ -111,6 +126,7 @@ class ModelStack(Stack):
                 handler=self.function.alias,
                 request_schema=info.request_schema,
                 auth=api_cfg.auth,
+                public=api_cfg.public,
                 throttle_rate=api_cfg.throttle_rate,
                 throttle_burst=api_cfg.throttle_burst,
                 quota_per_day=api_cfg.quota_per_day,
@@ -125,7 +141,7 @@ class ModelStack(Stack):
         thresholds = alarms_mod.Thresholds(
             **dataclasses.asdict(spec.alarms),
             timeout_s=rt.timeout_s,
-            concurrency_limit=rt.reserved_concurrency or account_concurrency,
+            concurrency_limit=self.reserved_concurrency or account_concurrency,
             stage_name=STAGE_NAME,
         )
         return alarms_mod.ModelAlarms(
@@ -147,13 +163,9 @@ class ModelStack(Stack):
         """Canary or linear shifting on the alias, rolled back by the service and model alarms."""
         alarms = self.alarms.alarms
         rollback: tuple[cw.IAlarm, ...] = tuple(a for w, a in alarms.items() if w in ROLLBACK_ALARMS)
-        drift: list[cw.IAlarm] = [a for w, a in alarms.items() if w.startswith("drift")]
-        if len(rollback) + len(drift) > CODEDEPLOY_MAX_ALARMS:
-            # a deployment group takes at most 10 alarms: many classes' drift alarms become one composite
-            drift = [cw.CompositeAlarm(
-                self, "DriftAny", composite_alarm_name=self.model_names.alarm("drift-any"),
-                alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
-                alarm_rule=cw.AlarmRule.any_of(*drift), actions_enabled=False)]
+        drift = self._fold_drift([a for w, a in alarms.items() if w.startswith("drift")],
+                                 [w for w in alarms if w.startswith("drift")],
+                                 CODEDEPLOY_MAX_ALARMS - len(rollback))
         return GradualDeployment(
             self,
             "Deployment",
@@ -165,3 +177,35 @@ class ModelStack(Stack):
                 alarms=rollback + tuple(drift),
             ),
         )
+
+    def _fold_drift(self, alarms: Sequence[cw.IAlarm], whats: Sequence[str], slots: int,
+                    level: int = 1) -> list[cw.IAlarm]:
+        """At most `slots` alarms that are in ALARM when any of `alarms` is: CodeDeploy takes 10 alarms per
+        deployment group, so many classes' drift alarms roll back through composite alarms (drift-any, or
+        drift-any-1, -2, ... when one would pass CloudWatch's quotas: 100 alarms and 10240 characters per
+        rule; composites of composites, drift-any-<level>-<i>, past 100 x the free slots). Checked here,
+        at synth: a composite over the quotas would only fail at deploy."""
+        if len(alarms) <= slots:
+            return list(alarms)
+        longest = max(len(self.model_names.alarm(w)) for w in whats)
+        per = min(COMPOSITE_MAX_CHILDREN, COMPOSITE_RULE_MAX_CHARS // (_CHILD_OVERHEAD_CHARS + longest))
+        count = math.ceil(len(alarms) / per)
+        size = math.ceil(len(alarms) / count)  # spread evenly: 112 alarms are 56 + 56, not 100 + 12
+        out: list[cw.IAlarm] = []
+        names: list[str] = []
+        for i in range(count):
+            children = list(alarms[i * size : (i + 1) * size])
+            what = "drift-any" if count == 1 and level == 1 else (
+                f"drift-any-{i + 1}" if level == 1 else f"drift-any-{level}-{i + 1}")
+            rule_chars = len(children) * (_CHILD_OVERHEAD_CHARS + longest)
+            if len(children) > COMPOSITE_MAX_CHILDREN or rule_chars > COMPOSITE_RULE_MAX_CHARS:
+                raise DeployError(f"stack {self.stack_name}: composite alarm {what} would reference "
+                                  f"{len(children)} alarms in about {rule_chars} characters; CloudWatch allows "
+                                  f"{COMPOSITE_MAX_CHILDREN} and {COMPOSITE_RULE_MAX_CHARS}")
+            out.append(cw.CompositeAlarm(
+                self, "DriftAny" if what == "drift-any" else f"DriftAny{what[len('drift-any'):]}",
+                composite_alarm_name=self.model_names.alarm(what),
+                alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
+                alarm_rule=cw.AlarmRule.any_of(*children), actions_enabled=False))
+            names.append(what)
+        return self._fold_drift(out, names, slots, level + 1)

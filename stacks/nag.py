@@ -29,12 +29,18 @@ REASONS: dict[str, str] = {
     "(mlpack.toml api.auth).",
     "AwsSolutions-APIG4#api_key": "Access is controlled by an API key and usage plan (api.auth = 'api_key'); "
     "cdk-nag only counts authorizers.",
-    "AwsSolutions-APIG4#none": "The model's owner chose a public endpoint (api.auth = 'none' in mlpack.toml); "
-    "throttling still applies.",
+    "AwsSolutions-SQS3": "The queue is itself a dead-letter queue: the chat notifier's on-failure destination.",
+    "AwsSolutions-IAM5#boundary": "A permissions boundary, not a grant: it caps the chat notifier's role to the "
+    "models' namespaces (/mlpack/*, mlpack/*), and KMS decryption only through SSM and Secrets Manager.",
+    "AwsSolutions-APIG4#none": "The model's owner chose a public endpoint explicitly (api.auth = 'none' with "
+    "api.public = true in mlpack.toml; auth 'none' alone is refused); throttling still applies.",
 }
 
 
-def acknowledge(scope: IConstruct, key: str) -> None:
-    """Accept the finding `key` (a REASONS key; a '#variant' suffix picks the reason) for scope and below."""
+def acknowledge(scope: IConstruct, key: str, *findings: str) -> None:
+    """Accept the finding `key` (a REASONS key; a '#variant' suffix picks the reason) for scope and below.
+    findings: for rules that report each finding with its own id (rule[finding], e.g. IAM5's
+    `Resource::<arn>`), the findings accepted, each with the key's reason; none: the rule as a whole."""
     rule = key.split("#", 1)[0]
-    Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=REASONS[key]))
+    for id in [f"{rule}[{f}]" for f in findings] or [rule]:
+        Validations.of(scope).acknowledge(Acknowledgment(id=id, reason=REASONS[key]))

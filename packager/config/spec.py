@@ -167,7 +167,14 @@ class RuntimeSection:
         "reference (host/repo:tag or @sha256:...), oci:PATH (an OCI layout) or docker-archive:PATH.",
         "aws",
     )
-    reserved_concurrency: int | None = _f("Reserved concurrency for the function.", None, min=0, max=10000)
+    reserved_concurrency: int | None = _f(
+        "Reserved concurrency for the function. Default: an equal share of what the app's concurrency budget "
+        "(context mlpack:concurrency_budget, default half the account's) leaves after the explicit "
+        "reservations and the notifier's; see docs/DEPLOYING.md.",
+        None,
+        min=0,
+        max=10000,
+    )
     provisioned_concurrency: int = _f(
         "Provisioned concurrency on the live alias (0 = none).", 0, min=0, max=10000
     )
@@ -182,6 +189,11 @@ class RuntimeSection:
 @dataclass(frozen=True, kw_only=True)
 class ApiSection:
     auth: Auth = _f("api_key (a usage plan and key), iam (SigV4) or none.", "api_key")
+    public: bool = _f(
+        "Confirms that the endpoint is public: anyone who finds its URL can call it. Required (true) with "
+        "api.auth = 'none', which is refused without it; only allowed with api.auth = 'none'.",
+        False,
+    )
     max_batch_size: int = _f("Largest batch a request may carry; larger ones get a 413.", 256, min=1, max=100000)
     throttle_rate: float = _f("Steady-state requests per second allowed by API Gateway.", 50.0, min=0.0)
     throttle_burst: int = _f("Burst of requests allowed by API Gateway.", 100, min=0)
@@ -190,8 +202,14 @@ class ApiSection:
 
 @dataclass(frozen=True, kw_only=True)
 class AlarmsSection:
-    period_minutes: int = _f("Length of one evaluation period.", 5, choices=(1, 5, 10, 15, 30, 60))
-    evaluation_periods: int = _f("Periods that must breach before an alarm fires.", 3, min=1, max=100)
+    period_minutes: int = _f(
+        "Length of one evaluation period (every alarm but errors and api-5xx, which watch 1-minute periods, "
+        "and traffic-drop).", 5, choices=(1, 5, 10, 15, 30, 60)
+    )
+    evaluation_periods: int = _f(
+        "Periods that must breach before an alarm fires (the alarms alarms.period_minutes applies to).", 3,
+        min=1, max=100
+    )
     error_rate_pct: float = _f("Function errors as a share of invocations.", 1.0, min=0.0, max=100.0)
     throttles: int = _f("Throttled invocations per period.", 1, min=0)
     duration_p99_pct_of_timeout: float = _f("p99 duration as a share of the timeout.", 80.0, min=1.0, max=100.0)
@@ -218,13 +236,39 @@ class AlarmsSection:
         0.2,
         min=0.0,
     )
+    outage_datapoints: int = _f(
+        "The errors and api-5xx alarms watch 1-minute periods: they fire when this many of the last "
+        "alarms.outage_window_minutes minutes breach (so a total outage pages within this many minutes).",
+        3,
+        min=1,
+        max=60,
+    )
+    outage_window_minutes: int = _f(
+        "The 1-minute periods the errors and api-5xx alarms look back over (see alarms.outage_datapoints).",
+        5,
+        min=1,
+        max=60,
+    )
+    traffic_min_requests: int = _f(
+        "Traffic floor: the traffic-drop alarm fires when the API receives fewer requests than this in "
+        "alarms.traffic_window_minutes (no requests at all included). 0 = no traffic-drop alarm.",
+        0,
+        min=0,
+    )
+    traffic_window_minutes: int = _f(
+        "The window the traffic floor (alarms.traffic_min_requests) is counted over.",
+        15,
+        choices=(5, 10, 15, 30, 60),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ChatTarget:
     kind: ChatKind = _f("slack, teams or webhook (generic JSON POST).")
     webhook: str = _f(
-        "Where the webhook URL is kept: ssm:/parameter/name or secretsmanager:secret-name. Read at run time.",
+        "Where the webhook URL is kept, in the model's own namespace: ssm:/mlpack/<model name>/NAME (an SSM "
+        "parameter) or secretsmanager:mlpack/<model name>/NAME (a secret). Read at run time by the shared "
+        "notifier, which may read nothing else.",
         check=_is_webhook_ref,
     )
 
@@ -470,6 +514,44 @@ def _field_checks(spec: ModelSpec, problems: list[str]) -> None:
     rc, pc = spec.runtime.reserved_concurrency, spec.runtime.provisioned_concurrency
     if rc is not None and pc > rc:
         problems.append(f"runtime.provisioned_concurrency: must not exceed runtime.reserved_concurrency ({pc} > {rc})")
+    if spec.api.auth == "none" and not spec.api.public:
+        problems.append("api.public: api.auth = 'none' lets anyone on the internet call the endpoint; confirm with "
+                        "api.public = true, or choose api.auth = 'api_key' or 'iam'")
+    if spec.api.public and spec.api.auth != "none":
+        problems.append(f"api.public: true only goes with api.auth = 'none' (got api.auth = {spec.api.auth!r}); "
+                        "remove api.public")
+    a = spec.alarms
+    if a.outage_datapoints > a.outage_window_minutes:
+        problems.append(f"alarms.outage_datapoints: must not exceed alarms.outage_window_minutes "
+                        f"({a.outage_datapoints} > {a.outage_window_minutes})")
+    for i, target in enumerate(spec.notifications.chat):
+        if why := webhook_outside_namespace(target.webhook, spec.name):
+            problems.append(f"notifications.chat[{i}].webhook: {why} (got {target.webhook!r})")
+
+
+WEBHOOK_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+
+
+def webhook_namespace(model: str) -> tuple[str, str]:
+    """The references a model's chat targets may use: (ssm prefix, secretsmanager prefix). The same in every
+    environment (one mlpack.toml serves them all); the shared notifier's role may read nothing else."""
+    return f"ssm:/{ModelNames(model).chat_namespace}/", f"secretsmanager:{ModelNames(model).chat_namespace}/"
+
+
+def webhook_outside_namespace(ref: str, model: str) -> str | None:
+    """Why a webhook reference is refused: outside the model's own namespace (/mlpack/<model>/... in SSM,
+    mlpack/<model>/... in Secrets Manager), an ARN, wildcards or odd characters, or the model's chat
+    parameter itself. None when it is fine."""
+    ssm_prefix, secret_prefix = webhook_namespace(model)
+    where = ref.split(":", 1)[1] if ":" in ref else ""
+    must = f"must be under the model's own namespace, {ssm_prefix}NAME or {secret_prefix}NAME"
+    if not ref.startswith((ssm_prefix, secret_prefix)) or len(ref) in (len(ssm_prefix), len(secret_prefix)):
+        return must + " (the shared notifier may read nothing else)"
+    if not WEBHOOK_NAME_RE.match(where) or "//" in where or where.endswith("/") or "/../" in f"{where}/":
+        return must + ", NAME made of letters, digits and _ . - / (no wildcards, no ARN)"
+    if ref == f"ssm:{ModelNames(model).chat_parameter}":
+        return "must not be the model's chat parameter, which mlpack writes (the list of targets)"
+    return None
 
 
 def parse(raw: Mapping[str, Any], project_dir: Path, origin: str = SPEC_FILE, *, files: bool = True) -> ModelSpec:

@@ -188,6 +188,43 @@ def test_a_failed_delivery_never_logs_the_webhook_url(caplog, capsys):
     assert "NotificationFailures" in out and "ssm:/team/slack" in out and "s3cr3t-token" not in out
 
 
+# URLs with characters http.client refuses (it quotes the URL's path back in its error, before any
+# network access), a bare host and path, and odd characters urllib escapes or percent-encodes.
+ODD_URLS = [
+    "https://hooks.slack.com/services/T000/B000/s3cr3t token",
+    "https://hooks.example/webhook/s3cr3t-token\nX-Injected: 1",
+    "https://hooks.example/a\tb/s3cr3t-token?sig=s3cr3t%20sig&x=1",
+    "https://hooks.example/caf\u00e9/s3cr3t-token\x00",
+    " https://hooks.example/s3cr3t-token/with space ",
+    "hooks.example/services/s3cr3t-token/quote'and\"double",
+]
+
+
+@pytest.mark.parametrize("url", ODD_URLS)
+def test_no_part_of_an_odd_webhook_url_reaches_logs_metrics_or_the_raised_error(url, caplog, capsys):
+    refs = FakeRefs([{"kind": "webhook", "webhook": "ssm:/mlpack/churn-v2/hook"}], {"ssm:/mlpack/churn-v2/hook": url})
+    with pytest.raises(RuntimeError) as e:  # post_json itself: the real error messages of urllib and http.client
+        notify.deliver(sns_event(PLAIN_ALARM), refs, sleep=_no_sleep)
+    out = capsys.readouterr().out
+    for text in (str(e.value), caplog.text, out):
+        assert "s3cr3t" not in text and "hooks.slack.com/services" not in text, text
+        assert "ssm:/mlpack/churn-v2/hook" in text
+    assert "NotificationFailures" in out
+
+
+@pytest.mark.parametrize("url", ODD_URLS)
+def test_scrub_removes_every_quoted_or_encoded_form_of_the_url(url):
+    from urllib.parse import quote, quote_plus, urlsplit
+
+    path = urlsplit(url.strip()).path
+    forms = [url, url.strip(), repr(url), quote(url), quote(url, safe=""), quote_plus(url), path, repr(path)]
+    for form in forms:
+        message = f"error talking to {form} (found at least ' ')"
+        assert "s3cr3t" not in notify._scrub(ValueError(message), url), form
+    assert notify._scrub(ValueError("HTTP Error 404: Not Found"), url) == "HTTP Error 404: Not Found"
+    assert notify._scrub(ValueError("timed out"), "") == "timed out"
+
+
 def test_non_alarm_messages_are_skipped():
     event = {"Records": [{"Sns": {"TopicArn": TOPIC, "Message": "hello"}}]}
     assert notify.deliver(event, FakeRefs([], {}), post=lambda u, b, t: 200) == 0

@@ -152,4 +152,13 @@ def test_moto_ext_covers_every_resource_type_the_stacks_use():
     known = set(json.loads(out.stdout))
     snapshots = Path(__file__).parent / "snapshots"
     used = {r["Type"] for f in snapshots.glob("*.json") for r in json.loads(f.read_text())["Resources"].values()}
-    assert used and sorted(used - known) == []
+    assert used and sorted(used - known - set(NOTIFIER_ONLY)) == []
+    assert set(NOTIFIER_ONLY) <= used, "a type listed here that no stack uses any more"
+
+
+# Types moto cannot model that only the chat notifier's part of the shared stack uses: the deploy test never
+# creates it (a bootstrapless deploy cannot have the notifier's file asset), so it cannot skip them silently.
+NOTIFIER_ONLY = {
+    "AWS::Lambda::EventInvokeConfig": "the notifier's on-failure destination",
+    "AWS::SQS::QueuePolicy": "the notifier's failure queue's TLS-only policy",
+}

@@ -47,10 +47,10 @@ drift = 0.15
 error_rate_pct = 2.5
 [[notifications.chat]]
 kind = "slack"
-webhook = "ssm:/team/slack-url"
+webhook = "ssm:/mlpack/iris/slack-url"
 [[notifications.chat]]
 kind = "teams"
-webhook = "secretsmanager:team/teams-url"
+webhook = "secretsmanager:mlpack/iris/teams-url"
 [deploy]
 strategy = "canary"
 percent = 20
@@ -63,12 +63,15 @@ auth = "iam"
 timeout_s = 10
 memory_mb = 2048
 log_retention_days = 7
+[alarms]
+traffic_min_requests = 100
 [deploy]
 strategy = "linear"
 """
 DIGITS_TOML = """
 [api]
 auth = "none"
+public = true
 max_batch_size = 32
 [runtime]
 arch = "arm64"
@@ -152,7 +155,8 @@ def test_function_runs_the_locked_digest_with_the_contract_env(templates):
         contract.ENV_METRICS_NAMESPACE: contract.METRIC_NAMESPACE,
         contract.ENV_METRICS: "on",
     }
-    assert "ReservedConcurrentExecutions" not in fn
+    # the default share: (the budget, half of 1000, - digits' 20 - the notifier's 5) / 2 models
+    assert fn["ReservedConcurrentExecutions"] == 237
 
 
 def test_function_settings_follow_the_runtime_section(templates):
@@ -332,13 +336,16 @@ def _alarms(template) -> dict[str, dict]:
 def test_every_alarm_is_named_and_wired_to_the_topic(templates):
     expected = {
         "mlpack-iris": [*SERVICE, "drift", "chat-delivery"],  # iris has chat targets
-        "mlpack-houses": [*SERVICE, "drift"],
+        "mlpack-houses": [*SERVICE, "drift", "traffic-drop"],
         "mlpack-digits": [*SERVICE, "drift-1", "drift-2"],
     }
     for name, whats in expected.items():
         alarms = _alarms(templates[name])
         assert sorted(alarms) == sorted(f"{name}-{w}" for w in whats)
         for props in alarms.values():
+            if props["AlarmName"].endswith("-traffic-drop"):  # opt-in: no requests at all is what it reports
+                assert props["TreatMissingData"] == "breaching"
+                continue
             assert props["TreatMissingData"] == "notBreaching", "an idle model must not page"
             assert [json.dumps(a) for a in props["AlarmActions"]] == [json.dumps({"Ref": _topic_id(templates[name])})]
             if name == "mlpack-digits":
@@ -358,7 +365,7 @@ def test_alarm_thresholds_come_from_the_config(templates):
     assert iris["mlpack-iris-duration"]["Threshold"] == 29 * 1000 * 0.8
     assert iris["mlpack-iris-duration"]["ExtendedStatistic"] == "p99"
     assert houses["mlpack-houses-duration"]["Threshold"] == 10 * 1000 * 0.8
-    assert iris["mlpack-iris-concurrency"]["Threshold"] == 800  # 80% of the account's 1000
+    assert iris["mlpack-iris-concurrency"]["Threshold"] == 189.6  # 80% of its default reservation, 237
     assert digits["mlpack-digits-concurrency"]["Threshold"] == 16  # 80% of the reserved 20
     assert iris["mlpack-iris-throttles"]["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert iris["mlpack-iris-api-latency"]["Threshold"] == 3000
@@ -370,13 +377,28 @@ def test_alarm_thresholds_come_from_the_config(templates):
         text = json.dumps(iris[f"mlpack-iris-{what}"]["Metrics"])
         assert f'"MetricName": "{metric}"' in text and '"Namespace": "mlpack"' in text
         assert '{"Name": "Model", "Value": "iris"}' in text
+    fast = ("mlpack-iris-errors", "mlpack-iris-api-5xx")  # a total outage pages within minutes: 3 of 5 x 1 min
     for name, a in iris.items():
-        assert a["EvaluationPeriods"] == (1 if name == "mlpack-iris-chat-delivery" else 3)
+        assert a["EvaluationPeriods"] == (1 if name == "mlpack-iris-chat-delivery" else 5 if name in fast else 3)
+        assert a.get("DatapointsToAlarm") == (3 if name in fast else None), name
+        periods = {m["MetricStat"]["Period"] for m in a.get("Metrics", []) if "MetricStat" in m} | \
+            ({a["Period"]} if "Period" in a else set())
+        assert periods == ({60} if name in fast else {300}), name
     delivery = iris["mlpack-iris-chat-delivery"]  # one lost chat message is enough
     assert (delivery["MetricName"], delivery["Namespace"], delivery["Threshold"]) == \
         ("NotificationFailures", "mlpack", 1)
     assert delivery["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert not [n for n in digits if n.endswith("chat-delivery")]  # digits has no chat targets
+
+
+def test_traffic_drop_is_a_floor_of_requests_and_off_by_default(templates):
+    drop = _alarms(templates["mlpack-houses"])["mlpack-houses-traffic-drop"]
+    assert (drop["MetricName"], drop["Namespace"], drop["Statistic"]) == ("Count", "AWS/ApiGateway", "Sum")
+    assert drop["Dimensions"] == [{"Name": "ApiName", "Value": "mlpack-houses"}, {"Name": "Stage", "Value": "v1"}]
+    assert (drop["Threshold"], drop["ComparisonOperator"]) == (100, "LessThanThreshold")
+    assert (drop["Period"], drop["EvaluationPeriods"]) == (900, 1)
+    for name in ("mlpack-iris", "mlpack-digits"):
+        assert not [n for n in _alarms(templates[name]) if n.endswith("traffic-drop")]
 
 
 def test_classifier_drift_compares_each_class_share_with_training(templates):
@@ -436,8 +458,8 @@ def test_chat_targets_are_references_and_the_notifier_may_read_exactly_them(temp
     param = _one(iris, "AWS::SSM::Parameter")["Properties"]
     assert param["Name"] == "/mlpack/iris/chat"
     assert json.loads(param["Value"]) == [
-        {"kind": "slack", "webhook": "ssm:/team/slack-url"},
-        {"kind": "teams", "webhook": "secretsmanager:team/teams-url"},
+        {"kind": "slack", "webhook": "ssm:/mlpack/iris/slack-url"},
+        {"kind": "teams", "webhook": "secretsmanager:mlpack/iris/teams-url"},
     ]
     assert "https://" not in json.dumps(iris.to_json()["Resources"]), "no webhook URL in the template"
     sub = _one(iris, "AWS::SNS::Subscription", {"Protocol": "lambda"})["Properties"]
@@ -445,7 +467,7 @@ def test_chat_targets_are_references_and_the_notifier_may_read_exactly_them(temp
     policy = _one(iris, "AWS::IAM::Policy", {"PolicyName": "mlpack-iris-notifier"})["Properties"]
     assert policy["Roles"] == [f"mlpack-notifier-{sp.REGION}"]  # IAM names are per account: the region too
     text = json.dumps(policy["PolicyDocument"])
-    assert "parameter/team/slack-url" in text and "secret:team/teams-url-??????" in text
+    assert "parameter/mlpack/iris/slack-url" in text and "secret:mlpack/iris/teams-url-??????" in text
     assert '"ssm:GetParameter"' in text and "secretsmanager:GetSecretValue" in text
     for name in ("mlpack-houses", "mlpack-digits"):
         templates[name].resource_count_is("AWS::SSM::Parameter", 0)
@@ -472,6 +494,59 @@ def test_shared_stack_holds_the_notifier_and_the_api_logging_role(synth, templat
     result = subprocess.run([sys.executable, "-I", "-c", probe], cwd=assets[0], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "mlpack-iris-alarms"
+
+
+def test_the_notifier_is_reserved_has_a_failure_queue_and_a_bounded_role(templates):
+    shared = templates["mlpack-shared"]
+    fn = _one(shared, "AWS::Lambda::Function")["Properties"]
+    assert fn["ReservedConcurrentExecutions"] == 5
+    queue_id, queue = next(iter(shared.find_resources("AWS::SQS::Queue").items()))
+    assert queue["Properties"]["QueueName"] == "mlpack-notifier-failures"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    policy = _one(shared, "AWS::SQS::QueuePolicy")["Properties"]["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in policy)
+    invoke = _one(shared, "AWS::Lambda::EventInvokeConfig")["Properties"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert queue_id in json.dumps(invoke["DestinationConfig"]["OnFailure"]["Destination"])
+    role = _one(shared, "AWS::IAM::Role", {"RoleName": f"mlpack-notifier-{sp.REGION}"})["Properties"]
+    boundary_id = role["PermissionsBoundary"]["Ref"]
+    boundary = json.dumps(shared.to_json()["Resources"][boundary_id]["Properties"]["PolicyDocument"])
+    assert "parameter/mlpack/*" in boundary and "secret:mlpack/*" in boundary
+    assert "team/" not in boundary and '"ssm:GetParameter"' in boundary and '"sqs:SendMessage"' in boundary
+
+
+def _shared_alarms(template) -> dict[str, dict]:
+    return {a["Properties"]["AlarmName"]: a["Properties"]
+            for a in template.find_resources("AWS::CloudWatch::Alarm").values()}
+
+
+def test_platform_alarms_go_to_the_platform_topic_not_to_chat(templates):
+    shared = templates["mlpack-shared"]
+    topic_id, topic = next(iter(shared.find_resources("AWS::SNS::Topic").items()))
+    assert topic["Properties"]["TopicName"] == "mlpack-shared-alarms"
+    alarms = _shared_alarms(shared)
+    assert sorted(alarms) == ["mlpack-shared-account-concurrency", "mlpack-shared-notifier-errors",
+                              "mlpack-shared-notifier-failures"]
+    for props in alarms.values():
+        assert props["AlarmActions"] == [{"Ref": topic_id}] and props["OKActions"] == [{"Ref": topic_id}]
+        assert props["TreatMissingData"] == "notBreaching"
+    errors, depth = alarms["mlpack-shared-notifier-errors"], alarms["mlpack-shared-notifier-failures"]
+    assert (errors["MetricName"], errors["Period"], errors["Threshold"]) == ("Errors", 60, 1)
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": next(iter(
+        shared.find_resources("AWS::Lambda::Function")))}}]
+    assert (depth["MetricName"], depth["Namespace"], depth["Threshold"]) == \
+        ("ApproximateNumberOfMessagesVisible", "AWS/SQS", 1)
+    claimed = alarms["mlpack-shared-account-concurrency"]
+    assert (claimed["MetricName"], claimed["Statistic"], "Dimensions" in claimed) == \
+        ("ClaimedAccountConcurrency", "Maximum", False)
+    assert (claimed["Threshold"], claimed["Period"], claimed["EvaluationPeriods"], claimed["DatapointsToAlarm"]) \
+        == (900, 60, 5, 3)
+    # no subscription: no mlpack:platform_email given, and never the notifier (its failures are reported here)
+    shared.resource_count_is("AWS::SNS::Subscription", 0)
+    statement = _one(shared, "AWS::SNS::TopicPolicy")["Properties"]["PolicyDocument"]["Statement"]
+    assert "alarm:mlpack-shared-*" in json.dumps(statement)
 
 
 def test_dashboard_per_model(templates):

@@ -196,3 +196,47 @@ def test_validate_exits_non_zero_listing_problems(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert "2 problems" in err and "model.name:" in err and "runtime.timeout_s: must be 1-900 (got 0)" in err
     assert main(["validate", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_public_endpoint_needs_an_explicit_decision(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + '[api]\nauth = "none"\n')
+    assert found == ["api.public: api.auth = 'none' lets anyone on the internet call the endpoint; confirm with "
+                     "api.public = true, or choose api.auth = 'api_key' or 'iam'"]
+    spec = spec_mod.load(project(tmp_path, MINIMAL + '[api]\nauth = "none"\npublic = true\n'))
+    assert spec.api.public is True and spec.api.auth == "none"
+    found = problems(tmp_path, MINIMAL + "[api]\npublic = true\n")
+    assert found == ["api.public: true only goes with api.auth = 'none' (got api.auth = 'api_key'); remove api.public"]
+
+
+@pytest.mark.parametrize("ref", ["ssm:/mlpack/churn/slack", "secretsmanager:mlpack/churn/teams",
+                                 "ssm:/mlpack/churn/prod/slack-url", "secretsmanager:mlpack/churn/a.b_c-d"])
+def test_webhooks_in_the_models_namespace_are_accepted(tmp_path: Path, ref: str) -> None:
+    spec = spec_mod.load(project(tmp_path, MINIMAL + f'[[notifications.chat]]\nkind = "slack"\nwebhook = "{ref}"\n'))
+    assert spec.notifications.chat[0].webhook == ref
+
+
+@pytest.mark.parametrize("ref", [
+    "ssm:/team/slack-url",  # another team's parameter
+    "ssm:/mlpack/other/slack",  # another model's namespace
+    "ssm:/mlpack/churner/slack",  # a prefix of the name is not the namespace
+    "secretsmanager:team/teams",
+    "secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:secret:mlpack/churn/x",
+    "ssm:/mlpack/churn/*",  # a wildcard would widen the notifier's IAM grant
+    "ssm:/mlpack/churn/../other/slack",
+    "ssm:/mlpack/churn/",
+    "ssm:/mlpack/churn/chat",  # the list of targets mlpack writes
+])
+def test_webhooks_outside_the_models_namespace_are_refused_with_the_path(tmp_path: Path, ref: str) -> None:
+    text = MINIMAL + '[[notifications.chat]]\nkind = "slack"\nwebhook = "ssm:/mlpack/churn/ok"\n' + \
+        f'[[notifications.chat]]\nkind = "teams"\nwebhook = "{ref}"\n'
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and found[0].startswith("notifications.chat[1].webhook: must"), found
+    assert found[0].endswith(f"(got {ref!r})")
+
+
+def test_outage_alarm_datapoints_fit_in_their_window(tmp_path: Path) -> None:
+    spec = spec_mod.load(project(tmp_path, MINIMAL))
+    assert (spec.alarms.outage_datapoints, spec.alarms.outage_window_minutes) == (3, 5)
+    assert spec.alarms.traffic_min_requests == 0  # no traffic-drop alarm unless asked for
+    found = problems(tmp_path, MINIMAL + "[alarms]\noutage_datapoints = 6\n")
+    assert found == ["alarms.outage_datapoints: must not exceed alarms.outage_window_minutes (6 > 5)"]
