@@ -137,13 +137,15 @@ class _Upload:
     location: str | None = None
     min_chunk: int = 0
     offset: int = 0  # bytes the registry confirmed holding in this session
-    best: int = 0  # the most it ever confirmed, in any session: the progress that renews the retry budget
+    accepted: int = 0  # bytes it confirmed accepting, over every session: only grows (renews the retry budget)
     ask: bool = False  # the session was interrupted: ask the registry its offset before sending more
     used: bool = False  # data went up for it (so the result is an upload, even when a retry finds the blob)
+    lost: int = 0  # sessions the registry dropped during this upload
 
     def confirm(self, offset: int) -> None:
+        if offset > self.offset:
+            self.accepted += offset - self.offset
         self.offset = offset
-        self.best = max(self.best, offset)
 
 
 @dataclass(frozen=True)
@@ -397,7 +399,7 @@ class RegistryClient:
                 self._put_blob(repository, location, digest, size, open_blob, 0, sent, action)
             return "upload"
 
-        done: str = self.http.retrying(action, attempt, side="push", progress=lambda: up.best)
+        done: str = self.http.retrying(action, attempt, side="push", progress=lambda: up.accepted)
         return BlobUpload(digest=digest, action=done, bytes_sent=sent[0])
 
     def _portable(self, location: str) -> str:
@@ -443,9 +445,10 @@ class RegistryClient:
         """PATCH the blob from the session's offset, a chunk at a time, then PUT the last piece."""
         assert up.location is not None
         if up.ask and self._upload_offset(repository, up) is None:
-            # The session is gone: start over (the next attempt begins with a HEAD of the blob).
-            up.location, up.ask = None, False
-            raise _Retryable(f"{action}: upload session lost")
+            # The session is gone: start over (the next attempt begins with a HEAD of the blob). Distribution
+            # (Docker Hub's and the CNCF registry) cancels a session asked about with the URL from before a
+            # chunk whose answer was lost: after a lost answer, an upload there starts over.
+            raise self._session_lost(up, action, "the registry no longer has the upload session")
         up.ask = True  # whatever fails below, the next attempt asks the registry how far it got
         offset = up.offset
         while True:
@@ -466,8 +469,7 @@ class RegistryClient:
             r = self.http.send("PATCH", up.location, scope=self._push(repository), headers=headers, body=body)
             if r.status_code == 404 or (r.status_code == 400
                                         and _error_codes(r) & {"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"}):
-                up.location, up.ask = None, False
-                raise _Retryable(f"{action}: upload session lost (HTTP {r.status_code})")
+                raise self._session_lost(up, action, f"upload session lost (HTTP {r.status_code})")
             if r.status_code == 416:  # the registry holds another amount than we thought: ask it, then go on
                 raise _Retryable(f"{action}: the registry expected another offset than {start} (HTTP 416)")
             if r.status_code != 202:
@@ -479,6 +481,18 @@ class RegistryClient:
                 keep.save(self.registry, repository, digest, size, self._portable(up.location), offset)
             if on_progress:
                 on_progress(offset)
+
+    def _session_lost(self, up: _Upload, action: str, why: str) -> Exception:
+        """The failure to raise when the registry dropped the session: one more attempt, with a new session,
+        unless it dropped as many as the retry policy has attempts (a registry losing every session would
+        otherwise renew the budget forever, accepting bytes each time)."""
+        up.location, up.ask, up.offset = None, False, 0
+        up.lost += 1
+        if up.lost > self.http.retry.attempts:
+            return RegistryError(f"{action}: the registry dropped the upload session {up.lost} times",
+                                 hint="try again later, or push through a steadier network; each session "
+                                      "lost starts the blob over")
+        return _Retryable(f"{action}: {why}")
 
     def _upload_offset(self, repository: str, up: _Upload) -> int | None:
         """How many bytes of an interrupted upload the registry holds (GET on the session: `Range: 0-<last

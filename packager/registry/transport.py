@@ -72,9 +72,10 @@ class _Unresolvable(_Retryable):
     turns it into a `RegistryError` on the first attempt. A `_Retryable` so that code suppressing
     transport failures of a best-effort request suppresses this one too."""
 
-    def __init__(self, what: str, host: str) -> None:
+    def __init__(self, what: str, host: str, why: str) -> None:
         super().__init__(what)
         self.host = host
+        self.why = why
 
 
 def _dns_failure(e: BaseException) -> socket.gaierror | None:
@@ -94,7 +95,8 @@ def _transport_failure(e: httpx.TransportError, what: str, url: str) -> _Retryab
     dns = _dns_failure(e) if isinstance(e, httpx.ConnectError) else None
     if dns is not None:
         host = urlsplit(url).hostname or url
-        return _Unresolvable(f"{what}: cannot resolve the host name {host} ({dns.strerror or dns})", host)
+        why = str(dns.strerror or dns)
+        return _Unresolvable(f"{what}: cannot resolve the host name {host} ({why})", host, why)
     return _Retryable(f"{what}: {type(e).__name__}: {e}")
 
 
@@ -257,7 +259,8 @@ class RegistryHttp:
             try:
                 return attempt_fn()
             except _Unresolvable as e:
-                raise RegistryError(f"{what}: {e.what}", hint=_offline_hint(side, e.host)) from e
+                raise RegistryError(f"{what}: cannot resolve the host name {e.host} ({e.why})",
+                                    hint=_offline_hint(side, e.host)) from e
             except _Retryable as e:
                 last = e.what
             if progress is not None and (now := progress()) > best:

@@ -83,7 +83,8 @@ def start_registry(tmp_path: Path, *, attempts: int = 5) -> RegistryServer:
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n",
+            # a fixed secret signs upload sessions' state: a restarted registry still knows them
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: mlpack-tests\n",
             encoding="utf-8",
         )
         log = (root / "registry.log").open("ab")
@@ -125,18 +126,31 @@ class FaultStats:
     requests: int = 0
     dropped: int = 0
     errors: int = 0
+    cut: int = 0  # connections cut part-way through the request body
+    bytes_in: int = 0  # request body bytes received from clients, whatever became of them
+    bytes_forwarded: int = 0  # request body bytes passed on to the registry
 
 
 class FaultProxy:
     """HTTP proxy to a registry that, for a share of requests, drops the connection (before or after
-    the upstream handled it) or answers 500 without forwarding. Deterministic for a given seed.
-    Reads request bodies fully: meant for test-sized blobs, not for memory measurements."""
+    the upstream handled it: `drop_after_share` of the drops), cuts it part-way through the request body
+    (`cut_share`; nothing is forwarded) or answers 500 without forwarding; `scripted` names faults for
+    given requests. Deterministic for a given seed (per request order).
+    Holds one request body at a time per connection (a chunk of an upload): the memory measured in the
+    tests is the pushing process's, not this one's. `stats` counts requests, faults and body bytes."""
 
-    def __init__(self, upstream: str, *, drop_share: float = 0.15, error_share: float = 0.15, seed: int = 1,
-                 methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")) -> None:
+    def __init__(self, upstream: str, *, drop_share: float = 0.15, error_share: float = 0.15, cut_share: float = 0.0,
+                 drop_after_share: float = 0.5, seed: int = 1,
+                 methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"),
+                 scripted: dict[tuple[str, int], str] | None = None) -> None:
         self.upstream = upstream  # "127.0.0.1:PORT"
         self.drop_share = drop_share
         self.error_share = error_share
+        self.cut_share = cut_share  # of requests with a body
+        self.drop_after_share = drop_after_share  # of drops: after the registry handled the request
+        # (method, n-th request of that method) -> the fault it meets, whatever the dice say
+        self.scripted = dict(scripted or {})
+        self.seen: dict[str, int] = {}
         self.methods = methods
         self.random = random.Random(seed)
         self.lock = threading.Lock()
@@ -167,27 +181,58 @@ class _FaultHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionError):  # a client that went away mid-request: nothing to report
+            super().handle()
+
+    def _fault(self, has_body: bool) -> tuple[str | None, float]:
+        """Which fault this request meets (None, "cut", "drop", "drop_after", "error") and a random share
+        (how much of a cut body is read)."""
+        proxy = self.proxy
+        with proxy.lock:
+            proxy.stats.requests += 1
+            nth = proxy.seen[self.command] = proxy.seen.get(self.command, 0) + 1
+            roll = proxy.random.random() if proxy.enabled and self.command in proxy.methods else 1.0
+            when = proxy.random.random()
+            scripted = proxy.scripted.get((self.command, nth))
+        if scripted is not None:
+            return scripted, 0.5
+        cut = proxy.cut_share if has_body else 0.0
+        if roll < cut:
+            return "cut", when
+        roll = (roll - cut) / (1 - cut)  # the other faults keep their shares of the rest
+        if roll < proxy.drop_share:
+            # dropped before the registry sees the request, or after it handled it (the answer is lost)
+            return ("drop_after" if when >= 1 - proxy.drop_after_share else "drop"), when
+        if roll < proxy.drop_share + proxy.error_share:
+            return "error", when
+        return None, when
+
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = self._read_chunked()
-        else:
-            body = self.rfile.read(length) if length else b""
-        with self.proxy.lock:
-            self.proxy.stats.requests += 1
-            roll = self.proxy.random.random() if self.proxy.enabled and self.command in self.proxy.methods else 1.0
-            when = self.proxy.random.random()
-        if roll < self.proxy.drop_share:
+        chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        fault, when = self._fault(length > 0 and not chunked)
+        if fault == "cut":
+            part = self.rfile.read(int(length * when))  # some of the body, then the connection goes
             with self.proxy.lock:
+                self.proxy.stats.cut += 1
+                self.proxy.stats.bytes_in += len(part)
+            self._drop()
+            return
+        body = self._read_chunked() if chunked else self.rfile.read(length) if length else b""
+        with self.proxy.lock:
+            self.proxy.stats.bytes_in += len(body)
+            if fault in ("drop", "drop_after"):
                 self.proxy.stats.dropped += 1
-            if when < 0.5:  # drop before the registry sees it
-                self._drop()
-                return
+            elif fault == "error":
+                self.proxy.stats.errors += 1
+        if fault == "drop":
+            self._drop()
+            return
+        if fault == "drop_after":
             self._forward(body, drop_after=True)
             return
-        if roll < self.proxy.drop_share + self.proxy.error_share:
-            with self.proxy.lock:
-                self.proxy.stats.errors += 1
+        if fault == "error":
             msg = b'{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}'
             self.send_response(500)
             self.send_header("Content-Type", "application/json")
@@ -218,6 +263,8 @@ class _FaultHandler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in ("transfer-encoding", "content-length", "connection")}
         headers["Content-Length"] = str(len(body))
+        with self.proxy.lock:
+            self.proxy.stats.bytes_forwarded += len(body)
         conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "PATCH",
                                                                                    "POST") else None,
                      headers=headers)
