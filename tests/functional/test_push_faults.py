@@ -186,6 +186,27 @@ def test_a_killed_push_is_resumed_by_the_next_from_the_registrys_session(tmp_pat
 
 
 @pytest.mark.slow
+def test_a_push_stopped_by_a_killed_registry_resumes_once_it_is_back(tmp_path):
+    """The registry is killed half-way through a layer (the push stops), then comes back: the next push
+    sends the rest of the layer only."""
+    server = registry_support.start_registry(tmp_path)
+    try:
+        layout = tmp_path / "img"
+        digest, size = big_image(layout, 96 * MB, seed=11)
+        cache = tmp_path / "cache"
+        dest = f"{server.host}/faults/crashed:v1"
+        code, out = push(layout, dest, server.url, cache, stop_after=4, stop="raise")
+        assert code == 3 and out["stopped_at"] == 4 * CHUNK
+        server.kill_and_restart()
+        code, out = push(layout, dest, server.url, cache)
+        assert code == 0, out
+        assert size - 4 * CHUNK <= out["bytes_sent"] < size - 4 * CHUNK + 4096
+        assert server.blob_exists("faults/crashed", digest)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
 def test_a_session_the_registry_no_longer_has_is_started_over(tmp_path, local_registry):
     layout = tmp_path / "img"
     digest, size = big_image(layout, 80 * MB, seed=9)

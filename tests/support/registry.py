@@ -57,6 +57,20 @@ class RegistryServer:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
+    def kill_and_restart(self) -> None:
+        """Kill the registry (SIGKILL: it gets no chance to tidy up), then start it again on the same port,
+        storage and configuration, as a crashed registry comes back."""
+        proc = self.process
+        assert proc is not None
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        self.process = _serve(self.root / "config.yml", self.root)
+        if not _answers(self):
+            self.stop()
+            pytest.fail("docker-registry did not come back: "
+                        + (self.root / "registry.log").read_text(errors="replace")[-2000:])
+
     def blob_exists(self, repository: str, digest: str) -> bool:
         req = urllib.request.Request(f"{self.url}/v2/{repository}/blobs/{digest}", method="HEAD")
         try:
@@ -87,24 +101,37 @@ def start_registry(tmp_path: Path, *, attempts: int = 5) -> RegistryServer:
             f"http:\n  addr: 127.0.0.1:{port}\n  secret: mlpack-tests\n",
             encoding="utf-8",
         )
-        log = (root / "registry.log").open("ab")
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        server = RegistryServer(host=f"127.0.0.1:{port}", root=root, process=proc)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{server.url}/v2/", timeout=2) as r:
-                    if r.status == 200:
-                        return server
-            except OSError:
-                time.sleep(0.05)
+        server = RegistryServer(host=f"127.0.0.1:{port}", root=root, process=_serve(config, root))
+        if _answers(server):
+            return server
         server.stop()
         last_err = (root / "registry.log").read_text(errors="replace")[-2000:]
     pytest.fail(f"docker-registry did not start: {last_err}")
+
+
+def _serve(config: Path, root: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which(REGISTRY_BIN)
+    assert binary is not None
+    with (root / "registry.log").open("ab") as log:
+        return subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _answers(server: RegistryServer) -> bool:
+    """Wait until the registry answers /v2/ (False when its process ended or it stayed silent for 20 s)."""
+    proc = server.process
+    assert proc is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{server.url}/v2/", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(scope="session")
