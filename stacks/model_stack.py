@@ -163,9 +163,9 @@ class ModelStack(Stack):
         """Canary or linear shifting on the alias, rolled back by the service and model alarms."""
         alarms = self.alarms.alarms
         rollback: tuple[cw.IAlarm, ...] = tuple(a for w, a in alarms.items() if w in ROLLBACK_ALARMS)
-        drift = self._fold_drift([a for w, a in alarms.items() if w.startswith("drift")],
-                                 [w for w in alarms if w.startswith("drift")],
-                                 CODEDEPLOY_MAX_ALARMS - len(rollback))
+        drift = fold_alarms(self, [a for w, a in alarms.items() if w.startswith("drift")],
+                            [w for w in alarms if w.startswith("drift")], CODEDEPLOY_MAX_ALARMS - len(rollback),
+                            names=self.model_names)
         return GradualDeployment(
             self,
             "Deployment",
@@ -178,34 +178,35 @@ class ModelStack(Stack):
             ),
         )
 
-    def _fold_drift(self, alarms: Sequence[cw.IAlarm], whats: Sequence[str], slots: int,
-                    level: int = 1) -> list[cw.IAlarm]:
-        """At most `slots` alarms that are in ALARM when any of `alarms` is: CodeDeploy takes 10 alarms per
-        deployment group, so many classes' drift alarms roll back through composite alarms (drift-any, or
-        drift-any-1, -2, ... when one would pass CloudWatch's quotas: 100 alarms and 10240 characters per
-        rule; composites of composites, drift-any-<level>-<i>, past 100 x the free slots). Checked here,
-        at synth: a composite over the quotas would only fail at deploy."""
-        if len(alarms) <= slots:
-            return list(alarms)
-        longest = max(len(self.model_names.alarm(w)) for w in whats)
-        per = min(COMPOSITE_MAX_CHILDREN, COMPOSITE_RULE_MAX_CHARS // (_CHILD_OVERHEAD_CHARS + longest))
-        count = math.ceil(len(alarms) / per)
-        size = math.ceil(len(alarms) / count)  # spread evenly: 112 alarms are 56 + 56, not 100 + 12
-        out: list[cw.IAlarm] = []
-        names: list[str] = []
-        for i in range(count):
-            children = list(alarms[i * size : (i + 1) * size])
-            what = "drift-any" if count == 1 and level == 1 else (
-                f"drift-any-{i + 1}" if level == 1 else f"drift-any-{level}-{i + 1}")
-            rule_chars = len(children) * (_CHILD_OVERHEAD_CHARS + longest)
-            if len(children) > COMPOSITE_MAX_CHILDREN or rule_chars > COMPOSITE_RULE_MAX_CHARS:
-                raise DeployError(f"stack {self.stack_name}: composite alarm {what} would reference "
-                                  f"{len(children)} alarms in about {rule_chars} characters; CloudWatch allows "
-                                  f"{COMPOSITE_MAX_CHILDREN} and {COMPOSITE_RULE_MAX_CHARS}")
-            out.append(cw.CompositeAlarm(
-                self, "DriftAny" if what == "drift-any" else f"DriftAny{what[len('drift-any'):]}",
-                composite_alarm_name=self.model_names.alarm(what),
-                alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
-                alarm_rule=cw.AlarmRule.any_of(*children), actions_enabled=False))
-            names.append(what)
-        return self._fold_drift(out, names, slots, level + 1)
+
+def fold_alarms(scope: Construct, alarms: Sequence[cw.IAlarm], whats: Sequence[str], slots: int, *,
+                names: ModelNames, level: int = 1) -> list[cw.IAlarm]:
+    """At most `slots` alarms that are in ALARM when any of `alarms` (named names.alarm(what)) is:
+    CodeDeploy takes 10 alarms per deployment group, so many classes' drift alarms roll back through
+    composite alarms (drift-any, or drift-any-1, -2, ... when one would pass CloudWatch's quotas: 100
+    alarms and 10240 characters per rule; composites of composites, drift-any-<level>-<i>, past 100 x the
+    free slots). Checked here, at synth: a composite over the quotas would only fail at deploy."""
+    if len(alarms) <= slots:
+        return list(alarms)
+    longest = max(len(names.alarm(w)) for w in whats)
+    per = min(COMPOSITE_MAX_CHILDREN, COMPOSITE_RULE_MAX_CHARS // (_CHILD_OVERHEAD_CHARS + longest))
+    count = math.ceil(len(alarms) / per)
+    size = math.ceil(len(alarms) / count)  # spread evenly: 112 alarms are 56 + 56, not 100 + 12
+    out: list[cw.IAlarm] = []
+    made: list[str] = []
+    for i in range(count):
+        children = list(alarms[i * size : (i + 1) * size])
+        what = "drift-any" if count == 1 and level == 1 else (
+            f"drift-any-{i + 1}" if level == 1 else f"drift-any-{level}-{i + 1}")
+        rule_chars = len(children) * (_CHILD_OVERHEAD_CHARS + longest)
+        if len(children) > COMPOSITE_MAX_CHILDREN or rule_chars > COMPOSITE_RULE_MAX_CHARS:
+            raise DeployError(f"composite alarm {names.alarm(what)} would reference {len(children)} alarms in "
+                              f"about {rule_chars} characters; CloudWatch allows {COMPOSITE_MAX_CHILDREN} and "
+                              f"{COMPOSITE_RULE_MAX_CHARS}")
+        out.append(cw.CompositeAlarm(
+            scope, "DriftAny" + what[len("drift-any"):],
+            composite_alarm_name=names.alarm(what),
+            alarm_description="Any of the model's drift alarms (rolls back gradual deployments)",
+            alarm_rule=cw.AlarmRule.any_of(*children), actions_enabled=False))
+        made.append(what)
+    return fold_alarms(scope, out, made, slots, names=names, level=level + 1)

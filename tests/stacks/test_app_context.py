@@ -123,6 +123,11 @@ def test_command_line_values_are_strings():
         ("mlpack:account_concurrency", "1e3"),
         ("mlpack:account_concurrency", "٣"),  # a digit, but not one int() should be handed silently
         ("mlpack:bootstrapless", "ture"),
+        ("mlpack:concurrency_budget", "0"),
+        ("mlpack:concurrency_budget", "half"),
+        ("mlpack:platform_email", "ops"),
+        ("mlpack:platform_email", '["ops@example.com", "nobody"]'),
+        ("mlpack:platform_email", []),
     ],
 )
 def test_bad_values_are_refused_with_the_key_and_the_value(key, value):
@@ -131,3 +136,12 @@ def test_bad_values_are_refused_with_the_key_and_the_value(key, value):
     (problem,) = e.value.problems
     assert problem.startswith(f"context {key} must be ") and f"(got {value!r})" in problem
     assert f"pass -c {key}=" in problem and e.value.exit_code == 2
+
+
+def test_the_concurrency_budget_and_the_platform_emails():
+    s = app.read_context({"mlpack:concurrency_budget": "300", "mlpack:platform_email": "ops@example.com"}.get)
+    assert (s.concurrency_budget, s.platform_emails) == (300, ("ops@example.com",))
+    s = app.read_context({"mlpack:concurrency_budget": 40, "mlpack:platform_email": ["a@x.io", "b@x.io"]}.get)
+    assert (s.concurrency_budget, s.platform_emails) == (40, ("a@x.io", "b@x.io"))
+    assert app.read_context({"mlpack:platform_email": '["a@x.io"]'}.get).platform_emails == ("a@x.io",)
+    assert (app.Settings().concurrency_budget, app.Settings().platform_emails) == (None, ())

@@ -50,3 +50,50 @@ def test_few_classes_use_the_drift_alarm_directly(tmp_path: Path) -> None:
     template = synth_classes(tmp_path, 3)
     assert not [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::CompositeAlarm"]
     assert len(deployment_alarms(template)) == 6  # 5 service alarms + drift
+
+
+def test_a_thousand_classes_split_the_composite_under_cloudwatchs_quotas(tmp_path: Path) -> None:
+    from stacks.model_stack import COMPOSITE_MAX_CHILDREN, COMPOSITE_RULE_MAX_CHARS
+
+    template = synth_classes(tmp_path, 1000)  # 112 drift alarms: one composite would reference 112 (> 100)
+    drift = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"
+             and r["Properties"]["AlarmName"].startswith("mlpack-c1000-drift-")]
+    assert len(drift) == 112
+    composites = {r["Properties"]["AlarmName"]: r["Properties"] for r in template["Resources"].values()
+                  if r["Type"] == "AWS::CloudWatch::CompositeAlarm"}
+    assert sorted(composites) == ["mlpack-c1000-drift-any-1", "mlpack-c1000-drift-any-2"]
+    children = 0
+    for props in composites.values():
+        rule = json.dumps(props["AlarmRule"])
+        assert rule.count("ALARM(") <= COMPOSITE_MAX_CHILDREN
+        # as deployed: each child is ALARM("arn:aws:cloudwatch:<region>:<account>:alarm:<name>")
+        deployed = rule.count("ALARM(") * len(f' OR ALARM("arn:aws:cloudwatch:{sp.REGION}:{sp.ACCOUNT}:alarm:")') + \
+            sum(len(r["Properties"]["AlarmName"]) for r in drift) / len(drift) * rule.count("ALARM(")
+        assert deployed <= COMPOSITE_RULE_MAX_CHARS
+        children += rule.count("ALARM(")
+    assert children == 112  # every drift alarm is in one of them (56 + 56)
+    assert len(deployment_alarms(template)) == 7  # 5 service alarms + 2 composites: within CodeDeploy's 10
+
+
+def test_composites_nest_when_even_the_composites_are_too_many() -> None:
+    """Past 100 x the free slots (2 here), composites of composites; every rule within 100 children. (In a model
+    stack that takes 500 drift alarms, and CloudFormation's 500 resources per stack come first.)"""
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_cloudwatch as cw
+    from aws_cdk.assertions import Template
+
+    from handlers.names import ModelNames
+    from stacks.model_stack import COMPOSITE_MAX_CHILDREN, fold_alarms
+
+    stack = Stack(App(), "s")
+    whats = [f"drift-{i}" for i in range(1, 251)]
+    alarms = [cw.Alarm(stack, w, metric=cw.Metric(namespace="n", metric_name="m"), threshold=1,
+                       evaluation_periods=1) for w in whats]
+    top = fold_alarms(stack, alarms, whats, 2, names=ModelNames("m"))
+    assert len(top) == 1
+    composites = {r["Properties"]["AlarmName"]: json.dumps(r["Properties"]["AlarmRule"])
+                  for r in Template.from_stack(stack).find_resources("AWS::CloudWatch::CompositeAlarm").values()}
+    assert sorted(composites) == sorted([f"mlpack-m-drift-any-{i}" for i in range(1, 4)] + ["mlpack-m-drift-any-2-1"])
+    assert all(rule.count("ALARM(") <= COMPOSITE_MAX_CHILDREN for rule in composites.values())
+    assert [composites[f"mlpack-m-drift-any-{i}"].count("ALARM(") for i in range(1, 4)] == [84, 84, 82]
+    assert composites["mlpack-m-drift-any-2-1"].count("ALARM(") == 3
