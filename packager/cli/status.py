@@ -15,6 +15,7 @@ package, packager.aws, the config readers and click; nothing imports it but pack
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -75,10 +76,16 @@ def _where(env: str | None, lock: Path | None) -> tuple[Path, Environment | None
     return _lock_of(env, lock)
 
 
-def _aws(environment: Environment | None) -> tuple[Aws, str]:
+def _aws(environment: Environment | None, held: lock_mod.Lock | None = None) -> tuple[Aws, str]:
+    """The AWS door and the region to read: the environment's; without one, the profile's or AWS_REGION, else
+    the region of the ECR registry the lock's images are in."""
     from packager import aws as aws_mod  # boto3 is slow to import: only commands that reach AWS pay for it
 
-    aws = aws_mod.Aws(region=environment.region if environment else None)
+    region = environment.region if environment else None
+    aws = aws_mod.Aws(region=region)
+    if not aws.region:
+        hosts = [aws_mod.parse_ecr_host(e.repository.partition("/")[0]) for e in (held.models.values() if held else ())]
+        aws.region = os.environ.get("AWS_REGION") or next((h.region for h in hosts if h is not None), None)
     if not aws.region:
         raise MlpackError("no AWS region is set, and no environment names one",
                           hint="set AWS_REGION, or run this in a team repository with --env")
@@ -177,7 +184,7 @@ def status(model: str | None, env: str | None, lock: Path | None, as_json: bool)
 
 
 def _fleet(held: lock_mod.Lock, lock_path: Path, environment: Environment | None, progress: Progress) -> FleetStatus:
-    aws, region = _aws(environment)
+    aws, region = _aws(environment, held)
     name = environment.name if environment else None
     progress("checking the AWS account")
     account = _check_account(aws, environment)
@@ -197,7 +204,7 @@ def _fleet(held: lock_mod.Lock, lock_path: Path, environment: Environment | None
 
 def _detail(model: str, held: lock_mod.Lock, lock_path: Path, environment: Environment | None,
             progress: Progress) -> ModelDetail:
-    aws, region = _aws(environment)
+    aws, region = _aws(environment, held)
     name = environment.name if environment else None
     names = ModelNames(model, name)
     progress("checking the AWS account")
@@ -450,8 +457,8 @@ def logs(model: str, env: str | None, lock: Path | None, since: str, follow: boo
     Each line: time, level, request id, what happened (refused, failed), status, the error's code and
     message. Lambda's START/END lines are left out (shown with --request-id); REPORT lines show duration,
     memory and init time (a cold start)."""
-    _, environment = _where(env, lock)
-    aws, region = _aws(environment)
+    lock_path, environment = _where(env, lock)
+    aws, region = _aws(environment, lock_mod.read_lock(lock_path) if environment is None else None)
     name = environment.name if environment else None
     group = ModelNames(model, name).log_group
     start = logs_mod.since(since)

@@ -74,3 +74,36 @@ def test_log_events_of_a_missing_group(aws):
     got = list(aws.log_events("/aws/lambda/y", REGION, start_ms=t - 1, pattern='"needle"'))
     assert [e.message.split()[1] for e in got] == ["1", "3"] and got[0].stream == "s"
     assert len(list(aws.log_events("/aws/lambda/y", REGION, start_ms=t - 1, limit=2))) == 2
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from packager.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_status_without_a_team_repository_reads_mlpack_lock_json(aws, tmp_path, monkeypatch):
+    from tests.support import stack_projects as sp
+
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".git").mkdir()
+    sp.write_project(tmp_path, "iris")
+    sp.write_lock(tmp_path, ["iris"])
+    result = _cli("status")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"(no environment) · 123456789012 {REGION} · mlpack.lock.json")
+    assert "never deployed; deploy: cdk deploy mlpack-iris" in result.stdout
+
+
+def test_status_refuses_credentials_of_another_account(aws, tmp_path, monkeypatch):
+    from packager.errors import MlpackError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlpack-repo.toml").write_text('[environments.prod]\naccount = "222222222222"\nregion = "eu-west-1"\n')
+    result = _cli("status")
+    assert isinstance(result.exception, MlpackError)
+    assert "--env prod is account 222222222222, but these AWS credentials are for account 123456789012" in str(
+        result.exception)
