@@ -169,7 +169,7 @@ def status(model: str | None, env: str | None, lock: Path | None, as_json: bool)
     (GetMetricData takes 500 queries per request)."""
     lock_path, environment = _where(env, lock)
     held = lock_mod.read_lock(lock_path)
-    progress = Progress(enabled=None if not as_json else sys.stderr.isatty())
+    progress = Progress()
     try:
         if model is None:
             fleet = _fleet(held, lock_path, environment, progress)
