@@ -1,9 +1,11 @@
-"""`mlpack build`, `mlpack check` and `mlpack sbom`: the command-line edge of the image stage
-(packager/image/build.py, checks.py, sbom.py). `build` writes the image's SBOM beside its build report."""
+"""`mlpack build`, `mlpack check`, `mlpack sbom` and `mlpack audit`: the command-line edge of the image
+stage (packager/image/build.py, checks.py, sbom.py, audit.py). `build` writes the image's SBOM beside its
+build report."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,6 +13,7 @@ from packager import oci
 from packager.cli import PROJECT, ArchType, echo_json
 from packager.config import spec as spec_mod
 from packager.errors import BuildError
+from packager.image import audit as audit_mod
 from packager.image import build as image_mod
 from packager.image import checks, sbom
 
@@ -96,10 +99,7 @@ def sbom_command(layout: Path, arch: str | None, out: Path | None) -> None:
     """Print (or write) the CycloneDX SBOM of an OCI layout: OS packages from its dpkg status, Python
     distributions from their dist-info, the model's sha256 (the wheels' sha256 too, from the build report
     beside the layout)."""
-    image = oci.read_layout(layout, arch=arch)
-    report = image_mod.read_report(layout.parent / image_mod.REPORT_FILE)
-    if report is not None and report.get("image", {}).get("digest") != image.manifest.digest:
-        report = None  # the report of another build
+    image, report = _layout_and_report(layout, arch)
     doc = sbom.sbom(image, report)
     if out is not None:
         sbom.write(image, out, report)
@@ -108,4 +108,72 @@ def sbom_command(layout: Path, arch: str | None, out: Path | None) -> None:
         click.echo(sbom.to_bytes(doc).decode(), nl=False)
 
 
-commands = [build, check, sbom_command]
+def _layout_and_report(layout: Path, arch: str | None) -> tuple[oci.Image, dict[str, Any] | None]:
+    image = oci.read_layout(layout, arch=arch)
+    report = image_mod.read_report(layout.parent / image_mod.REPORT_FILE)
+    if report is not None and report.get("image", {}).get("digest") != image.manifest.digest:
+        report = None  # the report of another build
+    return image, report
+
+
+def _sbom_of(target: Path, arch: str | None) -> tuple[dict[str, Any], str]:
+    """The SBOM `audit` reads: an SBOM file, a layout (described now), a build folder or a project."""
+    if target.is_file():
+        return sbom.read(target), str(target)
+    if (target / "oci-layout").is_file():
+        image, report = _layout_and_report(target, arch)
+        return sbom.sbom(image, report), f"{target} (described now)"
+    if (target / sbom.SBOM_FILE).is_file():
+        return sbom.read(target / sbom.SBOM_FILE), str(target / sbom.SBOM_FILE)
+    if (target / spec_mod.SPEC_FILE).is_file():
+        spec = spec_mod.resolve(spec_mod.load(target), {})
+        found = spec.default_build_dir() / sbom.SBOM_FILE
+        if found.is_file():
+            return sbom.read(found), str(found)
+        raise BuildError(f"{target}: no SBOM at {found}", hint=f"build the image first: mlpack build {target}")
+    raise BuildError(f"{target}: neither an SBOM, an image layout, a build folder nor a project",
+                     hint="pass build/<name>/sbom.cdx.json, build/<name>/image, build/<name> or the project")
+
+
+_WHAT = {"python": "Python packages", "debian": "OS packages", "os": "OS packages"}
+
+
+@click.command("audit")
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--arch", type=ArchType(), help="Which image of a layout holding several.")
+@click.option("--skip", type=click.Choice(["python", "debian"]), multiple=True,
+              help="Leave these packages unchecked on purpose (said in the report; the audit can then pass "
+                   "without them).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def audit(target: Path, arch: str | None, skip: tuple[str, ...], as_json: bool) -> None:
+    """Check an image's packages for known vulnerabilities, from its SBOM (TARGET: a project, build/<name>,
+    its image layout or an sbom.cdx.json): Python distributions with pip-audit, Debian packages against
+    Debian's security tracker. Exits 1 on findings, 3 when some packages could not be checked."""
+    doc, where = _sbom_of(target, arch)
+    result = audit_mod.audit(doc, skip=skip)
+    if as_json:
+        echo_json({"sbom": where, **result.to_json()})
+    else:
+        click.echo(f"audit of {result.image or where} ({where})")
+        for c in result.coverage:
+            state = (f"checked ({c.source})" if c.checked
+                     else f"NOT CHECKED: cannot check {_WHAT[c.ecosystem]}: {c.note}")
+            click.echo(f"  {c.ecosystem:<7} {c.packages:>4} packages  {state}")
+        for eco in result.skipped:
+            click.echo(f"  {eco:<7} skipped (--skip {eco})")
+        for f in result.findings:
+            fixed = f"fixed in {', '.join(f.fixed)}" if f.fixed else "no fix published"
+            click.echo(f"  {f.ecosystem:<7} {f.package} {f.version}: {f.id} ({fixed}) {f.summary[:80]}".rstrip())
+    if result.findings:
+        n = len(result.findings)
+        raise audit_mod.AuditError(f"{n} known vulnerabilit{'y' if n == 1 else 'ies'} in {where}",
+                                   hint="rebuild on a fresh base and raise the dependencies' versions (docs/SECURITY.md"
+                                        ": refreshing bases and dependencies)")
+    if not result.complete:
+        missing = [f"{_WHAT[c.ecosystem]}: {c.note}" for c in result.coverage if not c.checked]
+        raise audit_mod.AuditIncomplete("the audit is incomplete: cannot check " + "; cannot check ".join(missing),
+                                        hint="run it where the vulnerability data can be reached, or pass --skip "
+                                             "to leave those packages out on purpose")
+
+
+commands = [build, check, sbom_command, audit]
