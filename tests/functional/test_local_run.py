@@ -288,6 +288,8 @@ def test_iris_built_on_debian_served_isolated_agrees_with_sklearn(tmp_path, arch
         pytest.skip(local.isolation_problem(arch))
     assert local.isolation_problem(arch) is None, local.isolation_problem(arch)
     project = copy_example("iris", tmp_path)
+    spec = project / "mlpack.toml"
+    spec.write_text(spec.read_text().replace("max_batch_size = 256", "max_batch_size = 100"))
     env = {**os.environ, "MLPACK_BASE": "debian", "MLPACK_ARCH": arch}
     served = Served([str(project), "--isolate"], env=env, wait_s=900)
     try:
@@ -307,6 +309,7 @@ def test_iris_built_on_debian_served_isolated_agrees_with_sklearn(tmp_path, arch
                 {"name": client.get("/v2/models/iris").json()["inputs"][0]["name"], "shape": [3, 4],
                  "datatype": "FP32", "data": X[:3].reshape(-1).tolist()}]})
             assert v2.status_code == 200
+            assert client.get("/health").json()["max_batch_size"] == 100
         assert labels == names[sk.predict(X)].tolist()
         np.testing.assert_allclose(probs, sk.predict_proba(X), rtol=1e-4, atol=1e-5)
         assert any("unshare --root" in line for line in served.lines)
@@ -314,6 +317,14 @@ def test_iris_built_on_debian_served_isolated_agrees_with_sklearn(tmp_path, arch
             assert any(f"emulated by qemu-{local.QEMU_ARCH[arch]}-static" in line for line in served.lines)
     finally:
         assert served.stop() == 0
+    if arch == local.HOST_ARCH:  # the image folder alone serves as its project does: the API settings travel in it
+        alone = Served([str(project / "build" / "iris" / "image")], env=env, wait_s=300)
+        try:
+            with httpx.Client(base_url=alone.url, timeout=60) as client:
+                assert client.get("/health").json()["max_batch_size"] == 100
+                assert client.post("/predict", json={"inputs": [[1, 2, 3, 4]] * 101}).status_code == 413
+        finally:
+            assert alone.stop() == 0
 
 
 def test_an_image_of_another_arch_needs_an_emulator_and_a_program_as_entry_point(tmp_path, monkeypatch):
