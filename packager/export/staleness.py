@@ -23,8 +23,8 @@ bytes (`torch.export.load(open(p, "rb"))`, `load_model(bytearray(Path(p).read_by
 `Booster(model_str=Path(p).read_text())`), or export with --force.
 Not recorded: files of the Python installation (prefixes, standard library, site-packages, any
 distribution's .dist-info or .egg-info metadata), mlpack's own packages (their version is hashed), /proc,
-/sys and /dev, the project's build/ folder, __pycache__ and .pyc files, files the load also wrote,
-anything not a regular file, and files whose bytes the hash covers already (source and samples files;
+/sys and /dev, the system's time zone, locale and certificate data (_SYSTEM_DATA), the project's build/
+folder, __pycache__ and .pyc files, files the load also wrote, anything not a regular file, and files whose bytes the hash covers already (source and samples files;
 with a factory, the project's Python files).
 """
 
@@ -55,6 +55,12 @@ VERSIONED = ("mlpack-lambda", "onnx", "onnxruntime", "skl2onnx", "scikit-learn",
              "xgboost", "xgboost-cpu", "lightgbm", "onnxmltools", "pandas")
 _MISSING = "missing"  # the digest of a recorded file that cannot be read any more
 _VIRTUAL = ("/proc", "/sys", "/dev")
+# The operating system's shared data, which libraries open on their own and only once per process (time
+# zones when pandas or datetime first need one, locales, CA certificates): not a model's input, and
+# recording it made a second export in one process record other files than the first, and so another
+# model version (found by the build's reproducibility test).
+_SYSTEM_DATA = ("/usr/share/zoneinfo", "/usr/share/locale", "/usr/lib/locale", "/usr/share/ca-certificates",
+                "/etc/localtime", "/etc/timezone", "/etc/ssl", "/etc/pki", "/usr/lib/ssl")
 
 
 def source_sha256(spec: ModelSpec, file_digests: Mapping[str, str]) -> str:
@@ -263,7 +269,7 @@ def _excluded(name: str, project_dir: Path, roots: list[str]) -> bool:
     parts = Path(name).parts
     if name.endswith(".pyc") or "__pycache__" in parts or any(p.endswith((".dist-info", ".egg-info")) for p in parts):
         return True
-    if any(_inside(name, v) for v in _VIRTUAL) or _inside(name, str(project_dir / "build")):
+    if any(_inside(name, v) for v in (*_VIRTUAL, *_SYSTEM_DATA)) or _inside(name, str(project_dir / "build")):
         return True
     return any(_inside(name, root) for root in roots)
 
