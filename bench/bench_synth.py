@@ -28,14 +28,14 @@ os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "true")
 
 from tests.support import stack_projects as sp
 
-CHAT = '[[notifications.chat]]\nkind = "slack"\nwebhook = "ssm:/team/slack"\n'
+CHAT = '[[notifications.chat]]\nkind = "slack"\nwebhook = "ssm:/mlpack/{name}/slack"\n'
 
 
 def make_root(base: Path, n: int) -> Path:
     root = base / f"n{n}"
     names = [f"model-{i:03d}" for i in range(n)]
     for i, name in enumerate(names):
-        sp.write_project(root, name, toml_extra=CHAT if i % 5 == 0 else "")
+        sp.write_project(root, name, toml_extra=CHAT.format(name=name) if i % 5 == 0 else "")
     sp.write_lock(root, names)
     sp.write_cdk_json(root, ROOT)
     return root

@@ -5,10 +5,8 @@ every finding is either fixed or accepted in stacks/nag.py CHECKOV_SKIPS with it
 
 checkov is not in the test extra: it pins boto3 (==1.35.49) and packaging (<24), which pytest>=8
 (packaging>=24) and this project's boto3 cannot share one environment with. It runs from its own
-virtualenv: MLPACK_CHECKOV names its executable, else `checkov` on PATH or beside this Python.
-    python -m venv /tmp/checkov-venv && /tmp/checkov-venv/bin/pip install checkov
-    MLPACK_CHECKOV=/tmp/checkov-venv/bin/checkov pytest tests/lint/test_checkov.py
-Without it the test is skipped, saying so.
+virtualenv, .venv-checkov, which scripts/setup installs (pinned); MLPACK_CHECKOV names another
+executable. Without one the test fails and says to run scripts/setup.
 """
 
 from __future__ import annotations
@@ -33,13 +31,15 @@ ONLY_IN = {"CKV_AWS_59": {"mlpack-digits.template.json"}}  # the one model with 
 
 
 def _checkov() -> str:
-    found = os.environ.get("MLPACK_CHECKOV") or shutil.which("checkov")
+    """MLPACK_CHECKOV, else the one scripts/setup installs (.venv-checkov), else checkov on PATH or beside
+    this Python. Missing is a failure, not a skip: the suite's setup installs it."""
+    own = Path(__file__).resolve().parents[2] / ".venv-checkov" / "bin" / "checkov"
     beside = Path(sys.executable).parent / "checkov"
+    found = os.environ.get("MLPACK_CHECKOV") or (str(own) if own.is_file() else None) or shutil.which("checkov")
     if not found and beside.is_file():
         found = str(beside)
     if not found:
-        pytest.skip("checkov is not installed: python -m venv /tmp/checkov-venv && /tmp/checkov-venv/bin/pip install "
-                    "checkov, then MLPACK_CHECKOV=/tmp/checkov-venv/bin/checkov (see this module's docstring)")
+        pytest.fail("checkov is not installed: run scripts/setup (it installs checkov into .venv-checkov)")
     return found
 
 

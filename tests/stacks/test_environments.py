@@ -23,9 +23,6 @@ from tests.support import stack_projects as sp
 
 pytestmark = pytest.mark.slow
 
-# The fixture's webhook must be in the model's namespace (packager/config/spec.py: /mlpack/<model>/...);
-# until tests/support/env_stacks.py's CHAT_TOML names one itself, point it there.
-es.CHAT_TOML = es.CHAT_TOML.replace('"ssm:/team/slack-url"', '"ssm:/mlpack/iris/slack-url"')
 
 MODELS = ("iris", "houses")
 TEAM_TAGS = {"cost-center": "ml-42", "team": "data science"}

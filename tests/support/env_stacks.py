@@ -16,7 +16,7 @@ from tests.support import stack_projects as sp
 CHAT_TOML = """
 [[notifications.chat]]
 kind = "slack"
-webhook = "ssm:/team/slack-url"
+webhook = "ssm:/mlpack/iris/slack-url"
 [deploy]
 strategy = "canary"
 """
