@@ -24,8 +24,8 @@ bytes (`torch.export.load(open(p, "rb"))`, `load_model(bytearray(Path(p).read_by
 Not recorded: files of the Python installation (prefixes, standard library, site-packages, any
 distribution's .dist-info or .egg-info metadata), mlpack's own packages (their version is hashed), /proc,
 /sys and /dev, the system's time zone, locale and certificate data (_SYSTEM_DATA), the project's build/
-folder, __pycache__ and .pyc files, files the load also wrote, anything not a regular file, and files whose bytes the hash covers already (source and samples files;
-with a factory, the project's Python files).
+folder, __pycache__ and .pyc files, files the load also wrote, anything not a regular file, and files
+whose bytes the hash covers already (source and samples files; with a factory, the project's Python files).
 """
 
 from __future__ import annotations
