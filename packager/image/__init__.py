@@ -12,4 +12,6 @@ The modules, in the order a build meets them:
 - layers.py: deterministic tar.gz layers from the plan's entries
 - build.py: executes the plan, composes config and manifest, writes the layout and the build report
 - checks.py: Lambda's rules, applied by build.py before writing and by `mlpack check` to a layout on disk
+- sbom.py: the image's bill of materials (CycloneDX JSON: OS packages, Python distributions, the model)
+- audit.py: the SBOM's packages against vulnerability data (`mlpack audit`), never a silent pass
 """
