@@ -18,11 +18,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Row, at_most, cli, parser  # noqa: E402
+from common import ROOT, Row, at_most, cli, parser
 
 USERS = 50
 

@@ -3,8 +3,8 @@ drops and cuts included) arrives whole with the pushing process's memory bounded
 is resumed by the next one from the registry's upload session; a session the registry no longer has is
 started over; a host name that does not resolve fails at once, with a hint for what was being done.
 
-The large pushes run in a subprocess (`PUSHER`) so that its peak RSS (resource.getrusage) is the push's
-alone; they talk to Debian's docker-registry on 127.0.0.1 through tests/support/registry.py's fault proxy,
+The large pushes run in a subprocess (`PUSHER`) so that its peak RSS is the push's alone (VmHWM of its own
+address space: getrusage's ru_maxrss would start from pytest's peak, which a forked child inherits); they talk to Debian's docker-registry on 127.0.0.1 through tests/support/registry.py's fault proxy,
 whose byte counter says what was sent. The host name test uses `nonexistent.invalid` (.invalid never
 resolves).
 """
@@ -44,11 +44,17 @@ RSS_LIMIT = 100 * MB
 # peak RSS. stop_after=N: after the registry confirmed N chunks, kill this process (SIGKILL: no clean-up
 # of any kind runs) or raise (the push stops like an interrupted one).
 PUSHER = r"""
-import json, os, resource, signal, sys
+import json, os, signal, sys
 from pathlib import Path
 from packager import oci
 from packager.registry import push as push_mod
 from packager.registry.client import ImageRef, RegistryClient, RetryPolicy
+
+def peak_rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 args = json.loads(sys.argv[1])
 image = oci.read_layout(Path(args["layout"]))
@@ -74,7 +80,7 @@ with RegistryClient(dest.registry, endpoint=args["endpoint"], retry=retry, chunk
     except Stop:
         sys.exit(3)
 print(json.dumps({"bytes_sent": result.bytes_sent, "counts": result.counts, "chunks": len(confirmed),
-                  "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
+                  "maxrss": peak_rss()}), flush=True)
 """
 
 
