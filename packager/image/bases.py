@@ -565,19 +565,36 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
     key = debian_key(arch, bytecode=interpreter is not None)
     ref_path = cache_dir() / "bases" / f"debian-{key}.json"
     st = store()
-    try:
-        digest = json.loads(ref_path.read_text())["digest"]
-        return _image_in_store(st, digest, spec), f"debian:{DEBIAN_SUITE}:{key}@{digest}"
-    except (OSError, ValueError, KeyError, BuildError):
-        pass
+
+    def cached() -> tuple[oci.Image, str] | None:
+        try:
+            digest = json.loads(ref_path.read_text())["digest"]
+            return _image_in_store(st, digest, spec), f"debian:{DEBIAN_SUITE}:{key}@{digest}"
+        except (OSError, ValueError, KeyError, BuildError):
+            return None
+
+    found = cached()
+    if found is not None:
+        return found
     binary = shutil.which("mmdebstrap")
     if binary is None:
         raise BuildError("base debian: mmdebstrap is not installed",
                          hint="install the Debian package mmdebstrap (scripts/setup does); " + _forms_hint())
     mtime = layers.source_date_epoch()
     ref_path.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(ref_path) + ".lock"), \
-            tempfile.TemporaryDirectory(prefix="debian-", dir=st.parent) as tmp:
+    with filelock.FileLock(str(ref_path) + ".lock"):
+        # two cold builds at once: the second waited for the first's lock, and finds its base
+        found = cached()
+        if found is not None:
+            return found
+        return _build_debian(arch, spec, log, binary=binary, interpreter=interpreter, key=key, ref_path=ref_path,
+                             st=st, mtime=mtime)
+
+
+def _build_debian(arch: str, spec: str, log: Callable[[str], None], *, binary: str, interpreter: str | None, key: str,
+                  ref_path: Path, st: Path, mtime: int) -> tuple[oci.Image, str]:
+    """Build the debian base with mmdebstrap and record it in the cache (the caller holds the cache's lock)."""
+    with tempfile.TemporaryDirectory(prefix="debian-", dir=st.parent) as tmp:
         work = Path(tmp)
         log(f"building the debian base ({DEBIAN_SUITE}, {arch}) with mmdebstrap")
         if interpreter is None:

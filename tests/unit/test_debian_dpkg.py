@@ -223,3 +223,25 @@ def test_no_debs_from_mmdebstrap_is_an_error(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(BuildError) as e:
         bases.resolve("debian", arch="x86_64", python=None)
     assert "no .deb" in e.value.message and e.value.hint
+
+
+def test_two_cold_builds_at_once_build_the_base_once(tmp_path: Path) -> None:
+    """The second build waits for the first's lock on the cache entry, then finds its base: mmdebstrap runs
+    once, and both builds have the same base digest."""
+    fake = fake_mmdebstrap(tmp_path, _rootfs(tmp_path), sample_debs(tmp_path / "debs"))
+    real = fake.with_name("mmdebstrap-real")
+    fake.rename(real)
+    runs = tmp_path / "runs"
+    fake.write_text(f"#!/bin/sh\necho run >> {runs}\nsleep 2\nexec {real} \"$@\"\n")
+    fake.chmod(0o755)
+    code = ("import sys; from packager.image import bases; bases.find_interpreter = lambda python: None; "
+            "print(bases.resolve('debian', arch='x86_64', python=None).image.digest)")
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+           "MLPACK_CACHE_DIR": str(tmp_path / "cache")}
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert runs.read_text().count("run") == 1
+    assert outs[0][0].strip() == outs[1][0].strip() and outs[0][0].startswith("sha256:")
