@@ -38,6 +38,9 @@ from packager.registry import push as push_mod
 from packager.registry.client import ImageRef
 
 LIVE_ALIAS = "live"
+ENV_OPTION = click.option("--env", "env", metavar="ENV", help="Environment (default: the only one).")
+LOCK_OPTION = click.option("--lock", "lock", type=click.Path(dir_okay=False, path_type=Path),
+                           help="Lock file instead of --env's.")
 
 
 def _repo(start: Path | None = None) -> repo_mod.Repo:
@@ -144,8 +147,8 @@ def promote(model: str, source: str, target: str, wanted: str | None, dry_run: b
 
 @click.command()
 @click.argument("model")
-@click.option("--env", "env", metavar="ENV", help="Environment (default: the only one).")
-@click.option("--lock", "lock", type=click.Path(dir_okay=False, path_type=Path), help="Lock file instead of --env's.")
+@ENV_OPTION
+@LOCK_OPTION
 @click.option("--to", "wanted", metavar="VERSION|DIGEST",
               help="Entry of the model's history to return to (model version or digest); default: the previous one.")
 @click.option("--live", is_flag=True, help="Also point the function's live alias at the version running that image "
@@ -209,8 +212,8 @@ def _live_version(model: str, environment: Environment | None,
 
 @click.command()
 @click.argument("model")
-@click.option("--env", "env", metavar="ENV", help="Environment (default: the only one).")
-@click.option("--lock", "lock", type=click.Path(dir_okay=False, path_type=Path), help="Lock file instead of --env's.")
+@ENV_OPTION
+@LOCK_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 def history(model: str, env: str | None, lock: Path | None, as_json: bool) -> None:
     """MODEL's lock entries, the current one first: what `mlpack rollback --to` can return to."""
@@ -231,8 +234,8 @@ def history(model: str, env: str | None, lock: Path | None, as_json: bool) -> No
 
 @click.command()
 @click.argument("model")
-@click.option("--env", "env", metavar="ENV", help="Environment (default: the only one).")
-@click.option("--lock", "lock", type=click.Path(dir_okay=False, path_type=Path), help="Lock file instead of --env's.")
+@ENV_OPTION
+@LOCK_OPTION
 @click.option("--image", "image", metavar="REPOSITORY@DIGEST|REPOSITORY:TAG",
               help="The image to record (default: the one the entry names, when its repository and digest are intact).")
 @click.option("--project", "project", type=click.Path(file_okay=False, path_type=Path),

@@ -20,13 +20,13 @@ picks one by name (the only environment when there is one and none is named). No
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packager.config import lock as lock_mod
+from packager.config.spec import read_toml
 from packager.errors import MlpackError, SpecError
 
 REPO_FILE = "mlpack-repo.toml"
@@ -88,13 +88,7 @@ def find(start: Path) -> Path | None:
 
 def load(path: Path) -> Repo:
     path = path.resolve()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(str(path), [f"cannot read: {e}"]) from e
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(str(path), [f"not valid TOML: {e}"]) from e
-    return parse(raw, path)
+    return parse(read_toml(path), path)
 
 
 def parse(raw: Mapping[str, Any], path: Path) -> Repo:

@@ -628,13 +628,17 @@ def load(project_dir: Path | str, *, files: bool = True) -> ModelSpec:
         project_dir = path.parent
     if not path.is_file():
         raise SpecError(str(path), [f"no {SPEC_FILE} here; create one with `mlpack init {project_dir}`"])
+    return parse(read_toml(path), project_dir, str(path), files=files)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table; SpecError naming the file when it cannot be read or is not TOML."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(str(path), [f"cannot read: {e}"]) from e
     except tomllib.TOMLDecodeError as e:
         raise SpecError(str(path), [f"not valid TOML: {e}"]) from e
-    return parse(raw, project_dir, str(path), files=files)
 
 
 # ---------------------------------------------------------------------------------------------------
