@@ -87,6 +87,10 @@ LAMBDA_MEMORY_ENV = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 DEFAULT_MAX_BATCH = 256
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 MB_PER_VCPU = 1769
+# batch events (handlers/batch.py): {"mlpack_batch": {...}}, or what a Distributed Map's ItemBatcher sends
+BATCH_KEY = "mlpack_batch"
+BATCH_ITEMS, BATCH_INPUT = "Items", "BatchInput"
+BATCH_MAX_ROWS = 100000  # rows one batch event may carry (the 6 MB payload is the usual limit first)
 
 # --- routes --------------------------------------------------------------------------------------
 ROUTE_PREDICT = ("POST", "/predict")
@@ -139,6 +143,11 @@ M_MISSING_VALUES = "MissingValues"  # Count, null values sent for columns that a
 M_MODEL_ERRORS = "ModelErrors"  # Count, failures inside onnxruntime (500s)
 M_COLD_START = "ColdStart"  # Count, 1 on the first request of an execution environment
 M_NOTIFICATION_FAILURES = "NotificationFailures"  # Count, chat targets an alarm did not reach (notifier; [Model])
+# batch scoring (`mlpack batch`, handlers/batch.py): counted apart from the API's Requests and Rows
+M_BATCH_INVOCATIONS = "BatchInvocations"  # Count, batch events handled
+M_BATCH_ROWS = "BatchRows"  # Count, rows in batch events (scored or not)
+M_BATCH_ROW_ERRORS = "BatchRowErrors"  # Count, batch rows answered with an error instead of outputs
+M_BATCH_LATENCY = "BatchLatency"  # Milliseconds, handler time per batch event
 
 # --- error kinds: the "code" of a refused request's body and the Kind dimension of ValidationFailures --
 BAD_JSON = "bad_json"  # 400

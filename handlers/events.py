@@ -1,5 +1,6 @@
 """Lambda events in, Lambda responses out: API Gateway REST proxy (payload 1.0), HTTP API and
-function URLs (payload 2.0), and a direct invoke whose event is the /predict request body.
+function URLs (payload 2.0), a direct invoke whose event is the /predict request body, and batch
+events (handlers/batch.py: {"mlpack_batch": ...} or a Distributed Map's {"Items": [...]}).
 
 Standard library only (plus inference and a metrics emitter passed in); never packager/ or stacks/.
 """
@@ -11,6 +12,7 @@ import time
 import traceback
 from typing import Any
 
+from handlers import batch
 from handlers import contract as C
 from handlers.inference import Model, Request, RequestError, Result, error_result, loads
 from handlers.inference import handle as handle_request
@@ -130,6 +132,8 @@ def respond(fmt: str, result: Result) -> Any:
 def handle(model: Model, emitter: Any, event: Any, request_id: str, cold: bool = False) -> Any:
     """Event in, Lambda response out, metrics and logs written: the whole request path, with the
     model and the metrics emitter passed in (the entry point, tests and benchmarks call this)."""
+    if type(event) is dict and (C.BATCH_KEY in event or C.BATCH_ITEMS in event) and batch.is_batch(event):
+        return batch.handle(model, emitter, event, request_id, cold)  # `mlpack batch`: rows scored one by one
     t0 = perf()
     fmt = event_format(event)
     try:

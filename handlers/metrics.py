@@ -64,6 +64,10 @@ class Emitter:
                                     "Metrics": [{"Name": C.M_UNSEEN_CATEGORIES, "Unit": "Count"}]},
             C.M_MISSING_VALUES: {"Namespace": namespace, "Dimensions": [[C.DIM_MODEL, C.DIM_FEATURE]],
                                  "Metrics": [{"Name": C.M_MISSING_VALUES, "Unit": "Count"}]}}
+        self._batch = {"Namespace": namespace, "Dimensions": model_dim, "Metrics": [
+            {"Name": C.M_BATCH_INVOCATIONS, "Unit": "Count"}, {"Name": C.M_BATCH_ROWS, "Unit": "Count"},
+            {"Name": C.M_BATCH_ROW_ERRORS, "Unit": "Count"}, {"Name": C.M_BATCH_LATENCY, "Unit": _MS},
+            {"Name": C.M_COLD_START, "Unit": "Count"}]}
         # the common case (a 2xx) as text with holes: formatting a few numbers into it costs half of
         # building a dict and serializing it on every request
         model_json = dumps(model).decode()
@@ -142,6 +146,18 @@ class Emitter:
                 lines.append(dumps({"_aws": {"Timestamp": ts, "CloudWatchMetrics": [self._table_feature[metric]]},
                                     C.DIM_MODEL: self.model, C.DIM_FEATURE: feat, metric: n}).decode())
         return lines
+
+    def batch(self, *, rows: int, errors: int, latency_ms: float, cold: bool) -> list[str]:
+        """One line per batch event: BatchInvocations, BatchRows, BatchRowErrors, BatchLatency (never the API's
+        Requests or Rows, so batch scoring does not move the endpoint's alarms)."""
+        if not self.enabled:
+            return []
+        doc = {C.DIM_MODEL: self.model, C.M_BATCH_INVOCATIONS: 1, C.M_BATCH_ROWS: rows, C.M_BATCH_ROW_ERRORS: errors,
+               C.M_BATCH_LATENCY: latency_ms, C.M_COLD_START: 1 if cold else 0,
+               "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [self._batch]}}
+        line = dumps(doc).decode()
+        self._write_line(line)
+        return [line]
 
     def log(self, level: str, message: str, request_id: str | None = None, **fields: Any) -> None:
         if _LEVELS.get(level, 20) < self.level:
