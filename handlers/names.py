@@ -92,6 +92,11 @@ class ModelNames:
         return self._base
 
     @property
+    def state_machine(self) -> str:
+        """The batch-scoring state machine (`mlpack batch`; [batch] enabled in mlpack.toml)."""
+        return f"{self._base}-batch"
+
+    @property
     def topic(self) -> str:
         """The SNS topic every alarm of the model notifies."""
         return f"{self._base}-{_TOPIC_SUFFIX}"

@@ -21,9 +21,10 @@ from packager.config.spec import ModelSpec
 from packager.errors import DeployError
 from stacks import alarms as alarms_mod
 from stacks.api import STAGE_NAME, ModelApi, ModelApiProps
+from stacks.batch import BatchProps, ModelBatch
 from stacks.dashboard import DashboardProps, ModelDashboard
 from stacks.function import EcrImage, GradualDeployment, GradualDeploymentProps, ModelFunction, ModelFunctionProps
-from stacks.model_json import ModelInfo
+from stacks.model_json import ClassShares, ModelInfo
 from stacks.notifications import ChatRef, ModelNotifications, NotificationsProps
 
 # Model-quality alarms roll back a gradual deployment; service alarms too, except the API's 4XX
@@ -82,6 +83,7 @@ class ModelStack(Stack):
             ),
         )
         self.alarms = self._alarms(spec, info, account_concurrency)
+        self.batch = self._batch(spec, info) if spec.batch.enabled else None  # [batch]: stacks/batch.py
         self.deployment = self._deployment(spec) if spec.deploy.strategy != "all_at_once" else None
         self.dashboard = ModelDashboard(
             self,
@@ -158,6 +160,15 @@ class ModelStack(Stack):
                 ok_actions=spec.notifications.ok_actions,
             ),
         )
+
+    def _batch(self, spec: ModelSpec, info: ModelInfo) -> ModelBatch:
+        classes = len(info.drift.shares) if isinstance(info.drift, ClassShares) else len(spec.model.label_names)
+        return ModelBatch(self, "Batch", alias=self.function.alias, topic=self.notifications.topic, props=BatchProps(
+            model_name=spec.name, environment=self.mlpack_environment, batch=spec.batch,
+            timeout_s=spec.runtime.timeout_s, memory_mb=spec.runtime.memory_mb,
+            reserved_concurrency=self.reserved_concurrency, request_schema=info.request_schema,
+            label_count=classes, log_retention_days=spec.runtime.log_retention_days,
+            ok_actions=spec.notifications.ok_actions))
 
     def _deployment(self, spec: ModelSpec) -> GradualDeployment:
         """Canary or linear shifting on the alias, rolled back by the service and model alarms."""

@@ -32,6 +32,10 @@ REASONS: dict[str, str] = {
     "AwsSolutions-SQS3": "The queue is itself a dead-letter queue: the chat notifier's on-failure destination.",
     "AwsSolutions-IAM5#boundary": "A permissions boundary, not a grant: it caps the chat notifier's role to the "
     "models' namespaces (/mlpack/*, mlpack/*), and KMS decryption only through SSM and Secrets Manager.",
+    "AwsSolutions-IAM5#batch": "The batch state machine reads any object under its configured input prefix and "
+    "writes under its output prefix (batch.input_prefix/output_prefix in mlpack.toml), runs and stops its own "
+    "child executions (their names are Step Functions'), and writes X-Ray traces and log deliveries, whose "
+    "actions take no resource.",
     "AwsSolutions-APIG4#none": "The model's owner chose a public endpoint explicitly (api.auth = 'none' with "
     "api.public = true in mlpack.toml; auth 'none' alone is refused); throttling still applies.",
 }

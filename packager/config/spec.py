@@ -81,6 +81,22 @@ def _is_repository(value: str) -> str | None:
     return None
 
 
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
+
+
+def _is_bucket(value: str) -> str | None:
+    if BUCKET_RE.match(value) and ".." not in value:
+        return None
+    return "must be an S3 bucket name (3-63 lower-case letters, digits, dots and dashes; no s3://, no prefix)"
+
+
+def _is_prefix(value: str) -> str | None:
+    if value.startswith("/") or not PREFIX_RE.match(value) or (value and not value.endswith("/")):
+        return "must be a key prefix like 'scoring/in/' (ending in /, not starting with /, no wildcards)"
+    return None
+
+
 def _is_webhook_ref(value: str) -> str | None:
     if value.startswith(("ssm:", "secretsmanager:")) and len(value.split(":", 1)[1]) > 0:
         return None
@@ -302,6 +318,48 @@ class RegistrySection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BatchSection:
+    enabled: bool = _f(
+        "Add a batch-scoring state machine (Step Functions Distributed Map over S3, `mlpack batch`) to the "
+        "model's stack; it invokes the same function's live alias.",
+        False,
+    )
+    rows_per_invocation: int = _f(
+        "Rows per function invocation (the Distributed Map's ItemBatcher). Checked at synth against a child "
+        "execution's 256 KB input and the function's timeout (docs/BATCH.md).",
+        1000,
+        min=1,
+        max=100000,
+    )
+    max_concurrency: int = _f(
+        "Invocations at once (the Map's MaxConcurrency); must fit inside the function's reserved concurrency, "
+        "leaving room for the API.",
+        5,
+        min=1,
+        max=10000,
+    )
+    tolerated_failure_pct: float = _f(
+        "Share of failed invocations (batches) a run tolerates before it fails (ToleratedFailurePercentage). "
+        "Bad rows are not failures: each is answered with its own error.",
+        0.0,
+        min=0.0,
+        max=100.0,
+    )
+    input_bucket: str | None = _f("The S3 bucket the input files are read from (required when enabled).", None,
+                                  check=_is_bucket)
+    input_prefix: str = _f("Only objects under this prefix may be read ('' = the whole bucket).", "",
+                           check=_is_prefix)
+    output_bucket: str | None = _f("The S3 bucket results are written to (required when enabled).", None,
+                                   check=_is_bucket)
+    output_prefix: str = _f("Results are written under this prefix.", "mlpack-batch/", check=_is_prefix)
+    key_columns: list[str] = _f(
+        "Input columns copied to the output next to the predictions and never fed to the model "
+        "(a customer id, say).",
+        [],
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class InputRule:
     missing: bool | None = _f(
         "Whether the input (a DataFrame column) accepts missing values: JSON null becomes NaN (numbers) or "
@@ -331,6 +389,7 @@ SECTIONS: dict[str, type] = {
     "notifications": NotificationsSection,
     "deploy": DeploySection,
     "registry": RegistrySection,
+    "batch": BatchSection,
 }
 REQUIRED_SECTIONS = ("model", "samples")
 # tables whose keys the project names: [inputs.<input or column>] holds an InputRule, [outputs] maps an
@@ -353,6 +412,7 @@ class ModelSpec:
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
     deploy: DeploySection = field(default_factory=DeploySection)
     registry: RegistrySection = field(default_factory=RegistrySection)
+    batch: BatchSection = field(default_factory=BatchSection)
     inputs: Mapping[str, InputRule] = field(default_factory=dict)  # by input (column) name
     outputs: Mapping[str, str] = field(default_factory=dict)  # exported output name -> served name
 
@@ -524,6 +584,20 @@ def _field_checks(spec: ModelSpec, problems: list[str]) -> None:
     if a.outage_datapoints > a.outage_window_minutes:
         problems.append(f"alarms.outage_datapoints: must not exceed alarms.outage_window_minutes "
                         f"({a.outage_datapoints} > {a.outage_window_minutes})")
+    b = spec.batch
+    if b.enabled:
+        for key in ("input_bucket", "output_bucket"):
+            if getattr(b, key) is None:
+                problems.append(f"batch.{key}: required when batch.enabled = true")
+        if (b.input_bucket, b.input_prefix) == (b.output_bucket, b.output_prefix) and b.input_bucket:
+            problems.append("batch.output_prefix: must differ from batch.input_prefix in the same bucket (results "
+                            "would be read back as input)")
+        rc = spec.runtime.reserved_concurrency
+        if rc is not None and b.max_concurrency > rc:
+            problems.append(f"batch.max_concurrency: must not exceed runtime.reserved_concurrency "
+                            f"({b.max_concurrency} > {rc})")
+    if len(set(b.key_columns)) != len(b.key_columns):
+        problems.append("batch.key_columns: names must be unique")
     for i, target in enumerate(spec.notifications.chat):
         if why := webhook_outside_namespace(target.webhook, spec.name):
             problems.append(f"notifications.chat[{i}].webhook: {why} (got {target.webhook!r})")

@@ -55,6 +55,16 @@ webhook = "secretsmanager:mlpack/iris/teams-url"
 strategy = "canary"
 percent = 20
 interval_minutes = 10
+[batch]
+enabled = true
+rows_per_invocation = 500
+max_concurrency = 4
+tolerated_failure_pct = 5
+input_bucket = "scoring-in"
+input_prefix = "iris/"
+output_bucket = "scoring-out"
+output_prefix = "iris/results/"
+key_columns = ["customer_id"]
 """
 HOUSES_TOML = """
 [api]
@@ -335,7 +345,7 @@ def _alarms(template) -> dict[str, dict]:
 
 def test_every_alarm_is_named_and_wired_to_the_topic(templates):
     expected = {
-        "mlpack-iris": [*SERVICE, "drift", "chat-delivery"],  # iris has chat targets
+        "mlpack-iris": [*SERVICE, "drift", "chat-delivery", "batch-failed"],  # iris has chat targets and [batch]
         "mlpack-houses": [*SERVICE, "drift", "traffic-drop"],
         "mlpack-digits": [*SERVICE, "drift-1", "drift-2"],
     }
@@ -379,7 +389,8 @@ def test_alarm_thresholds_come_from_the_config(templates):
         assert '{"Name": "Model", "Value": "iris"}' in text
     fast = ("mlpack-iris-errors", "mlpack-iris-api-5xx")  # a total outage pages within minutes: 3 of 5 x 1 min
     for name, a in iris.items():
-        assert a["EvaluationPeriods"] == (1 if name == "mlpack-iris-chat-delivery" else 5 if name in fast else 3)
+        one = ("mlpack-iris-chat-delivery", "mlpack-iris-batch-failed")  # a failed delivery or batch run: at once
+        assert a["EvaluationPeriods"] == (1 if name in one else 5 if name in fast else 3)
         assert a.get("DatapointsToAlarm") == (3 if name in fast else None), name
         periods = {m["MetricStat"]["Period"] for m in a.get("Metrics", []) if "MetricStat" in m} | \
             ({a["Period"]} if "Period" in a else set())

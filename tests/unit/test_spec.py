@@ -70,7 +70,7 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None
         x = 1
     """)
     text = "\n".join(found)
-    assert "wat: unknown section; allowed: alarms, api, deploy, export" in text
+    assert "wat: unknown section; allowed: alarms, api, batch, deploy, export" in text
     assert "model.colour: unknown key; allowed: description, feature_names" in text
     assert "model.name: must be lowercase letters, digits and '-'" in text and "(got 'Churn_Model')" in text
     assert "model.owners[0]: must be an email address" in text
