@@ -1,7 +1,8 @@
 """The one place that creates boto3 clients: the current account and region, ECR repositories
 (looked up, or created with scan-on-push, immutable tags and a lifecycle rule for untagged images),
 ECR's registry credentials, and a model function's published versions and `live` alias (the emergency
-rollback), and, read only, what `mlpack status` and `mlpack logs` ask (stacks, alarms and their history,
+rollback), the batch state machine's executions and map runs and the S3 listings `mlpack batch` needs,
+and, read only, what `mlpack status` and `mlpack logs` ask (stacks, alarms and their history,
 metric data 500 queries to a request, log events; typed as packager/fleet/facts.py's records). botocore
 failures become one clear RegistryError line each.
 
@@ -181,6 +182,59 @@ class Aws:
         _call("lambda:UpdateAlias", f"point alias {alias} of {function} at version {version}", client.update_alias,
               FunctionName=function, Name=alias, FunctionVersion=version,
               RoutingConfig={"AdditionalVersionWeights": {}})
+
+    # --- batch scoring: S3 listings and the model's state machine (`mlpack batch`) -------------------------
+
+    def list_keys(self, bucket: str, prefix: str, region: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under the prefix (s3:ListBucket), folder markers left out."""
+        s3 = self._client("s3", region)
+        out: list[tuple[str, int]] = []
+        token: str | None = None
+        while True:
+            page = _call("s3:ListBucket", f"list s3://{bucket}/{prefix}", s3.list_objects_v2, Bucket=bucket,
+                         Prefix=prefix, **({"ContinuationToken": token} if token else {}))
+            out += [(str(o["Key"]), int(o.get("Size", 0))) for o in page.get("Contents", [])
+                    if not str(o["Key"]).endswith("/")]
+            token = page.get("NextContinuationToken")
+            if not token:
+                return out
+
+    def state_machine_definition(self, arn: str, region: str) -> dict[str, Any]:
+        """The state machine's Amazon States Language document (states:DescribeStateMachine)."""
+        sfn = self._client("stepfunctions", region)
+        got = _call("states:DescribeStateMachine", f"read state machine {arn}", sfn.describe_state_machine,
+                    stateMachineArn=arn)
+        try:
+            doc = json.loads(got["definition"])
+        except (KeyError, ValueError) as e:
+            raise DeployError(f"state machine {arn}: its definition is not JSON") from e
+        return doc if isinstance(doc, dict) else {}
+
+    def start_execution(self, arn: str, name: str, payload: dict[str, Any], region: str) -> str:
+        """Start an execution (states:StartExecution); its ARN."""
+        sfn = self._client("stepfunctions", region)
+        got = _call("states:StartExecution", f"start an execution of {arn}", sfn.start_execution,
+                    stateMachineArn=arn, name=name, input=json.dumps(payload))
+        return str(got["executionArn"])
+
+    def execution(self, arn: str, region: str) -> dict[str, Any]:
+        """status, startDate, stopDate, error, cause, output of an execution (states:DescribeExecution)."""
+        sfn = self._client("stepfunctions", region)
+        got = _call("states:DescribeExecution", f"read execution {arn}", sfn.describe_execution, executionArn=arn)
+        return {k: got.get(k) for k in ("status", "startDate", "stopDate", "error", "cause", "output")}
+
+    def map_runs(self, execution_arn: str, region: str) -> list[dict[str, Any]]:
+        """Each map run of an execution with its item and execution counts (states:ListMapRuns, DescribeMapRun)."""
+        sfn = self._client("stepfunctions", region)
+        runs = _call("states:ListMapRuns", f"list the map runs of {execution_arn}", sfn.list_map_runs,
+                     executionArn=execution_arn).get("mapRuns") or []
+        out = []
+        for run in runs:
+            got = _call("states:DescribeMapRun", f"read map run {run['mapRunArn']}", sfn.describe_map_run,
+                        mapRunArn=run["mapRunArn"])
+            out.append({"arn": run["mapRunArn"], "status": got.get("status"), "items": got.get("itemCounts") or {},
+                        "executions": got.get("executionCounts") or {}})
+        return out
 
     # --- status and logs: CloudFormation, CloudWatch and CloudWatch Logs, read only (packager/fleet) -------
     # Each request made through these is counted in `self.calls` by action, which `mlpack status --json`

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "packager.cli.push",
     "packager.cli.release",
     "packager.cli.run",
+    "packager.cli.batch",
     "packager.cli.status",
 )
 
