@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import time
 import traceback
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -166,6 +167,39 @@ def _unlimited(model: Model) -> Model:
     return m
 
 
+def _text_column(kind: str, values: list[Any]) -> list[Any]:
+    """One column of CSV text as JSON values, in one pass when every value reads (else value by value)."""
+    if kind == "string":
+        return [v if v != "" else None for v in values]
+    if kind == "boolean":
+        return [_boolean(v) for v in values]
+    try:
+        return [float(v) if v != "" else None for v in values]
+    except (ValueError, TypeError):
+        return [_number(v) for v in values]
+
+
+def _table_feeds(model: Model, rows: list[Any], csv: bool) -> dict[str, np.ndarray] | None:
+    """The common case of a DataFrame model's batch, column by column (no record rebuilt per row): every
+    row a record of known columns. None when some row is not: the caller validates row by row."""
+    if set(map(type, rows)) != {dict}:
+        return None
+    names = [c.name for c in model.columns]
+    try:  # every row holds exactly the model's columns (a CSV file's rows do): one pass in C
+        if set(map(len, rows)) != {len(names)}:
+            raise KeyError
+        got = list(map(itemgetter(*names), rows))
+        by_column: list[list[Any]] = [list(c) for c in zip(*got, strict=True)] if len(names) > 1 else [got]
+    except KeyError:  # some row leaves a column out (a null) or names another (refused)
+        known = model.column_set
+        if not all(r.keys() <= known for r in rows):
+            return None
+        by_column = [[r.get(name) for r in rows] for name in names]
+    given = {col.name: _text_column(col.kind, values) if csv else values
+             for col, values in zip(model.columns, by_column, strict=True)}
+    return table.columns(model, given, table.TableCounts())
+
+
 def _feeds(model: Model, rows: list[Any]) -> dict[str, np.ndarray]:
     if model.tabular:
         return table.records(model, rows, table.TableCounts())
@@ -185,18 +219,24 @@ def score(model: Model, batch: Batch, request_id: str = "local") -> dict[str, An
     """Every row of the batch scored or refused on its own; the answer's document (see the module)."""
     m = _unlimited(model)
     rows = batch.rows
+    csv = batch.source == "csv"
     if not m.tabular:
-        rows = _array_rows(m, rows)
-    if batch.source == "csv":
-        rows = _from_csv(m, rows)
+        if not all(type(r) is list for r in rows):
+            rows = _array_rows(m, rows)
+        if csv:
+            rows = _from_csv(m, rows)
     n = len(rows)
     errors: dict[int, dict[str, Any]] = {}
     good = list(range(n))
     feeds: dict[str, np.ndarray] | None = None
     if n:
         try:
-            feeds = _feeds(m, rows)
+            feeds = _table_feeds(m, rows, csv) if m.tabular else _feeds(m, rows)
+            if feeds is None:
+                raise RequestError(422, C.BAD_INPUT, "a row is not a record of the model's columns", None)
         except RequestError:
+            if m.tabular and csv:
+                rows = _from_csv(m, rows)
             good = []
             for i, row in enumerate(rows):
                 try:
