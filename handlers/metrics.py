@@ -5,7 +5,8 @@ one predicts, plus the validation failure kind. EMF takes one value per dimensio
 batch that predicts several classes, or has out-of-range values in several features, adds one short
 line per extra class or feature. A refused request (a 4xx) counts as a request and a validation failure
 of its kind, never as rows or predictions; one refused because the model's outputs held NaN or infinity
-also counts those rows in NonFiniteOutputs.
+also counts those rows in NonFiniteOutputs. A batch event (handlers/batch.py) writes one line of its own
+(Emitter.batch: BatchInvocations, BatchRows, BatchRowErrors, BatchLatency), never Requests or Rows.
 
 In: the model's name and metric namespace (once), then a `Result` per request with its latency and
 whether it was a cold start (Emitter.request), or a log record (Emitter.log). Out: lines on stdout
