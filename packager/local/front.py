@@ -266,6 +266,14 @@ class ApiGatewayFront:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
 
+            def __getattr__(self, name: str) -> Any:
+                # every other method (TRACE, CONNECT, QUERY, made-up ones) reaches the function too, which
+                # answers 405 where no route takes it: http.server alone answers them 501, a server error
+                # for what is the client's request
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
+
         self.function = function
         self.log = log
         self.server = QuietServer((host, port), Handler)
