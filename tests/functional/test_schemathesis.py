@@ -27,7 +27,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path, kind):
     try:
         run = subprocess.run([str(ST), "run", f"{served.url}/openapi.json", "--checks", "not_a_server_error",
                               "--max-examples", "40", "--seed", "1", "--no-color"],
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its .schemathesis/ there
     finally:
         assert served.stop() == 0
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
