@@ -6,7 +6,8 @@
    per-row answers out, metrics line written (to /dev/null): handlers.events.handle, against a bare
    `session.run` on the same 1,000 rows already as arrays. churn (examples/churn: a scikit-learn pipeline
    on 7 DataFrame columns, exported by mlpack) with the rows as CSV text (as ItemReader reads a CSV) and as
-   JSON records; iris (4 numbers a row). Target: <= 1.5x.
+   JSON records; iris (4 numbers a row). Target: <= 1.5x. For scale, churn's batch path against the same
+   1,000 records sent as one API request (a direct invoke of /predict).
 2. `mlpack batch --local` throughput: 100,000 churn customers (20,000 with --quick) from a CSV file through
    the function under AWS's runtime client (the export folder as a task root under this Python; one
    function, 1,000 rows an invocation), reading, batching and writing the output CSV included. Rows/s.
@@ -64,11 +65,14 @@ def _churn(work: Path, rows: int) -> tuple[Path, Any, Path]:
     return artifact.out_dir, frame, path
 
 
-def _pair(model: Any, event: Any, feeds: dict[str, Any], runs: int) -> tuple[float, float]:
+def _pair(model: Any, event: Any, feeds: dict[str, Any], runs: int, api: bool = False) -> tuple[float, float]:
     emitter = metrics.Emitter(model.name, stream=io.StringIO())
     emitter.stream = open("/dev/null", "w")  # noqa: SIM115
     doc = events.handle(model, emitter, event, "bench")
-    assert doc["errors"] == 0 and doc["rows"] == BATCH, doc.get("row_errors", [])[:3]
+    if api:
+        assert "outputs" in doc and len(doc["outputs"]["label"]) == BATCH, doc
+    else:
+        assert doc["errors"] == 0 and doc["rows"] == BATCH, doc.get("row_errors", [])[:3]
     ours = _median_us(lambda: events.handle(model, emitter, event, "bench"), runs)
     bare = _median_us(lambda: model.session.run(model.output_names, feeds), runs)
     return ours, bare
@@ -104,6 +108,12 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
             out.append(Row("batch", f"churn 1,000 rows ({what}): handler batch path / session.run", ours / bare, "x",
                            *at_most(ours / bare, TARGET, "x"),
                            f"{ours / 1000:.2f} ms vs {bare / 1000:.2f} ms; {samples(runs)}"))
+        api_model = load_model(str(export_dir), max_batch=BATCH)
+        api, _ = _pair(api_model, {"instances": records}, feeds, runs, api=True)
+        out.append(Row("batch", "churn 1,000 JSON records: handler batch path / the same rows as one API request",
+                       _pair(churn, {C.BATCH_ITEMS: records, C.BATCH_INPUT: {}}, feeds, runs)[0] / api, "x",
+                       note=f"API request {api / 1000:.2f} ms (a direct invoke, api.max_batch_size = 1000); "
+                       f"{samples(runs)}"))
         folder, _clf, X = hm.iris(work / "iris")
         iris = load_model(str(folder), max_batch=256)
         Xb = np.tile(X, (BATCH // len(X) + 1, 1))[:BATCH].astype(np.float32)
