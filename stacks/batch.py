@@ -66,32 +66,32 @@ class BatchProps:
 
 
 def _widest(schema: Any) -> tuple[int, int]:
-    """(values per row, longest column name) from the request schema: the most properties of a record, or
-    the longest fixed row of numbers, anywhere in it."""
-    values, name = 1, 8
+    """(values per row, characters of their column names) from the request schema: the record with the most
+    properties, or the longest fixed row of numbers (names of 8 characters, as a CSV header would give them),
+    anywhere in it."""
+    best = (1, 8)
     if isinstance(schema, dict):
         props = schema.get("properties")
         if isinstance(props, dict) and props and "instances" not in props and "inputs" not in props:
-            values, name = max(values, len(props)), max(name, *(len(k) for k in props))
+            best = max(best, (len(props), sum(len(k) for k in props)))
         if isinstance(schema.get("maxItems"), int) and schema.get("minItems") == schema.get("maxItems"):
-            values = max(values, int(schema["maxItems"]))
-        for v in schema.values():
-            w, n = _widest(v)
-            values, name = max(values, w), max(name, n)
-    elif isinstance(schema, list):
-        for v in schema:
-            w, n = _widest(v)
-            values, name = max(values, w), max(name, n)
-    return values, name
+            best = max(best, (int(schema["maxItems"]), 8 * int(schema["maxItems"])))
+        children: list[Any] = list(schema.values())
+    else:
+        children = list(schema) if isinstance(schema, list) else []
+    for v in children:
+        best = max(best, _widest(v))
+    return best
 
 
 def row_bytes(props: BatchProps) -> tuple[int, int]:
-    """(bytes of one row in a batch event, bytes of its answer), estimated generously: each value as
-    "<column>":"<up to 24 characters>", (CSV rows arrive as records of text) and each key column as 40 more;
+    """(bytes of one row in a batch event, bytes of its answer), estimated generously: a row as a record of
+    text, as ItemReader reads CSV ("<column>":"<12 characters>", each), each key column 40 bytes more;
     an answer as a label and one score per class."""
-    values, name = _widest(props.request_schema)
-    given = values * (name + 30) + len(props.batch.key_columns) * 40 + 4
-    answer = 48 + max(props.label_count, 1) * (name + 30) + len(props.batch.key_columns) * 40
+    values, names = _widest(props.request_schema)
+    keys = len(props.batch.key_columns) * 40
+    given = names + values * 18 + keys + 4
+    answer = 48 + max(props.label_count, 1) * 40 + keys
     return given, answer
 
 

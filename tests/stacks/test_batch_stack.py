@@ -149,3 +149,17 @@ def test_the_batch_section_is_validated_all_at_once(tmp_path):
     text = str(info.value)
     for path in ("batch.input_bucket: required", "batch.output_bucket: required", "batch.max_concurrency"):
         assert path in text
+
+
+def test_rows_are_sized_from_the_request_schema():
+    from stacks.batch import STATE_PAYLOAD_BYTES, BatchProps, check, row_bytes
+
+    churn = {"properties": {"instances": {"items": {"properties": {n: {} for n in (
+        "plan", "region", "contract", "tenure_months", "monthly_charges", "support_calls", "autopay")}}}}}
+    props = BatchProps(model_name="churn", environment=None, timeout_s=29, memory_mb=1024, reserved_concurrency=10,
+                       request_schema=churn, label_count=2, log_retention_days=7,
+                       batch=spec_mod.BatchSection(enabled=True, rows_per_invocation=1000, input_bucket="b",
+                                                   output_bucket="c", key_columns=["customer_id"]))
+    given, answer = row_bytes(props)
+    # a real CSV row of churn as ItemReader gives it is about 150 bytes; the estimate stays above it
+    assert 150 < given < 300 and 1000 * max(given, answer) < STATE_PAYLOAD_BYTES and check(props) == []
