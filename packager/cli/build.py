@@ -176,4 +176,59 @@ def audit(target: Path, arch: str | None, skip: tuple[str, ...], as_json: bool) 
                                              "to leave those packages out on purpose")
 
 
-commands = [build, check, sbom_command, audit]
+@click.command("pin-base")
+@click.argument("base", default="debian")
+@click.option("--arch", "arches", type=ArchType(), multiple=True, help="Architecture(s) to pin (default: x86_64).")
+@click.option("--python", help="runtime.python for the aws base (default: the base's).")
+@click.option("--refresh", is_flag=True, help="Build the debian base anew (or resolve a registry base's tag anew) "
+              "instead of pinning what this machine has; prints the package-version diff against the old pin.")
+@click.option("--push", "push_to", metavar="REGISTRY/REPO", help="Also push the base there and record where, so a "
+              "machine without it (a fresh CI runner) pulls the pinned digest instead of building another.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              help="A folder of the repository (default: here); the pins go to mlpack.bases.json at its root.")
+def pin_base(base: str, arches: tuple[str, ...], python: str | None, refresh: bool, push_to: str | None,
+             where: Path) -> None:
+    """Pin BASE (debian, aws, or a registry reference) by digest in mlpack.bases.json, for every build of the
+    repository: the same base on every machine and day. Commit the file; refreshing is a reviewable change."""
+    from packager.image import bases
+    from packager.image import pins as pins_mod
+
+    path = pins_mod.default_path(where)
+    for arch in arches or ("x86_64",):
+        name = pins_mod.key(base, arch)
+        old = pins_mod.read(path).get(name)
+        got = bases.resolve(base, arch=arch, python=python, pull=refresh, fresh=refresh,
+                            log=lambda line: click.echo(line, err=True))
+        digest = got.image.digest
+        packages = bases.debian_packages(digest) if base.strip() == "debian" else {}
+        image = old.image if old and old.digest == digest else None
+        if push_to:
+            image = _push_base(got.image, push_to, base, arch)
+        changed = pins_mod.record(path, name, pins_mod.Pin(digest=digest, image=image, packages=packages))
+        click.echo(f"{name}: {digest}" + (f" (from {image})" if image else "")
+                   + ("" if changed else f"; {path.name} already pins it"))
+        if old and old.digest != digest:
+            click.echo(f"  was {old.digest}")
+            for line in pins_mod.package_diff(old.packages, packages):
+                click.echo(f"  {line}")
+    click.echo(f"{path}: commit it with the change that needs it")
+
+
+def _push_base(image: oci.Image, to: str, base: str, arch: str) -> str:
+    """Push the base image to `to` (tagged <base>-<arch>-<12 hex>); its REPO@digest."""
+    from packager.registry import destination as dest_mod
+    from packager.registry import push as push_mod
+    from packager.registry.ref import ImageRef
+
+    ref = ImageRef.parse(to, default_tag=None)
+    tag = push_mod.image_tag(f"{base.strip().replace('/', '_')}-{arch}", image.digest)
+    dest = dest_mod.connect(ref.with_tag(ref.tag or tag))
+    with dest.client as client:
+        plan = push_mod.plan_push(image, dest.ref, client, repositories=dest.repositories)
+        push_mod.check_plan(plan)
+        result = push_mod.execute(plan, image, client, repositories=dest.repositories)
+    click.echo(f"  pushed {result.ref.name}@{result.ref.digest} ({result.bytes_sent:,} bytes sent)", err=True)
+    return f"{result.ref.name}@{image.digest}"
+
+
+commands = [build, check, sbom_command, audit, pin_base]

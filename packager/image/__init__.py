@@ -7,6 +7,7 @@ The modules, in the order a build meets them:
 
 - bases.py: the base image (aws, debian, a registry reference, oci:PATH, docker-archive:PATH), every blob
   in the local cache
+- pins.py: mlpack.bases.json, the repository's bases pinned by digest
 - deps.py: the dependency layer (wheels for the target python and architecture), cached by what determines it
 - contents.py: the plan, what each layer holds (base, deps, handler, model), decided before anything is written
 - layers.py: deterministic tar.gz layers from the plan's entries

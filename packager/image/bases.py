@@ -41,6 +41,7 @@ from packager.errors import BuildError, MlpackError
 from packager.fsutil import write_atomic
 from packager.image import layers
 from packager.image.deps import cache_dir, compile_bytecode, find_interpreter
+from packager.image.pins import PINS_FILE, Pin, package_diff
 
 AWS_BASE_REPO = "public.ecr.aws/lambda/python"
 AWS_DEFAULT_PYTHON = "3.12"
@@ -188,10 +189,14 @@ def _aws_repo() -> str:
 
 
 def _pull(ref_text: str, spec: str, arch: str, pinned: str | None, pull: bool,
-          log: Callable[[str], None]) -> tuple[oci.Image, str]:
+          log: Callable[[str], None], *, exact: bool = False) -> tuple[oci.Image, str]:
+    """exact: `pinned` is a committed pin (mlpack.bases.json): when the store lacks it, fetch that digest,
+    never what the tag names today."""
     from packager.registry import client as registry
 
     ref = registry.ImageRef.parse(ref_text)
+    if exact and pinned:
+        ref = registry.ImageRef(ref.registry, ref.repository, None, pinned)
     st = store()
     # a digest we already hold, from the reference itself or from the previous build: no network
     want = ref.digest or (pinned if not pull else None)
@@ -560,7 +565,41 @@ def _normalise_rootfs_tar(src: Path, out: Path, mtime: int, interpreter: str | N
     return layer
 
 
-def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image, str]:
+def _debian_pinned(arch: str, spec: str, log: Callable[[str], None], pin: Pin) -> tuple[oci.Image, str]:
+    """The pinned debian base: from the store, else from the pin's image (by digest), else built here, which
+    must give the pinned digest (the mirror moves on: a build next month has other package versions)."""
+    try:
+        return _image_in_store(store(), pin.digest, spec), f"debian:{DEBIAN_SUITE}@{pin.digest}"
+    except (OSError, ValueError, BuildError):
+        pass
+    if pin.image:
+        log(f"pulling the pinned debian base {pin.image}")
+        return _pull(pin.image, spec, arch, pin.digest, False, log, exact=True)
+    image, source = _debian(arch, spec, log)
+    if image.digest != pin.digest:
+        changed = package_diff(pin.packages, debian_packages(image.digest))
+        raise BuildError(
+            f"base debian ({arch}): {PINS_FILE} pins {pin.digest}, but this machine has or builds {image.digest}"
+            + (f"; packages that differ: {', '.join(changed[:8])}" if changed else ""),
+            hint="build where the pinned base is (or pin it with `mlpack pin-base debian --push REPO` so every "
+                 "machine can pull it), or pin the new one with `mlpack pin-base debian --refresh` (a change "
+                 "to review)")
+    return image, source
+
+
+def debian_packages(digest: str) -> dict[str, str]:
+    """name -> version of the OS packages of a debian base this machine built ({} when it has no record)."""
+    for path in sorted((cache_dir() / "bases").glob("debian-*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("digest") == digest:
+            return {str(p["name"]): str(p["version"]) for p in record.get("installed", []) if "name" in p}
+    return {}
+
+
+def _debian(arch: str, spec: str, log: Callable[[str], None], *, fresh: bool = False) -> tuple[oci.Image, str]:
     interpreter = find_interpreter(DEBIAN_PYTHON)
     key = debian_key(arch, bytecode=interpreter is not None)
     ref_path = cache_dir() / "bases" / f"debian-{key}.json"
@@ -573,7 +612,7 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
         except (OSError, ValueError, KeyError, BuildError):
             return None
 
-    found = cached()
+    found = None if fresh else cached()
     if found is not None:
         return found
     binary = shutil.which("mmdebstrap")
@@ -584,7 +623,7 @@ def _debian(arch: str, spec: str, log: Callable[[str], None]) -> tuple[oci.Image
     ref_path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(ref_path) + ".lock"):
         # two cold builds at once: the second waited for the first's lock, and finds its base
-        found = cached()
+        found = None if fresh else cached()
         if found is not None:
             return found
         return _build_debian(arch, spec, log, binary=binary, interpreter=interpreter, key=key, ref_path=ref_path,
@@ -651,22 +690,28 @@ def _build_debian(arch: str, spec: str, log: Callable[[str], None], *, binary: s
 
 
 def resolve(base: str, *, arch: str, python: str | None, pinned: dict[str, str] | None = None,
-            pull: bool = False, log: Callable[[str], None] = lambda s: None) -> Base:
+            pull: bool = False, log: Callable[[str], None] = lambda s: None, pin: Pin | None = None,
+            fresh: bool = False) -> Base:
     """The base for `base` (a runtime.base string) on `arch`, with every blob in the local store.
 
     `python` is an explicit runtime.python (None = let the base decide). `pinned` maps registry
     references (registry/repo:tag) to the manifest digest the previous build used: a rebuild reuses it
-    without asking the registry, unless `pull`.
+    without asking the registry, unless `pull`. `pin`: the repository's committed pin (pins.py) for this
+    base and architecture: that digest and no other. `fresh`: build the debian base anew, whatever the
+    cache holds (`mlpack pin-base --refresh`).
     """
     pins = pinned or {}
     text = base.strip()
     if text == "aws":
         py = python or AWS_DEFAULT_PYTHON
         ref_text = f"{_aws_repo()}:{py}"
-        image, source = _pull(ref_text, base, arch, pins.get(ref_text), pull, log)
+        if pin is not None:
+            image, source = _pull(pin.image or ref_text, base, arch, pin.digest, False, log, exact=True)
+        else:
+            image, source = _pull(ref_text, base, arch, pins.get(ref_text), pull, log)
         return _finish(base, source, image, arch, py, pin_key=ref_text)
     if text == "debian":
-        image, source = _debian(arch, base, log)
+        image, source = _debian_pinned(arch, base, log, pin) if pin else _debian(arch, base, log, fresh=fresh)
         return _finish(base, source, image, arch, python)
     if text.startswith("oci:"):
         image, source = _from_layout(Path(text[4:]).expanduser(), base, arch)
@@ -676,6 +721,9 @@ def resolve(base: str, *, arch: str, python: str | None, pinned: dict[str, str] 
         return _finish(base, source, image, arch, python)
     if "/" not in text and ":" not in text and "." not in text:
         raise BuildError(f"base {base!r}: not a known base", hint=_forms_hint())
+    if pin is not None:
+        image, source = _pull(pin.image or text, base, arch, pin.digest, False, log, exact=True)
+        return _finish(base, source, image, arch, python, pin_key=text)
     image, source = _pull(text, base, arch, pins.get(text), pull, log)
     return _finish(base, source, image, arch, python, pin_key=text)
 

@@ -28,6 +28,7 @@ from packager.config.spec import ModelSpec
 from packager.errors import BuildError
 from packager.fsutil import write_atomic
 from packager.image import bases, checks, contents, deps, layers
+from packager.image import pins as pins_mod
 
 if TYPE_CHECKING:  # the export stage imports numpy and onnx; build() imports it when it runs
     from packager.export.pipeline import OnnxArtifact
@@ -258,7 +259,10 @@ def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
     exported = export_mod.export(spec)
     artifact = exported.artifact
     pinned = dict((previous or {}).get("base_pins", {})) if previous and previous.get("arch") == arch else {}
-    base = bases.resolve(spec.runtime.base, arch=arch, python=spec.runtime.python, pinned=pinned, pull=pull, log=log)
+    pin_file = pins_mod.find(spec.project_dir)  # the repository's committed pins win over the last build's
+    pin = pins_mod.read(pin_file).get(pins_mod.key(spec.runtime.base, arch)) if pin_file else None
+    base = bases.resolve(spec.runtime.base, arch=arch, python=spec.runtime.python, pinned=pinned, pull=pull, log=log,
+                         pin=pin)
     plan = contents.plan(base, artifact, arch=arch, mtime=mtime)
     dep = deps.dependency_layer(list(plan.deps.requirements), plan.deps.target,
                                 previous_report=report_path if previous else None, log=log)

@@ -3,8 +3,8 @@ drops and cuts included) arrives whole with the pushing process's memory bounded
 is resumed by the next one from the registry's upload session; a session the registry no longer has is
 started over; a host name that does not resolve fails at once, with a hint for what was being done.
 
-The large pushes run in a subprocess (`PUSHER`) so that its peak RSS is the push's alone (VmHWM of its own
-address space: getrusage's ru_maxrss would start from pytest's peak, which a forked child inherits); they talk to Debian's docker-registry on 127.0.0.1 through tests/support/registry.py's fault proxy,
+The large pushes run in a subprocess (`PUSHER`) so that its peak RSS is the push's alone (VmHWM of its
+own address space: getrusage's ru_maxrss would start from pytest's peak, which a forked child inherits); they talk to Debian's docker-registry on 127.0.0.1 through tests/support/registry.py's fault proxy,
 whose byte counter says what was sent. The host name test uses `nonexistent.invalid` (.invalid never
 resolves).
 """
