@@ -4,7 +4,8 @@ is resumed by the next one from the registry's upload session; a session the reg
 started over; a host name that does not resolve fails at once, with a hint for what was being done.
 
 The large pushes run in a subprocess (`PUSHER`) so that its peak RSS is the push's alone (VmHWM of its
-own address space: getrusage's ru_maxrss would start from pytest's peak, which a forked child inherits); they talk to Debian's docker-registry on 127.0.0.1 through tests/support/registry.py's fault proxy,
+own address space: getrusage's ru_maxrss would start from pytest's peak, which a forked child inherits);
+they talk to Debian's docker-registry on 127.0.0.1 through tests/support/registry.py's fault proxy,
 whose byte counter says what was sent. The host name test uses `nonexistent.invalid` (.invalid never
 resolves).
 """
