@@ -263,15 +263,19 @@ def build(spec: ModelSpec, *, out: Path | None = None, pull: bool = False,
     pin = pins_mod.read(pin_file).get(pins_mod.key(spec.runtime.base, arch)) if pin_file else None
     base = bases.resolve(spec.runtime.base, arch=arch, python=spec.runtime.python, pinned=pinned, pull=pull, log=log,
                          pin=pin)
-    plan = contents.plan(base, artifact, arch=arch, mtime=mtime)
-    dep = deps.dependency_layer(list(plan.deps.requirements), plan.deps.target,
-                                previous_report=report_path if previous else None, log=log)
-
     labels = {oci.LABEL_TITLE: spec.name, oci.LABEL_VERSION: artifact.version,
               oci.LABEL_MODEL_SHA256: artifact.model_sha256}
     serving = {contract.ENV_MAX_BATCH: str(spec.api.max_batch_size), contract.ENV_MODEL_NAME: spec.name}
-    image, ours, config_bytes, warnings = _write_image(layout, base, plan, dep, arch=arch, mtime=mtime,
-                                                       labels=labels, ref_name=artifact.version, serving=serving)
+    # bytecode for the dependency and handler layers: a host interpreter of the base's python, else the
+    # base's own interpreter run isolated on its root file system
+    with deps.bytecode_compiler(base.python, image=base.image, python_exe=base.python_exe, arch=arch,
+                                log=log) as compiler:
+        plan = contents.plan(base, artifact, arch=arch, mtime=mtime, compiler=compiler)
+        dep = deps.dependency_layer(list(plan.deps.requirements), plan.deps.target,
+                                    previous_report=report_path if previous else None, compiler=compiler, log=log)
+        image, ours, config_bytes, warnings = _write_image(layout, base, plan, dep, arch=arch, mtime=mtime,
+                                                           labels=labels, ref_name=artifact.version,
+                                                           serving=serving)
     rows = _rows(base, ours)
     report = _report(spec, artifact, image, layout=layout, arch=arch, base=base, pinned=pinned, dep=dep, rows=rows,
                      config_size=len(config_bytes), warnings=warnings)

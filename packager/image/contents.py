@@ -5,8 +5,8 @@ plain data that build.py executes, layers bottom to top:
 
 - base: the base's layer blobs, copied as they are, and the descriptors our manifest lists for them
 - deps: the requirements and target for deps.py, which builds that layer (or takes it from its cache)
-- handler: the handlers package's *.py files under /var/task/handlers, compiled to bytecode there when an
-  interpreter of the target's python is at hand
+- handler: the handlers package's *.py files under /var/task/handlers, compiled to bytecode there by the
+  compiler deps.bytecode_compiler found (a host interpreter of the target's python, else the base's own)
 - model: model.onnx and model.json under /var/task/model
 
 File entries are mode 0644 and the handler and model layers carry the build's mtime (SOURCE_DATE_EPOCH, or 0;
@@ -35,7 +35,7 @@ class Bytecode:
     """Compile a layer's *.py files with `interpreter` as if they lay at `root` in the image; the layer then
     holds the sources and their __pycache__. `what` and `hint` word the error when compiling fails."""
 
-    interpreter: str
+    interpreter: deps.Compiler
     root: str  # an absolute image path; every entry of the layer lies under it
     what: str
     hint: str
@@ -104,7 +104,7 @@ def requirements(base: bases.Base) -> tuple[str, ...]:
     return tuple(reqs)
 
 
-def handler_layer(interpreter: str | None, mtime: int) -> LayerPlan:
+def handler_layer(interpreter: deps.Compiler | None, mtime: int) -> LayerPlan:
     """The handlers package at /var/task/handlers, compiled when `interpreter` is given."""
     src = handlers_dir()
     root = f"{contract.TASK_ROOT}/handlers"
@@ -124,12 +124,16 @@ def model_layer(artifact: OnnxArtifact, mtime: int) -> LayerPlan:
     return LayerPlan(name="model", created_by=f"mlpack: model {artifact.version}", mtime=mtime, entries=entries)
 
 
-def plan(base: bases.Base, artifact: OnnxArtifact, *, arch: str, mtime: int) -> ImagePlan:
-    """Every layer of the image for `artifact` on `base` (for `arch`), all carrying `mtime`."""
+def plan(base: bases.Base, artifact: OnnxArtifact, *, arch: str, mtime: int,
+         compiler: deps.Compiler | None = "host") -> ImagePlan:
+    """Every layer of the image for `artifact` on `base` (for `arch`), all carrying `mtime`; the handler
+    compiled by `compiler` (default: a host interpreter of the base's python, if any)."""
+    if compiler == "host":
+        compiler = deps.find_interpreter(base.python)
     return ImagePlan(
         base_layers=base_layers(base),
         base_blobs=tuple(bases.layer_paths(base)),
         deps=DepsPlan(requirements=requirements(base), target=deps.Target(python=base.python, arch=arch)),
-        handler=handler_layer(deps.find_interpreter(base.python), mtime),
+        handler=handler_layer(compiler, mtime),
         model=model_layer(artifact, mtime),
     )

@@ -1,6 +1,7 @@
 """The dependency layer: PyPI wheels for the target python and architecture, installed with pip's
---platform/--target options (never by running the target), stripped, compiled to bytecode when a
-matching interpreter is at hand, written as a deterministic layer and cached by what determines it.
+--platform/--target options (never by running the target), stripped, compiled to bytecode (with a host
+interpreter of the target's version, else with the base image's own interpreter run isolated on its root
+file system: `ImageInterpreter`), written as a deterministic layer and cached by what determines it.
 
 A lock (every distribution with version and wheel sha256) pins the set: the build report of the previous
 build, else the cache's lock for the same requirements/python/arch. With a lock and a cached layer the
@@ -26,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -152,7 +154,9 @@ def lock_key(requirements: tuple[str, ...], target: Target) -> str:
     return _hash({"requirements": sorted(requirements), "python": target.python, "arch": target.arch})
 
 
-def layer_key(dists: tuple[Distribution, ...], target: Target, *, bytecode: bool, mtime: int) -> str:
+def layer_key(dists: tuple[Distribution, ...], target: Target, *, bytecode: bool | str, mtime: int) -> str:
+    """What determines the layer's bytes. `bytecode`: False, True (a host interpreter) or the label of the
+    image's own interpreter that compiled it."""
     return _hash({
         "dists": sorted((d.name, d.version, d.sha256) for d in dists),
         "python": target.python, "arch": target.arch, "strip": [STRIP_VERSION, STRIP_DIRS, STRIP_PATHS,
@@ -176,6 +180,108 @@ def find_interpreter(python: str) -> str | None:
     except OSError:
         return None
     return found if proc.returncode == 0 and proc.stdout.strip() == python else None
+
+
+QEMU_ARCH = {"arm64": "aarch64", "x86_64": "x86_64"}
+HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
+    platform.machine().lower(), platform.machine().lower())
+UNSHARE = "/usr/bin/unshare"
+COMPILE_MOUNT = "/.mlpack-compile"  # where the tree to compile is bound inside the image's root
+EMULATOR_IN_ROOT = "/.mlpack-emulator"
+
+
+def emulator_for(arch: str) -> str | None:
+    """qemu-user-static for `arch` (a static binary: it runs inside the image's root too), or None when this
+    machine runs `arch` itself or has no emulator. (packager/local/function.py finds it the same way.)"""
+    if arch == HOST_ARCH or arch not in QEMU_ARCH:
+        return None
+    name = f"qemu-{QEMU_ARCH[arch]}-static"
+    return shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/local/bin/{name}")
+                                       if os.access(p, os.X_OK)), None)
+
+
+class ImageInterpreter:
+    """The base image's own interpreter, for bytecode when this machine has none of the target's version:
+    the base unpacked (on first use) and its python run on that root inside new user, mount and pid
+    namespaces (`unshare -r -m -p -f`, then chroot), as `mlpack invoke --isolate` runs an image; emulated by
+    qemu-user-static when the base is for the other architecture. The tree to compile is bound at
+    COMPILE_MOUNT inside the root; -s/-p and unchecked-hash keep that path and every mtime out of the
+    bytecode, so the layer is the same wherever it is built. `label` (the base's digest) is part of the
+    dependency layer's cache key: bytecode from another interpreter is another layer."""
+
+    def __init__(self, image: oci.Image, python_exe: str, arch: str, work: Path) -> None:
+        self.image, self.python_exe, self.arch, self.work = image, python_exe, arch, work
+        self.label = f"image:{image.manifest.digest}"
+        self._root: Path | None = None
+
+    def root(self) -> Path:
+        if self._root is None:
+            root = oci.unpack(self.image, self.work)
+            for d in ("dev", "proc", "tmp", COMPILE_MOUNT.lstrip("/")):
+                (root / d).mkdir(exist_ok=True)
+            emu = emulator_for(self.arch)
+            if emu is not None:
+                shutil.copy2(emu, root / EMULATOR_IN_ROOT.lstrip("/"))
+            self._root = root
+        return self._root
+
+    def argv(self, tree: Path, *args: str) -> list[str]:
+        """`python args...` in the image's root with `tree` bound at COMPILE_MOUNT."""
+        root = self.root()
+        program = [*([EMULATOR_IN_ROOT] if emulator_for(self.arch) else []), self.python_exe, *args]
+        script = ('r="$1"; t="$2"; shift 2; mount --rbind /dev "$r/dev" && mount -t proc proc "$r/proc" '
+                  f'&& mount --bind "$t" "$r{COMPILE_MOUNT}" && exec {UNSHARE} --root="$r" --wd=/ "$@"')
+        return [UNSHARE, "-r", "-m", "-p", "-f", "--kill-child", "/bin/sh", "-c", script, "sh", str(root),
+                str(tree), *program]
+
+    def problem(self, python: str) -> str | None:
+        """Why this interpreter cannot compile for `python` here, or None (it ran and said its version)."""
+        if sys.platform != "linux" or not os.access(UNSHARE, os.X_OK):
+            return "running the base's interpreter needs Linux and unshare"
+        if self.arch != HOST_ARCH and emulator_for(self.arch) is None:
+            return f"the base is {self.arch} and qemu-user-static is not installed"
+        self.work.mkdir(parents=True, exist_ok=True)
+        try:
+            proc = subprocess.run(self.argv(self.work, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"),
+                                  capture_output=True, text=True, timeout=120, check=False, env=_compile_env())
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"the base's {self.python_exe} did not run ({e})"
+        if proc.returncode != 0 or proc.stdout.strip() != python:
+            return f"the base's {self.python_exe} did not run here ({(proc.stderr or proc.stdout).strip()[-200:]})"
+        return None
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+Compiler = str | ImageInterpreter  # a host interpreter's path, or the image's own
+
+
+@contextlib.contextmanager
+def bytecode_compiler(python: str, *, image: oci.Image, python_exe: str, arch: str,
+                      log: Callable[[str], None] = lambda s: None) -> Iterator[Compiler | None]:
+    """What compiles the image's bytecode: a host interpreter of `python`, else the base's own
+    `python_exe` run isolated on its root file system (unpacked into a folder of the cache, removed at the
+    end), else None (with a note: the function would compile its modules at every cold start)."""
+    host = find_interpreter(python)
+    if host is not None:
+        yield host
+        return
+    parent = cache_dir() / "deps"
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(parent, "rootfs-")
+    inside = ImageInterpreter(image, python_exe, arch, pid_tempdir(parent, "rootfs-"))
+    try:
+        problem = inside.problem(python)
+        if problem is not None:
+            log(f"note: no python{python} on this machine and {problem}, so the dependency and handler layers "
+                f"have no bytecode; the function compiles what it imports at every cold start (install python"
+                f"{python} to fix)")
+            yield None
+        else:
+            yield inside
+    finally:
+        inside.close()
 
 
 def _normalise(name: str) -> str:
@@ -256,21 +362,25 @@ def pip_install(requirements: list[str], target: Target, dest: Path, *, pins: tu
     return tuple(sorted(out, key=lambda d: d.name))
 
 
-def compile_bytecode(tree: Path, prefix: str, interpreter: str, *,
-                     exclude: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Compile `tree` as if it lay at `prefix` in the image; the caller reports a failure. `exclude` is a
-    regular expression searched for in each file's path on this machine (compileall's -x): matches stay
-    without bytecode."""
-    # stable paths (-s/-p) and unchecked-hash pycs: no build path and no mtime in the bytecode. No PYTHON*
-    # variable of the caller's reaches the compiler (PYTHONPYCACHEPREFIX would put the pycs elsewhere,
-    # PYTHONOPTIMIZE would name them .opt-1); a fixed hash seed keeps sets of constants in one order.
+def _compile_env() -> dict[str, str]:
+    # No PYTHON* variable of the caller's reaches the compiler (PYTHONPYCACHEPREFIX would put the pycs
+    # elsewhere, PYTHONOPTIMIZE would name them .opt-1); a fixed hash seed keeps sets of constants in one order.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONHASHSEED"] = "0"
-    return subprocess.run(
-        [interpreter, "-m", "compileall", "-q", "-q", "-s", str(tree), "-p", prefix,
-         "--invalidation-mode", "unchecked-hash", "-j", "1", *(["-x", exclude] if exclude else []), str(tree)],
-        capture_output=True, text=True, check=False, env=env,
-    )
+    return env
+
+
+def compile_bytecode(tree: Path, prefix: str, interpreter: Compiler, *,
+                     exclude: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Compile `tree` as if it lay at `prefix` in the image; the caller reports a failure. `exclude` is a
+    regular expression searched for in each file's path as the compiler sees it (compileall's -x: on this
+    machine for a host interpreter, under COMPILE_MOUNT for the image's): matches stay without bytecode."""
+    # stable paths (-s/-p) and unchecked-hash pycs: no build path and no mtime in the bytecode
+    where = str(tree) if isinstance(interpreter, str) else COMPILE_MOUNT
+    args = ["-m", "compileall", "-q", "-q", "-s", where, "-p", prefix, "--invalidation-mode", "unchecked-hash",
+            "-j", "1", *(["-x", exclude] if exclude else []), where]
+    argv = [interpreter, *args] if isinstance(interpreter, str) else interpreter.argv(tree, *args)
+    return subprocess.run(argv, capture_output=True, text=True, check=False, env=_compile_env())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -348,9 +458,14 @@ def _load_lock(path: Path, key: str) -> tuple[Distribution, ...] | None:
         return None
 
 
+_HOST = "host"  # compiler=_HOST: dependency_layer looks for a host interpreter itself
+
+
 def dependency_layer(requirements: list[str], target: Target, *, previous_report: Path | None = None,
-                     log: Callable[[str], None] = lambda s: None) -> DepsResult:
-    """The dependency layer for `requirements` on `target`, from the cache when possible."""
+                     compiler: Compiler | None = _HOST, log: Callable[[str], None] = lambda s: None) -> DepsResult:
+    """The dependency layer for `requirements` on `target`, from the cache when possible. `compiler`
+    (from bytecode_compiler) compiles its bytecode; by default a host interpreter of the target's version,
+    if any."""
     reqs = tuple(requirements)
     lkey = lock_key(reqs, target)
     root = cache_dir() / "deps"
@@ -360,17 +475,18 @@ def dependency_layer(requirements: list[str], target: Target, *, previous_report
         pins = _load_lock(previous_report, lkey)
     if pins is None:
         pins = _load_lock(lock_path, lkey)
-    interpreter = find_interpreter(target.python)
+    interpreter = find_interpreter(target.python) if compiler == _HOST else compiler
     bytecode = interpreter is not None
+    how: bool | str = interpreter.label if isinstance(interpreter, ImageInterpreter) else bytecode
     mtime = layers.source_date_epoch()
     if pins is not None:
-        key = layer_key(pins, target, bytecode=bytecode, mtime=mtime)
+        key = layer_key(pins, target, bytecode=how, mtime=mtime)
         hit = _cached_layer(root, key, pins)
         if hit is not None:
             return DepsResult(layer=hit[0], distributions=pins, requirements=reqs, target=target,
                               lock_key=lkey, cache_hit=True,
                               bytecode=bytecode, key=key, unstripped_bytes=hit[1], stripped_bytes=hit[2])
-    if not bytecode:
+    if not bytecode and compiler == _HOST:  # bytecode_compiler has said why otherwise
         log(f"note: no python{target.python} on this machine, so the dependency layer has no bytecode; "
             "the function compiles it at every cold start (install python"
             f"{target.python} to fix)")
@@ -387,7 +503,7 @@ def dependency_layer(requirements: list[str], target: Target, *, previous_report
                 raise BuildError("dependencies: compiling bytecode failed: "
                                  f"{proc.stderr[-1000:] or proc.stdout[-1000:]}")
         stripped = tree_size(tree)
-        key = layer_key(dists, target, bytecode=bytecode, mtime=mtime)
+        key = layer_key(dists, target, bytecode=how, mtime=mtime)
         layers_dir = root / "layers"
         layer = layers.write_layer(layers.tree_entries(tree, contract.TASK_ROOT), layers_dir / f"{key}.tar.gz",
                                    name="deps", created_by=f"mlpack: dependencies ({' '.join(reqs)}) for python "

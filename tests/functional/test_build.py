@@ -471,6 +471,44 @@ def test_registry_index_is_resolved_to_the_target_arch(aws_like: Path, local_reg
     assert [d.digest for d in img.layers[:2]] == [d.digest for d in arm.layers]
 
 
+def test_without_a_host_interpreter_the_image_compiles_its_own_bytecode(
+        iris: tuple[Path, dict[str, Any]], cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No python3.11 on the build machine (find_interpreter finds none): the dependency and handler layers
+    are compiled by the debian base's own /usr/bin/python3.11, run isolated on its root file system
+    (unshare + chroot). Two such builds, in other folders with other dependency caches and umasks, give one
+    digest; every module of the image ships bytecode."""
+    monkeypatch.setattr(deps, "find_interpreter", lambda python: None)  # bases keeps its own: base cached
+    digests = []
+    for i, umask in enumerate((0o022, 0o077)):
+        project = copy_example("iris", tmp_path / f"no-host-{i}" / ("deeper" * i))
+        cache_i = tmp_path / f"cache-{i}"
+        cache_i.mkdir()
+        for sub in ("store", "bases"):
+            shutil.copytree(cache / sub, cache_i / sub)
+        old = os.umask(umask)
+        try:
+            with environ(MLPACK_CACHE_DIR=str(cache_i)):
+                result = CliRunner().invoke(cli, ["build", str(project), "--base", "debian", "--json"])
+        finally:
+            os.umask(old)
+        assert result.exit_code == 0, result.output
+        assert "no bytecode" not in result.stderr
+        out = json.loads(result.stdout)
+        assert out["deps_cache_hit"] is False
+        digests.append(out["digest"])
+        report = json.loads((project / "build" / "iris" / image_mod.REPORT_FILE).read_text())
+        assert report["dependencies"]["bytecode"] is True
+        img = oci.read_layout(layout_of(project))
+        deps_names = tar_names(img.blob_path(img.layers[-3].digest))
+        handler_names = tar_names(img.blob_path(img.layers[-2].digest))
+        for pyc in ("numpy/__pycache__/__init__.cpython-311.pyc", "onnxruntime/__pycache__/__init__.cpython-311.pyc"):
+            assert f"var/task/{pyc}" in deps_names
+        assert "var/task/handlers/__pycache__/predict.cpython-311.pyc" in handler_names
+        assert not [w for w in checks.check(layout_of(project)).warnings if "bytecode" in w]
+        assert not list((cache_i / "deps").glob("rootfs-*"))  # the unpacked base is gone
+    assert digests[0] == digests[1]
+
+
 def test_python_without_a_local_interpreter_is_said_once(iris: tuple[Path, dict[str, Any]], tmp_path: Path
                                                          ) -> None:
     if deps.find_interpreter("3.12"):
