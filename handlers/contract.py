@@ -43,7 +43,13 @@ through the typed records of handlers/model_json.py):
       "input_rules": {"city": {"kind": "string", "missing": true, "categories": ["lyon", "paris"],
                                "unseen": "accept", "example": "paris"},
                       "age": {"kind": "integer", "missing": false, "min": 0, "max": 120,
-                              "range_from": "mlpack.toml", "example": 41}}
+                              "range_from": "mlpack.toml", "example": 41}},
+      "reference": {"rows": 150, "bins": 10,   # the drift baseline (handlers/drift.py, docs/MONITORING.md)
+                    "features": [{"name": "sepal length (cm)", "input": "input", "index": 0, "kind": "numeric",
+                                  "edges": [4.8, ...], "counts": [14, ...]},        # len(edges) + 1 bins
+                                 {"name": "city", "input": "city", "index": 0, "kind": "categorical",
+                                  "categories": {"lyon": 40, "paris": 60}}],
+                    "outputs": [{"name": "prediction", "kind": "categorical", "categories": {"setosa": 50, ...}}]}
     }
 
 A tabular model's requests name columns: records ({"instances": [{"city": "paris", "age": 41}, ...]})

@@ -326,6 +326,29 @@ class Profile(_Record):
     outputs: ProfileOutputs | None = _field(_obj(ProfileOutputs), default=None)
 
 
+class ReferenceFeature(_Record):
+    """One input feature or output in the drift reference (handlers/drift.py): numeric ones carry quantile
+    bin edges and the samples' count per bin (len(edges) + 1 bins), categorical ones a count per category."""
+
+    name: str = _field(_STR)
+    kind: str = _field(_STR)  # "numeric" | "categorical"
+    input: str | None = _field(_STR, default=None)  # the input tensor it comes from (inputs)
+    output: str | None = _field(_STR, default=None)  # the output tensor it comes from (regressors' outputs)
+    index: int | None = _field(_INT, default=None)  # its column in that tensor, flattened
+    edges: tuple[float, ...] | None = _field(_list(_FLOAT), default=None)
+    counts: tuple[int, ...] | None = _field(_list(_INT), default=None)
+    categories: Mapping[str, int] | None = _field(_map(_INT), default=None)
+
+
+class Reference(_Record):
+    """The training samples' distributions, the drift monitor's baseline."""
+
+    rows: int | None = _field(_INT, default=None)
+    bins: int | None = _field(_INT, default=None)
+    features: tuple[ReferenceFeature, ...] | None = _field(_list(_obj(ReferenceFeature)), default=None)
+    outputs: tuple[ReferenceFeature, ...] | None = _field(_list(_obj(ReferenceFeature)), default=None)
+
+
 class InputRules(_Record):
     """What a request may send for one input (a DataFrame column of a tabular model, or any input with a
     declared range), beyond its dtype and shape."""
@@ -363,6 +386,7 @@ class ModelJson(_Record):
     # a model trained on a DataFrame: one input per column, requests as records or columns
     tabular: bool | None = _field(_BOOL, default=None)
     input_rules: Mapping[str, InputRules] | None = _field(_map(_obj(InputRules)), default=None)  # by input
+    reference: Reference | None = _field(_obj(Reference), default=None)  # drift baseline (handlers/drift.py)
 
 
 class Identity(_Record):

@@ -227,3 +227,60 @@ def input_rules(spec: ModelSpec, proto: onnx.ModelProto, session: Any, table: ta
             hi = out[name]["max"] if hi is None else min(hi, out[name]["max"])
         out[name] = {"min": lo, "max": hi, "range_from": "mlpack.toml"}
     return out or None
+
+
+REFERENCE_BINS = 10  # quantile bins per numeric feature (deciles): PSI's usual resolution
+PREDICTION = "prediction"  # a classifier's predicted label, as the reference and the capture name it
+
+
+def _numeric_reference(col: np.ndarray) -> dict[str, Any]:
+    from handlers import drift
+
+    v = col.astype(np.float64)
+    finite = v[np.isfinite(v)]
+    edges: list[float] = []
+    if finite.size:
+        cuts = np.quantile(finite, np.linspace(0, 1, REFERENCE_BINS + 1)[1:-1])
+        edges = sorted({_r(c) for c in cuts})
+    counts, _ = drift.bin_counts(edges, finite.tolist())
+    return {"kind": "numeric", "edges": edges, "counts": counts}
+
+
+def reference(feeds: Arrays, got: Arrays, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The drift reference (handlers/drift.py): per input feature, quantile bin edges (deciles of the samples,
+    repeated cut points merged) with the samples' count per bin, or for a string column its count per
+    category; the same for the outputs (a classifier's predicted label as `prediction`, a regressor's output
+    columns by their profile names). metadata: the document so far (feature_names, roles, task, label_names)."""
+    rows = next(iter(feeds.values())).shape[0]
+    features: list[dict[str, Any]] = []
+    for name, arr in feeds.items():
+        flat = arr.reshape(rows, -1)
+        names = metadata["feature_names"].get(name) or [f"{name}[{i}]" for i in range(flat.shape[1])]
+        for i in range(flat.shape[1]):
+            col = flat[:, i]
+            entry: dict[str, Any] = {"name": names[i], "input": name, "index": i}
+            if col.dtype.kind in "OUS":
+                values = [str(v) for v in col.tolist() if v != tabular.MISSING_STRING]
+                cats: dict[str, int] = {}
+                for v in values:
+                    cats[v] = cats.get(v, 0) + 1
+                entry.update({"kind": "categorical", "categories": dict(sorted(cats.items()))})
+            else:
+                entry.update(_numeric_reference(col))
+            features.append(entry)
+    outputs: list[dict[str, Any]] = []
+    if metadata["task"] == "classification":
+        idx = np.argmax(got[metadata["roles"]["scores"]].reshape(rows, -1), axis=1)
+        labels = metadata["label_names"]
+        counts = np.bincount(idx, minlength=len(labels))
+        outputs.append({"name": PREDICTION, "kind": "categorical",
+                        "categories": {str(n): int(c) for n, c in sorted(zip(labels, counts, strict=True))}})
+    else:
+        for name, value in got.items():
+            if value.dtype.kind != "f":
+                continue
+            flat = value.reshape(rows, -1)
+            for i in range(flat.shape[1]):
+                outputs.append({"name": name if flat.shape[1] == 1 else f"{name}[{i}]", "output": name, "index": i,
+                                **_numeric_reference(flat[:, i])})
+    return {"rows": int(rows), "bins": REFERENCE_BINS, "features": features, "outputs": outputs}

@@ -133,6 +133,7 @@ def export(spec: ModelSpec, out: Path | None = None, *, force: bool = False) -> 
         "read_files": [{"path": f.path, "sha256": f.sha256} for f in recording.files],
     }
     metadata["profile"] = describe.profile(feeds, got, metadata)
+    metadata["reference"] = describe.reference(feeds, got, metadata)
     metadata["input_rules"] = describe.input_rules(spec, proto, session, table, probe) or {}
     metadata["tabular"] = table is not None
     document = model_json.from_dict(metadata, str(out_dir / contract.MODEL_JSON))

@@ -124,6 +124,16 @@ def test_profile_describes_each_feature_and_the_class_shares(tmp_path: Path) -> 
     assert set(shares) == {"0", "1", "2"} and sum(shares.values()) == pytest.approx(1.0)
     predicted = np.bincount(model.predict(X_IRIS), minlength=3) / 150
     assert [shares[k] for k in "012"] == pytest.approx(list(predicted))
+    # the drift reference: decile edges of each feature (numpy's quantiles) and the samples' count per bin
+    ref = meta["reference"]
+    assert ref["rows"] == 150 and [f["name"] for f in ref["features"]] == ["a", "b", "c", "d"]
+    for i, feat in enumerate(ref["features"]):
+        col = np.round(X_IRIS[:, i].astype(np.float32), 1).astype(np.float64)
+        edges = sorted({float(f"{q:.9g}") for q in np.quantile(col, np.linspace(0, 1, 11)[1:-1])})
+        assert feat["kind"] == "numeric" and feat["edges"] == pytest.approx(edges)
+        assert feat["counts"] == np.bincount(np.digitize(col, feat["edges"]), minlength=len(edges) + 1).tolist()
+    assert ref["outputs"][0]["name"] == "prediction"
+    assert [ref["outputs"][0]["categories"][k] for k in "012"] == np.bincount(model.predict(X_IRIS)).tolist()
 
 
 def test_onnx_source_is_checked_and_run(tmp_path: Path) -> None:
