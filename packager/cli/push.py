@@ -9,6 +9,7 @@ the file as it was when it already records this image).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,30 @@ class ImageRefParam(click.ParamType):  # type: ignore[type-arg]
         if ref.digest:
             self.fail(f"{value}: a push destination cannot name a digest (the image decides it)", param, ctx)
         return ref
+
+
+def _attach_sbom(client: Any, repository: str, image: Any, source: dest_mod.Source, *, quiet: bool) -> str | None:
+    """Push the image's SBOM (sbom.cdx.json, which `mlpack build` writes beside the layout) as an artifact
+    referring to the image; its manifest digest, or None when there is no SBOM of this very image."""
+    from packager.registry import referrers
+
+    path = source.layout.parent / "sbom.cdx.json"
+    try:
+        data = path.read_bytes()
+        doc = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    props = {p.get("name"): p.get("value") for p in (doc.get("metadata", {}).get("properties") or [])
+             if isinstance(p, dict)} if isinstance(doc, dict) else {}
+    if props.get("mlpack:image:digest") != image.manifest.digest:
+        if not quiet:
+            click.echo(f"  note: {path} describes another image; not attached (run `mlpack build` again)", err=True)
+        return None
+    attached = referrers.attach(client, repository, image.manifest, data)
+    if not quiet:
+        how = "in the referrers fallback tag" if attached.fallback else "for the referrers API"
+        click.echo(f"  attach sbom   {attached.digest[:19]}  ({how})", err=True)
+    return attached.digest
 
 
 def environment_for(start: Path, env: str | None, *, explicit_lock: bool = False) -> Environment | None:
@@ -129,9 +154,10 @@ def push(path: Path, to: ImageRef | None, env: str | None, lock_path: Path | Non
         if plan.create_repository and not as_json:
             click.echo(f"  create repository {plan.create_repository}", err=True)
         result = push_mod.execute(plan, image, client, progress=progress, repositories=dest.repositories)
+        sbom = _attach_sbom(client, dest.ref.repository, image, source, quiet=as_json)
     try:
         entry, changed = push_mod.record_lock(lock_path, model=model, ref=result.ref, arch=image.arch,
-                                              project_dir=source.project_dir, facts=facts)
+                                              project_dir=source.project_dir, facts=facts, sbom=sbom)
     except MlpackError as e:
         raise MlpackError(f"pushed {result.ref}, but could not record it in {lock_path}: {e.message}",
                           hint=e.hint) from e

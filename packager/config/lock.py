@@ -62,6 +62,7 @@ class LockEntry:
     pushed_at: str  # UTC, ISO 8601: when this entry was recorded
     pushed_by: str = ""  # who recorded it (GITHUB_ACTOR in CI, else the user name)
     how: str = "push"  # push | promote from <env> | rollback | relock
+    sbom: str = ""  # digest of the image's SBOM artifact in the registry (it refers to the image), if pushed
 
     @property
     def image_uri(self) -> str:
@@ -106,7 +107,7 @@ def _damaged_entry(path: Path, name: str, what: str) -> DeployError:
 
 
 REQUIRED = ("arch", "digest", "model_sha256", "model_version", "project", "pushed_at", "repository")
-OPTIONAL = ("how", "pushed_by")
+OPTIONAL = ("how", "pushed_by", "sbom")
 
 
 def _entry(path: Path, name: str, entry: object, where: str = "") -> LockEntry:
@@ -194,10 +195,14 @@ def check_writable(path: Path) -> None:
                       hint="make its folder writable, or pass --lock FILE")
 
 
+def _plain(entry: LockEntry) -> dict[str, str]:
+    return {k: v for k, v in asdict(entry).items() if v or k in REQUIRED}  # no empty optional field
+
+
 def _dump(lock: Lock) -> str:
-    body: dict[str, Any] = {"format": LOCK_FORMAT, "models": {n: asdict(e) for n, e in sorted(lock.models.items())}}
+    body: dict[str, Any] = {"format": LOCK_FORMAT, "models": {n: _plain(e) for n, e in sorted(lock.models.items())}}
     if any(lock.history.values()):
-        body["history"] = {n: [asdict(e) for e in h] for n, h in sorted(lock.history.items()) if h}
+        body["history"] = {n: [_plain(e) for e in h] for n, h in sorted(lock.history.items()) if h}
     return json.dumps(body, indent=2, sort_keys=True) + "\n"
 
 

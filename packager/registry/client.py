@@ -229,6 +229,26 @@ class RegistryClient:
                                 hint="the registry or a proxy altered the manifest; try again or use another mirror")
         return data, media_type, digest
 
+    def referrers(self, repository: str, digest: str) -> dict[str, Any] | None:
+        """The registry's referrers index of `digest` (OCI distribution 1.1 referrers API), or None when the
+        registry does not have the API (it answers 404: clients then keep the tag-schema fallback)."""
+        action = f"list referrers of {self.registry}/{repository}@{digest}"
+
+        def attempt() -> httpx.Response:
+            r = self.http.send("GET", self.http.url(f"{repository}/referrers/{digest}"),
+                               scope=self._pull(repository), headers={"Accept": oci.MT_OCI_INDEX})
+            r.read()
+            return r
+
+        r: httpx.Response = self.http.retrying(action, attempt)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise self.http.fail(action, r)
+        doc = _json_or_none(r.content)
+        return doc if isinstance(doc, dict) and r.headers.get("content-type", "").startswith(oci.MT_OCI_INDEX) \
+            else None
+
     def head_manifest(self, repository: str, reference: str) -> str | None:
         """The digest a tag or digest currently resolves to, or None when absent."""
         action = f"check manifest {self.registry}/{repository}:{reference}"

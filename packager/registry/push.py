@@ -364,7 +364,7 @@ def deploy_facts(image: Image, model: ModelInfo, model_json: Path) -> dict[str, 
 
 def record_lock(lock_path: Path, *, model: ModelInfo, ref: ImageRef, arch: str, project_dir: Path,
                 facts: dict[str, Any] | None = None, how: str = "push", replace_damaged: bool = False,
-                now: dt.datetime | None = None) -> tuple[lock_mod.LockEntry, bool]:
+                sbom: str | None = None, now: dt.datetime | None = None) -> tuple[lock_mod.LockEntry, bool]:
     """Record the pushed image as `model`'s entry, after writing its deploy record (facts: the image's
     model.json) beside the lock, so an entry never names a missing record. Returns the entry and whether
     the lock changed: an entry of the image already recorded leaves the file byte-identical.
@@ -376,7 +376,7 @@ def record_lock(lock_path: Path, *, model: ModelInfo, ref: ImageRef, arch: str, 
         repository=ref.name, digest=ref.digest, arch=arch, model_version=model.version,
         model_sha256=model.model_sha256,
         project=Path(os.path.relpath(project_dir.resolve(), lock_path.resolve().parent)).as_posix(),
-        pushed_at=timestamp(now), pushed_by=actor(), how=how,
+        pushed_at=timestamp(now), pushed_by=actor(), how=how, sbom=sbom or "",
     )
     return entry, lock_mod.record(lock_path, model.name, entry, lenient=replace_damaged)
 

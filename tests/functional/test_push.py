@@ -418,7 +418,7 @@ DAMAGED = {
     "missing-keys": (json.dumps({"format": "mlpack.lock/1", "models": {
         "damaged": {"digest": "sha256:" + "cd" * 32}, "other": _other_entry()}}),
         "models.damaged: expected keys arch, digest, model_sha256, model_version, project, pushed_at, "
-        "repository (and optionally how, pushed_by) (got digest)"),
+        "repository (and optionally how, pushed_by, sbom) (got digest)"),
 }
 
 
@@ -719,3 +719,38 @@ def test_ecr_access_denied_names_the_iam_action():
         assert "allows ecr:CreateRepository" in str(e.value.hint)
         with pytest.raises(RegistryError, match="ecr:GetAuthorizationToken"):
             aws.registry_credentials(registry)
+
+
+def test_the_images_sbom_is_pushed_as_an_artifact_referring_to_it(tmp_path, capsys, local_registry):
+    """sbom.cdx.json beside the layout (what `mlpack build` writes) goes up as an OCI artifact whose subject
+    is the image; docker-registry has no referrers API, so the tag-schema fallback index lists it. The lock
+    records the artifact's digest; pushing again changes nothing."""
+    project = make_project(tmp_path / "sbomed", "sbomed", "1")
+    image = oci.read_layout(project / "build/sbomed/image")
+    sbom = json.dumps({"bomFormat": "CycloneDX", "metadata": {"properties": [
+        {"name": "mlpack:image:digest", "value": image.manifest.digest}]}}).encode()
+    (project / "build/sbomed/sbom.cdx.json").write_bytes(sbom)
+    lock = tmp_path / "l.json"
+    dest = f"{local_registry.host}/mlpack/sbomed"
+    push_json(capsys, str(project), "--to", dest, "--lock", str(lock))
+    entry = lock_mod.read(lock)["sbomed"]
+    assert entry.sbom.startswith("sha256:")
+    client = RegistryClient(local_registry.host)
+    index, media_type, _ = client.get_manifest("mlpack/sbomed", "sha256-" + image.manifest.digest.partition(":")[2])
+    assert media_type == oci.MT_OCI_INDEX
+    (listed,) = json.loads(index)["manifests"]
+    assert listed["digest"] == entry.sbom and listed["artifactType"] == "application/vnd.cyclonedx+json"
+    artifact = json.loads(client.get_manifest("mlpack/sbomed", entry.sbom)[0])
+    assert artifact["subject"]["digest"] == image.manifest.digest
+    blob = tmp_path / "sbom-blob"
+    client.fetch_blob("mlpack/sbomed", artifact["layers"][0]["digest"], blob)
+    assert blob.read_bytes() == sbom
+    before = lock.read_bytes()
+    assert push_json(capsys, str(project), "--to", dest, "--lock", str(lock))["lock_changed"] is False
+    assert lock.read_bytes() == before
+    # an SBOM of another image is not attached
+    other = sbom.replace(image.manifest.digest.encode(), b"sha256:" + b"0" * 64)
+    (project / "build/sbomed/sbom.cdx.json").write_bytes(other)
+    code, _, err = push(capsys, str(project), "--to", dest, "--lock", str(tmp_path / "other.json"))
+    assert code == 0 and "describes another image; not attached" in err
+    assert lock_mod.read(tmp_path / "other.json")["sbomed"].sbom == ""
