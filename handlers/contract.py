@@ -88,6 +88,9 @@ ENV_METRICS_NAMESPACE = "MLPACK_METRICS_NAMESPACE"
 ENV_METRICS = "MLPACK_METRICS"  # "on" (default) or "off"
 ENV_LOG_LEVEL = "MLPACK_LOG_LEVEL"
 ENV_INTRA_OP_THREADS = "MLPACK_INTRA_OP_THREADS"  # default: from AWS_LAMBDA_FUNCTION_MEMORY_SIZE
+ENV_CAPTURE_RATE = "MLPACK_CAPTURE_RATE"  # share of answered requests captured for drift (handlers/capture.py)
+ENV_CAPTURE_EXCLUDE = "MLPACK_CAPTURE_EXCLUDE"  # comma-separated feature names never captured
+ENV_CAPTURE_FILE = "MLPACK_CAPTURE_FILE"  # local runs (`mlpack serve --capture`): lines to this file, not stdout
 LAMBDA_MEMORY_ENV = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 
 DEFAULT_MAX_BATCH = 256

@@ -207,7 +207,8 @@ def capture_line(model: str, request_id: str, columns: Mapping[str, Sequence[Any
                       separators=(",", ":"))
 
 
-def read_capture(lines: Iterable[str], model: str | None = None) -> tuple[dict[str, list[Any]], dict[str, dict[str, Any]]]:
+def read_capture(lines: Iterable[str], model: str | None = None) -> tuple[dict[str, list[Any]],
+                                                                         dict[str, dict[str, Any]]]:
     """Captured columns from log lines (other lines skipped), and per request id its columns (for the feedback
     join). model: keep only that model's lines."""
     columns: dict[str, list[Any]] = {}

@@ -49,6 +49,9 @@ def init() -> tuple[inference.Model, metrics.Emitter]:
     emitter = metrics.Emitter(name, namespace=os.environ.get(C.ENV_METRICS_NAMESPACE) or C.METRIC_NAMESPACE,
                               enabled=os.environ.get(C.ENV_METRICS, "on").lower() != "off",
                               log_level=os.environ.get(C.ENV_LOG_LEVEL) or "info")
+    from handlers import capture  # drift capture: None unless MLPACK_CAPTURE_RATE > 0
+
+    model.capture = capture.Capture.from_env(model, name)
     return model, emitter
 
 

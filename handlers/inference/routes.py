@@ -162,6 +162,8 @@ def _predict_route(model: Model, req: Request) -> Result:
     if bad is not None:
         where = "body" if req.data is None and _media_type(req) == "npy" else "inputs"
         raise NonFiniteOutputError(bad[0], rows, bad[1], where)
+    if model.capture is not None:  # one draw; a sampled request writes its capture line
+        model.capture.offer(req.request_id, feeds, outs)
     res = Result(200, None)
     res.rows, res.infer_ms = rows, infer_ms
     _profile(model, feeds, res)
@@ -178,6 +180,8 @@ def _v2_infer_route(model: Model, req: Request) -> Result:
     bad = _non_finite_rows(model, outs, rows)
     if bad is not None:
         raise NonFiniteOutputError(bad[0], rows, bad[1], "inputs")
+    if model.capture is not None:  # one draw; a sampled request writes its capture line
+        model.capture.offer(req.request_id, feeds, outs)
     res = Result(200, None)
     res.rows, res.infer_ms = rows, infer_ms
     _profile(model, feeds, res)

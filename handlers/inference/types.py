@@ -150,6 +150,7 @@ class Model:
         self.name: str = document.name
         self.version: str = document.version or ""
         self.max_batch = max_batch
+        self.capture: Any = None  # a handlers.capture.Capture when requests are sampled for drift
         sig = document.signature
         self.inputs = [TensorSpec(t) for t in sig.inputs]
         self.outputs = [TensorSpec(t) for t in sig.outputs]
