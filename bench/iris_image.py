@@ -10,6 +10,7 @@ wheel cache may be warm.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
@@ -105,11 +106,29 @@ class Rootfs:
     paths: tuple[str, ...]  # the config's PYTHONPATH, then LAMBDA_TASK_ROOT, under root
     model_dir: Path
     stdlib_pyc: int  # bytecode files in the interpreter's standard library (0: compiled at every start)
+    # chroot=True: run under `unshare -r -m -p -f` chrooted into root (as `mlpack invoke --isolate` and the
+    # build's in-image compiler do): the image's own dynamic loader and C libraries, its paths as they are
+    image: tuple[str, tuple[str, ...], str, str] = ("", (), "", "")  # python, paths, cwd, model dir in the image
+    chroot: bool = False
+    image_env: dict[str, str] = dataclasses.field(default_factory=dict)  # the config's Env as it is
 
     def command(self, code: str) -> list[str]:
         # -I: no user site, no PYTHON* variables, no script folder on sys.path; -B: nothing written,
         # as on Lambda's read-only file system (only what the image ships is used)
-        return [str(self.python), "-I", "-B", "-c", PRELUDE.format(paths=list(self.paths)) + code]
+        if not self.chroot:
+            return [str(self.python), "-I", "-B", "-c", PRELUDE.format(paths=list(self.paths)) + code]
+        python, paths, cwd, model_dir = self.image
+        code = code.replace(str(self.model_dir), model_dir)
+        script = ('r="$1"; w="$2"; shift 2; mount --rbind /dev "$r/dev" && mount -t proc proc "$r/proc" '
+                  '&& exec /usr/bin/unshare --root="$r" --wd="$w" "$@"')
+        return ["/usr/bin/unshare", "-r", "-m", "-p", "-f", "--kill-child", "/bin/sh", "-c", script, "sh",
+                str(self.root), cwd, python, "-I", "-B", "-c", PRELUDE.format(paths=list(paths)) + code]
+
+    def chrooted(self) -> Rootfs:
+        """The same tree, run chrooted (see `chroot`)."""
+        for d in ("dev", "proc", "tmp"):
+            (self.root / d).mkdir(exist_ok=True)
+        return dataclasses.replace(self, chroot=True, env={**self.image_env, "PYTHONPATH": ":".join(self.image[1])})
 
     def run(self, code: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(code), env=self.env, cwd=self.cwd, capture_output=True, text=True)
@@ -122,7 +141,7 @@ class Rootfs:
 
     def check_isolated(self, code: str) -> None:
         """Run `code` once and fail unless it worked with modules from the root file system only."""
-        proc = self.run(code + ISOLATED.format(root=str(self.root) + "/"))
+        proc = self.run(code + ISOLATED.format(root="/" if self.chroot else str(self.root) + "/"))
         if proc.returncode != 0:
             raise RuntimeError(f"from the image's root file system: {proc.stderr.strip()[-600:]}")
 
@@ -136,14 +155,18 @@ def unpack_image(result: image_mod.BuildResult, dest: Path) -> Rootfs:
     def inside(path: str) -> Path:
         return oci.resolve_inside(root, path, follow_last=True)
 
+    image_env = dict(env)
     image_task_root = env.get("LAMBDA_TASK_ROOT", contract.TASK_ROOT)
+    image_paths = tuple(dict.fromkeys([*(p for p in env.get("PYTHONPATH", "").split(":") if p), image_task_root]))
     task_root = str(inside(image_task_root))
     paths = tuple(dict.fromkeys([*(str(inside(p)) for p in env.get("PYTHONPATH", "").split(":") if p), task_root]))
     model_dir = inside(env.get(contract.ENV_MODEL_DIR, contract.MODEL_DIR))
     env.update({"LAMBDA_TASK_ROOT": task_root, "PYTHONPATH": ":".join(paths), contract.ENV_MODEL_DIR: str(model_dir)})
     entry = (cfg.get("Entrypoint") or [""])[0]
-    if not Path(entry).name.startswith("python"):
-        raise RuntimeError(f"the image's Entrypoint {entry!r} is not a Python interpreter (the debian base's is)")
+    if not Path(entry).name.startswith("python"):  # AWS's base (and its stand-in): a script starts python
+        entry = f"/var/lang/bin/python{result.report['python']}"
+        if not inside(entry).exists():
+            raise RuntimeError(f"the image's Entrypoint is not a Python interpreter and it has no {entry}")
     python = inside(entry)
     stdlib = subprocess.run([str(python), "-I", "-B", "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
                             env=env, capture_output=True, text=True)
@@ -153,4 +176,6 @@ def unpack_image(result: image_mod.BuildResult, dest: Path) -> Rootfs:
     if not stdlib_dir.is_relative_to(root):
         raise RuntimeError(f"the image's {entry} found its standard library outside the image: {stdlib_dir}")
     return Rootfs(root=root, python=python, env=env, cwd=inside(cfg.get("WorkingDir") or image_task_root),
-                  paths=paths, model_dir=model_dir, stdlib_pyc=sum(1 for _ in stdlib_dir.rglob("*.pyc")))
+                  paths=paths, model_dir=model_dir, stdlib_pyc=sum(1 for _ in stdlib_dir.rglob("*.pyc")),
+                  image=(entry, image_paths, cfg.get("WorkingDir") or image_task_root,
+                         image_env.get(contract.ENV_MODEL_DIR, contract.MODEL_DIR)), image_env=image_env)
