@@ -209,9 +209,17 @@ class Model:
                        for t in self.inputs],
             "outputs": [{"name": t.name, "datatype": t.v2_type, "shape": t.v2_shape()} for t in self.outputs],
         }
-        from handlers import openapi  # only needed here, at init
+        self._openapi_doc: dict[str, Any] | None = None
 
-        self.openapi_doc = openapi.document(self)
+    @property
+    def openapi_doc(self) -> dict[str, Any]:
+        """The endpoint's OpenAPI document, built on first use: GET /openapi.json is rare, and building it
+        (with handlers.openapi's import) would lengthen every cold start."""
+        if self._openapi_doc is None:
+            from handlers import openapi
+
+            self._openapi_doc = openapi.document(self)
+        return self._openapi_doc
 
 
 # A JSON body of a model whose rows have no fixed size (a dimension after the batch is dynamic) may hold
