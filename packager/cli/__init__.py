@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "packager.cli.run",
     "packager.cli.batch",
     "packager.cli.status",
+    "packager.cli.drift",
 )
 
 

@@ -110,12 +110,22 @@ def invoke(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | 
               help="Port on 127.0.0.1 (0 picks a free one).")
 @click.option("--api", type=click.Choice(["rest", "http"]), default="rest", show_default=True,
               help="Which API Gateway to imitate: REST API (payload 1.0) or HTTP API (2.0).")
-def serve(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | None, port: int, api: str) -> None:
+@click.option("--capture", "capture", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append drift capture lines to FILE (read them with `mlpack drift TARGET --capture FILE`).")
+@click.option("--capture-rate", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="With --capture: the share of requests captured.")
+def serve(target: Path, isolate: bool, memory_mb: int | None, timeout_s: int | None, port: int, api: str,
+          capture: Path | None, capture_rate: float) -> None:
     """Serve TARGET on 127.0.0.1 like API Gateway in front of its Lambda function, until Ctrl-C."""
-
+    if capture is not None and isolate:
+        raise MlpackError("--capture writes a file of this machine; the isolated function cannot see it",
+                          hint="serve without --isolate to capture")
     with prepare(target, isolate=isolate, memory_mb=memory_mb, timeout_s=timeout_s, log=_log) as prep:
         if prep.note:
             _log(f"note: {prep.note}")
+        if capture is not None:
+            prep.command.env.update({contract.ENV_CAPTURE_FILE: str(capture.resolve()),
+                                     contract.ENV_CAPTURE_RATE: repr(capture_rate)})
         with local.LocalFunction(prep.command, timeout_s=prep.timeout_s, output=_log, name=prep.name) as fn:
             fn.start()
             gateway = front.ApiGatewayFront(fn, port=port, api=api, log=_log)
