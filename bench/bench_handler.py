@@ -179,6 +179,41 @@ def warm_rows(work: Path, quick: bool) -> list[tuple[str, float, float, float, A
     return out
 
 
+CAPTURE_RATE = 0.01  # the default share mlpack.toml's [monitoring] capture_rate takes
+CAPTURE_TARGET = 1.05  # issue 15: capture costs at most 5% of the warm path at the default rate
+
+
+def capture_rows(work: Path, quick: bool) -> list[Row]:
+    """The warm path with drift capture on (the default rate, and every request) against the same requests with
+    capture off: iris at batch 1, the smallest request, where a fixed cost weighs most. Lines go to /dev/null."""
+    from handlers import capture
+
+    iris_dir = work / "iris" if (work / "iris" / C.MODEL_JSON).is_file() else hm.iris(work / "iris")[0]
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the benchmark
+    model = inference.load_model(str(iris_dir), max_batch=256, intra_op_threads=1)
+    emitter = metrics.Emitter(model.name, stream=devnull)
+    event = ev.rest_v1("POST", "/predict", {"inputs": [[5.1, 3.5, 1.4, 0.2]]})
+    min_time, rounds = (0.02, 9) if quick else (0.05, 31)
+    rows = []
+    for rate in (CAPTURE_RATE, 1.0):
+        on = capture.Capture(model, rate, frozenset(), stream=devnull)
+
+        def off_call(m: Any = model) -> Any:
+            m.capture = None
+            return events.handle(m, emitter, event, "bench")
+
+        def on_call(m: Any = model, c: Any = on) -> Any:
+            m.capture = c
+            return events.handle(m, emitter, event, "bench")
+
+        off_us, on_us, ratio = paired(off_call, on_call, min_time=min_time, rounds=rounds)
+        target = at_most(ratio, CAPTURE_TARGET, "x") if rate == CAPTURE_RATE else ("", None)
+        rows.append(Row("handler", f"warm iris b1 json, drift capture at rate {rate:g}: on / off", ratio, "x",
+                        *target, f"{on_us:.1f} us vs {off_us:.1f} us; {samples(rounds, ' pairs')}"))
+    model.capture = None
+    return rows
+
+
 IMPORTS = "import numpy, onnxruntime{extra}"
 
 
@@ -250,6 +285,7 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-handler-") as tmp:
         work = Path(tmp)
         warm = warm_rows(work, quick)
+        captured = capture_rows(work, quick)
         cold = cold_rows(work, runs)
         image_cold = image_cold_rows(work / "image", runs)
     rows: list[Row] = []
@@ -270,7 +306,7 @@ def run(quick: bool, runs: int | None = None) -> list[Row]:
                             *at_most(ratio, COLD_TARGET, "x"),
                             f"{ours:.0f} ms vs {bare:.0f} ms, fresh processes; {samples(runs, ' pairs')}; "
                             "this repository and the developer's virtualenv on sys.path"))
-    return rows + image_cold
+    return rows + captured + image_cold
 
 
 def versions() -> str:
