@@ -7,14 +7,15 @@ ENV_CAPTURE_EXCLUDE, comma-separated feature names never written; ENV_CAPTURE_FI
 `mlpack serve --capture` reads instead of CloudWatch). Per request, after the model answered: the
 feeds and outputs. Leaves: nothing (`Capture.offer` writes the line when the draw says so).
 
-The warm path pays one random draw per request at the default rate; only a sampled request builds
+The warm path pays a countdown per request (the gap to the next capture is drawn once per capture, from an
+LCG: no `random` import in the cold start); only a sampled request builds
 its line. Imports the standard library and numpy; never packager/ or stacks/.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import random
 import sys
 import time
 from typing import Any, TextIO
@@ -34,7 +35,16 @@ class Capture:
                  stream: TextIO | None = None, path: str | None = None) -> None:
         self.model, self.rate, self.exclude, self.stream, self.path = model, rate, exclude, stream, path
         self.name = name or model.name
-        self.draw = random.random
+        self._state = int.from_bytes(os.urandom(8), "little")
+        self.draw = self._next
+        self._log_keep = math.log1p(-rate) if rate < 1 else 0.0
+        self.left = self.gap()  # requests until the next one captured, this one included
+
+    def _next(self) -> float:
+        """A uniform draw in [0, 1) from a 64-bit linear congruential generator (Knuth's MMIX constants),
+        seeded from os.urandom: no `random` import in the cold start, three integer operations a request."""
+        self._state = (self._state * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        return (self._state >> 11) * (1.0 / 9007199254740992.0)
 
     @classmethod
     def from_env(cls, model: Any, name: str) -> Capture | None:
@@ -48,10 +58,19 @@ class Capture:
         exclude = frozenset(s.strip() for s in os.environ.get(C.ENV_CAPTURE_EXCLUDE, "").split(",") if s.strip())
         return cls(model, rate, exclude, name=name, path=os.environ.get(C.ENV_CAPTURE_FILE) or None)
 
+    def gap(self) -> int:
+        """Requests until the next capture: geometric with success `rate`, so each request is captured with
+        probability `rate`, independently, as a draw per request would; but drawn once per capture."""
+        if self.rate >= 1:
+            return 1
+        return int(math.log(1.0 - self.draw()) / self._log_keep) + 1
+
     def offer(self, request_id: str, feeds: dict[str, np.ndarray], outs: list[Any]) -> bool:
         """Write this request's capture line if it is sampled; whether it was."""
-        if self.rate < 1 and self.draw() >= self.rate:
+        self.left -= 1
+        if self.left > 0:
             return False
+        self.left = self.gap()
         line = drift.capture_line(self.name, request_id, self.columns(feeds, outs),
                                   int(time.time() * 1000))
         if self.path is not None:

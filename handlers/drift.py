@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -193,8 +192,8 @@ def report(reference: Mapping[str, Any], columns: Mapping[str, Sequence[Any]]) -
 # --- capture ----------------------------------------------------------------------------------------
 
 
-def sampled(rate: float, draw: Any = random.random) -> bool:
-    """Whether this request is captured: one draw against the rate (0 never, 1 always)."""
+def sampled(rate: float, draw: Any) -> bool:
+    """Whether this request is captured: one draw in [0, 1) against the rate (0 never, 1 always)."""
     return rate > 0 and (rate >= 1 or draw() < rate)
 
 

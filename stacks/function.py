@@ -85,6 +85,7 @@ class ModelFunctionProps:
     log_retention_days: retention of the function's log group.
     reserved_concurrency: reserved concurrency; None (default) = unreserved.
     provisioned_concurrency: provisioned concurrency on the live alias; 0 (default) = none.
+    capture_rate, capture_exclude: drift capture (env MLPACK_CAPTURE_RATE, MLPACK_CAPTURE_EXCLUDE); 0 = off.
     """
 
     model_name: str
@@ -98,6 +99,8 @@ class ModelFunctionProps:
     log_retention_days: int = 30
     reserved_concurrency: int | None = None
     provisioned_concurrency: int = 0
+    capture_rate: float = 0.0
+    capture_exclude: tuple[str, ...] = ()
 
 
 class ModelFunction(Construct):
@@ -146,6 +149,8 @@ class ModelFunction(Construct):
                 contract.ENV_MAX_BATCH: str(props.max_batch_size),
                 contract.ENV_METRICS_NAMESPACE: metric_namespace(props.environment),
                 contract.ENV_METRICS: "on",
+                **({contract.ENV_CAPTURE_RATE: f"{props.capture_rate:g}"} if props.capture_rate else {}),
+                **({contract.ENV_CAPTURE_EXCLUDE: ",".join(props.capture_exclude)} if props.capture_exclude else {}),
             },
         )
         nag.acknowledge(self.function, nag.LAMBDA_BASIC)

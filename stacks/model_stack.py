@@ -114,6 +114,8 @@ class ModelStack(Stack):
                 log_retention_days=rt.log_retention_days,
                 reserved_concurrency=self.reserved_concurrency,
                 provisioned_concurrency=rt.provisioned_concurrency,
+                capture_rate=spec.monitoring.capture_rate,
+                capture_exclude=tuple(spec.monitoring.capture_exclude),
             ),
         )
 

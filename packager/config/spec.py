@@ -217,6 +217,26 @@ class ApiSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MonitoringSection:
+    capture_rate: float = _f(
+        "Share of answered requests the handler captures for drift monitoring: one JSON line per sampled request "
+        "in the function's log group (docs/MONITORING.md; at 1% about 0.2 cents per million requests). 0 turns "
+        "capture off.",
+        0.01,
+        min=0.0,
+        max=1.0,
+    )
+    capture_exclude: list[str] = _f(
+        "Input features (or outputs: 'prediction') never captured, for privacy: their drift is not measured.", [])
+    accuracy_min: float | None = _f(
+        "Classifiers: alarm when the realised accuracy of predictions joined with /feedback labels falls below "
+        "this (0-1; unset = off).", None, min=0.0, max=1.0)
+    mae_max: float | None = _f(
+        "Regressors: alarm when the mean absolute error against /feedback values rises above this (unset = off).",
+        None, min=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AlarmsSection:
     period_minutes: int = _f(
         "Length of one evaluation period (every alarm but errors and api-5xx, which watch 1-minute periods, "
@@ -390,6 +410,7 @@ SECTIONS: dict[str, type] = {
     "deploy": DeploySection,
     "registry": RegistrySection,
     "batch": BatchSection,
+    "monitoring": MonitoringSection,
 }
 REQUIRED_SECTIONS = ("model", "samples")
 # tables whose keys the project names: [inputs.<input or column>] holds an InputRule, [outputs] maps an
@@ -413,6 +434,7 @@ class ModelSpec:
     deploy: DeploySection = field(default_factory=DeploySection)
     registry: RegistrySection = field(default_factory=RegistrySection)
     batch: BatchSection = field(default_factory=BatchSection)
+    monitoring: MonitoringSection = field(default_factory=MonitoringSection)
     inputs: Mapping[str, InputRule] = field(default_factory=dict)  # by input (column) name
     outputs: Mapping[str, str] = field(default_factory=dict)  # exported output name -> served name
 

@@ -164,6 +164,7 @@ def test_function_runs_the_locked_digest_with_the_contract_env(templates):
         contract.ENV_MAX_BATCH: "256",
         contract.ENV_METRICS_NAMESPACE: contract.METRIC_NAMESPACE,
         contract.ENV_METRICS: "on",
+        contract.ENV_CAPTURE_RATE: "0.01",  # [monitoring] capture_rate's default (docs/MONITORING.md)
     }
     # the default share: (the budget, half of 1000, - digits' 20 - the notifier's 5) / 2 models
     assert fn["ReservedConcurrentExecutions"] == 237

@@ -89,6 +89,6 @@ def test_capture_lines_find_exactly_the_shifted_features() -> None:
 
 
 def test_sampled_rate() -> None:
-    assert not drift.sampled(0.0)
-    assert drift.sampled(1.0)
+    assert not drift.sampled(0.0, lambda: 0.0)
+    assert drift.sampled(1.0, lambda: 0.99)
     assert drift.sampled(0.01, lambda: 0.005) and not drift.sampled(0.01, lambda: 0.5)

@@ -70,12 +70,18 @@ def test_the_rate_samples_and_the_file_collects(iris_dir: Any, monkeypatch: pyte
     folder, _clf, X = iris_dir
     path = tmp_path / "capture.jsonl"
     predict = _load(folder, monkeypatch, **{C.ENV_CAPTURE_RATE: "0.5", C.ENV_CAPTURE_FILE: str(path)})
-    draws = iter([0.9, 0.1, 0.7, 0.2])
-    predict.MODEL.capture.draw = lambda: next(draws)
+    cap = predict.MODEL.capture
+    cap.draw = lambda: 0.5  # a gap of floor(ln 0.5 / ln 0.5) + 1 = 2: every second request
+    cap.left = cap.gap()
     monkeypatch.setattr(predict.EMITTER, "stream", io.StringIO())
     for _ in range(4):
         predict.handler(ev.direct({"inputs": X[:1].tolist()}), Ctx())
     assert len(path.read_text().splitlines()) == 2
+    # the gaps are geometric: at 1%, a mean of 100 requests (within 4 standard errors over 20,000 gaps)
+    cap = capture.Capture(predict.MODEL, 0.01, frozenset())
+    gaps = [cap.gap() for _ in range(20_000)]
+    assert abs(sum(gaps) / len(gaps) - 100) < 4 * (0.99 ** 0.5 / 0.01) / len(gaps) ** 0.5
+    assert min(gaps) >= 1
 
 
 def test_drift_from_captured_requests_moves_on_the_shifted_feature(iris_dir: Any, tmp_path: Path) -> None:
