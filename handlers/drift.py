@@ -230,3 +230,52 @@ def read_capture(lines: Iterable[str], model: str | None = None) -> tuple[dict[s
                 columns.setdefault(k, []).extend(vs)
         by_request[str(doc.get("request_id"))] = cols
     return columns, by_request
+
+
+# --- ground truth -----------------------------------------------------------------------------------
+
+
+def feedback_line(model: str, request_id: str, truth: Sequence[Any], ts: int) -> str:
+    """The log line a /feedback call writes: the true labels (or values) of a request's rows, in row order."""
+    return json.dumps({FEEDBACK_KEY: 1, "model": model, "request_id": request_id, "ts": ts, "truth": list(truth)},
+                      separators=(",", ":"))
+
+
+def read_feedback(lines: Iterable[str], model: str | None = None) -> dict[str, list[Any]]:
+    """Per request id the truth its feedback line gave (the last one wins)."""
+    out: dict[str, list[Any]] = {}
+    for line in lines:
+        start = line.find("{")
+        if start < 0 or FEEDBACK_KEY not in line:
+            continue
+        try:
+            doc = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and FEEDBACK_KEY in doc and isinstance(doc.get("truth"), list) and (
+                not model or doc.get("model") == model):
+            out[str(doc.get("request_id"))] = doc["truth"]
+    return out
+
+
+def realised(by_request: Mapping[str, Mapping[str, Sequence[Any]]], truth: Mapping[str, Sequence[Any]],
+             output: str) -> tuple[int, float | None, float | None]:
+    """Captured predictions joined with ground truth by request id, row by row: (rows joined, accuracy, mean
+    absolute error). output: the captured column the truth is compared with ("prediction" for a classifier's
+    label: accuracy; a regressor's output column: MAE). A request whose row counts differ is left out."""
+    n, hits, err = 0, 0, 0.0
+    numeric = True
+    for rid, true in truth.items():
+        got = (by_request.get(rid) or {}).get(output)
+        if got is None or len(got) != len(true):
+            continue
+        for p, t in zip(got, true, strict=True):
+            n += 1
+            hits += str(p) == str(t)
+            if numeric and isinstance(p, int | float) and isinstance(t, int | float) and not isinstance(t, bool):
+                err += abs(float(p) - float(t))
+            else:
+                numeric = False
+    if n == 0:
+        return 0, None, None
+    return n, hits / n, (err / n if numeric else None)

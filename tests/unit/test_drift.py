@@ -92,3 +92,19 @@ def test_sampled_rate() -> None:
     assert not drift.sampled(0.0, lambda: 0.0)
     assert drift.sampled(1.0, lambda: 0.99)
     assert drift.sampled(0.01, lambda: 0.005) and not drift.sampled(0.01, lambda: 0.5)
+
+
+def test_feedback_joins_captured_predictions_by_request_id() -> None:
+    lines = [drift.capture_line("m", "r1", {"x": [1.0, 2.0], "prediction": ["a", "b"]}, 1),
+             drift.capture_line("m", "r2", {"x": [3.0], "prediction": ["a"]}, 1),
+             drift.capture_line("m", "r3", {"x": [3.0], "prediction": ["b"]}, 1),
+             drift.feedback_line("m", "r1", ["a", "a"], 2), drift.feedback_line("m", "r2", ["a"], 2),
+             drift.feedback_line("m", "r9", ["b"], 2),  # no capture: not joined
+             drift.feedback_line("other", "r3", ["b"], 2)]
+    _, by_request = drift.read_capture(lines, "m")
+    n, accuracy, _ = drift.realised(by_request, drift.read_feedback(lines, "m"), "prediction")
+    assert (n, accuracy) == (3, pytest.approx(2 / 3))
+    reg = [drift.capture_line("m", "r1", {"variable": [1.0, 4.0]}, 1), drift.feedback_line("m", "r1", [2.0, 2.0], 2)]
+    _, by_request = drift.read_capture(reg)
+    n, _, mae = drift.realised(by_request, drift.read_feedback(reg), "variable")
+    assert (n, mae) == (2, pytest.approx(np.mean(np.abs(np.array([1.0, 4.0]) - 2.0))))
