@@ -125,6 +125,14 @@ def test_the_signature_has_one_input_per_column_with_its_rules(churn_export):
     assert rules["monthly_charges"].kind == "number" and rules["autopay"].kind == "boolean"
     region = doc.profile.inputs["region"][0]
     assert set(region.categories) == {"east", "north", "south", "west"} and region.nan_share > 0
+    # the drift reference: category counts of the non-missing samples, numeric columns in decile bins
+    ref = {f.name: f for f in (doc.reference.features if doc.reference else ())}
+    frame = churn.customers(1500, seed=0)[0].iloc[:300]
+    want = frame["region"].dropna()
+    want = want[want != ""].value_counts().to_dict()
+    assert ref["region"].kind == "categorical" and dict(ref["region"].categories) == want
+    tenure = ref["tenure_months"]
+    assert tenure.kind == "numeric" and sum(tenure.counts) == frame["tenure_months"].notna().sum()
     # parity covered the probe rows (each column missing, each string column unseen) beyond the 300 samples
     assert doc.parity.passed and doc.parity.rows > 300
 
