@@ -75,3 +75,51 @@ def test_no_drift_exits_0_and_a_model_without_reference_says_what_to_do(iris: An
     assert main(["drift", str(bare), "--capture", str(capture)]) == 1
     err = capsys.readouterr().err
     assert "no drift reference" in err and "mlpack export --force" in err
+
+
+def test_drift_of_a_locked_model_reads_its_log_group(iris: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`mlpack drift MODEL --lock`: the reference from the locked image's deploy record, the capture lines from
+    the function's log group (FilterLogEvents through packager/aws.py; in-process moto)."""
+    import time
+
+    import boto3
+    from moto import mock_aws
+
+    from handlers import drift
+    from handlers.names import ModelNames
+    from packager.config import lock as lock_mod
+    from packager.config import records
+
+    folder, _clf, X = iris
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    lock_path = tmp_path / lock_mod.LOCK_FILE
+    digest = "sha256:" + "ab" * 32
+    entry = lock_mod.LockEntry(repository="123456789012.dkr.ecr.us-east-1.amazonaws.com/mlpack/iris", digest=digest,
+                               arch="x86_64", model_version="1", model_sha256="0" * 64, project="iris",
+                               pushed_at="2026-12-08T00:00:00Z")
+    lock_mod.record(lock_path, "iris", entry)
+    records.write(lock_path, "iris", digest, "x86_64", json.loads((folder / C.MODEL_JSON).read_text()))
+    names = (mj.read(folder / C.MODEL_JSON).feature_names or {})["X"]
+    shifted = X.copy()
+    shifted[:, 2] += 2.0  # petal length
+    now = int(time.time() * 1000)
+    with mock_aws():
+        logs = boto3.client("logs", region_name="us-east-1")
+        group = ModelNames("iris", None).log_group
+        logs.create_log_group(logGroupName=group)
+        logs.create_log_stream(logGroupName=group, logStreamName="s")
+        events = [{"timestamp": now - 1000 + i, "message": drift.capture_line(
+            "iris", f"r{i}", {n: shifted[i:i + 10, j].tolist() for j, n in enumerate(names)}, now)}
+            for i in range(0, 150, 10)]
+        events.append({"timestamp": now, "message": '{"level": "INFO", "message": "request refused"}'})
+        logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=events)
+        code = main(["drift", "iris", "--lock", str(lock_path), "--since", "1h", "--json"])
+    assert code == 1
+    rows = {r["feature"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {k for k, v in rows.items() if v["status"] == "drift"} == {"petal length (cm)"}
+    assert rows["sepal length (cm)"]["rows"] == 150 and rows["sepal length (cm)"]["psi"] == 0
