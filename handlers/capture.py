@@ -5,7 +5,8 @@ monitor and `mlpack drift` read back. No network call: Lambda ships stdout to Cl
 Enters: at init, the model and the environment (contract.ENV_CAPTURE_RATE, a share in [0, 1];
 ENV_CAPTURE_EXCLUDE, comma-separated feature names never written; ENV_CAPTURE_FILE, a local file that
 `mlpack serve --capture` reads instead of CloudWatch). Per request, after the model answered: the
-feeds and outputs. Leaves: nothing (`Capture.offer` writes the line when the draw says so).
+feeds and outputs. Leaves: nothing (`Capture.offer` writes the line when the draw says so; `feedback` writes a /feedback
+call's ground truth, drift.feedback_line, which the monitor joins with the capture by request id).
 
 The warm path pays a countdown per request (the gap to the next capture is drawn once per capture, from an
 LCG: no `random` import in the cold start); only a sampled request builds
@@ -73,12 +74,16 @@ class Capture:
         self.left = self.gap()
         line = drift.capture_line(self.name, request_id, self.columns(feeds, outs),
                                   int(time.time() * 1000))
+        self.write(line)
+        return True
+
+    def write(self, line: str) -> None:
+        """One line to the capture file, else the stream (stdout: the function's log group)."""
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
         else:
             (self.stream or sys.stdout).write(line + "\n")
-        return True
 
     def columns(self, feeds: dict[str, np.ndarray], outs: list[Any]) -> dict[str, list[Any]]:
         """Per feature name its values in this request; the prediction (classifiers) or each float output."""
@@ -110,3 +115,21 @@ class Capture:
                     if key not in self.exclude:
                         cols[key] = flat[:, j].tolist()
         return cols
+
+
+def feedback(model: Any, data: Any, request_id: str) -> dict[str, Any]:
+    """POST /feedback's body {"request_id": "...", "truth": [label or value per row]} written as a feedback line
+    (to the capture's file or stream when capture is on, else stdout); its answer. ValueError for a bad body."""
+    if not isinstance(data, dict) or not isinstance(data.get("request_id"), str) or not data["request_id"]:
+        raise ValueError("the body must be {\"request_id\": \"<the prediction's request id>\", \"truth\": [...]}")
+    truth = data.get("truth")
+    if not isinstance(truth, list) or not truth or len(truth) > C.DEFAULT_MAX_BATCH * 4 or not all(
+            isinstance(t, str | int | float) and not isinstance(t, bool) for t in truth):
+        raise ValueError("truth must be a non-empty list of labels or numbers, one per row of the request")
+    line = drift.feedback_line(model.name, data["request_id"], truth, int(time.time() * 1000))
+    cap = model.capture
+    if cap is not None:
+        cap.write(line)
+    else:
+        sys.stdout.write(line + "\n")
+    return {"accepted": len(truth), "request_id": data["request_id"], "logged_by": request_id}

@@ -114,10 +114,11 @@ ROUTE_V2_LIVE = ("GET", "/v2/health/live")
 ROUTE_V2_SERVER_READY = ("GET", "/v2/health/ready")
 ROUTE_HEALTH = ("GET", "/health")
 ROUTE_OPENAPI = ("GET", "/openapi.json")
+ROUTE_FEEDBACK = ("POST", "/feedback")  # ground truth for a request id (docs/MONITORING.md)
 # every route the handler answers
 ROUTES = (ROUTE_PREDICT, ROUTE_V2_INFER, ROUTE_V2_METADATA, ROUTE_HEALTH, ROUTE_OPENAPI, ROUTE_V2_READY,
           ROUTE_V2_VERSION_INFER, ROUTE_V2_VERSION_METADATA, ROUTE_V2_VERSION_READY, ROUTE_V2_SERVER, ROUTE_V2_LIVE,
-          ROUTE_V2_SERVER_READY)
+          ROUTE_V2_SERVER_READY, ROUTE_FEEDBACK)
 # the API's own methods: the routes that carry a body schema or are called most get one each; the rest of
 # /v2 (health, readiness, versions) reaches the handler through one greedy path, which keeps the template
 # (CloudFormation takes 51,200 bytes inline) small

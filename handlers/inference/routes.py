@@ -66,6 +66,8 @@ def _route(model: Model, method: str, path: str) -> Any:
         allowed = {"GET": _health_route}
     elif path == "/openapi.json":
         allowed = {"GET": _openapi_route}
+    elif path == "/feedback":
+        allowed = {"POST": _feedback_route}
     elif path == "/v2":
         allowed = {"GET": _v2_server_route}
     elif path in ("/v2/health/live", "/v2/health/ready"):
@@ -119,6 +121,21 @@ def _health_route(model: Model, req: Request) -> Result:
 
 def _openapi_route(model: Model, req: Request) -> Result:
     return _document(model.openapi_doc)
+
+
+def _feedback_route(model: Model, req: Request) -> Result:
+    """Ground truth for an earlier request: logged for the monitor's join (handlers/capture.feedback)."""
+    from handlers import capture  # only feedback calls pay for it
+    from handlers.inference.body import decode_json
+
+    data = decode_json(req, model.json_bounds)
+    try:
+        answer = capture.feedback(model, data, req.request_id)
+    except ValueError as e:
+        raise RequestError(400, C.BAD_REQUEST, str(e), "body") from None
+    res = Result(202, answer)
+    res.metered = False  # not an inference
+    return res
 
 
 def _v2_metadata_route(model: Model, req: Request) -> Result:

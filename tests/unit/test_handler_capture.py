@@ -108,3 +108,24 @@ def test_drift_from_captured_requests_moves_on_the_shifted_feature(iris_dir: Any
     assert {n for n, d in scores.items() if d.status == "drift"} >= {"sepal width (cm)"}
     for name in ("sepal length (cm)", "petal length (cm)", "petal width (cm)"):
         assert scores[name].psi == pytest.approx(0.0, abs=1e-9) and scores[name].status == "ok"
+
+
+def test_feedback_is_logged_and_joins_the_captured_prediction(iris_dir: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, clf, X = iris_dir
+    predict = _load(folder, monkeypatch, **{C.ENV_CAPTURE_RATE: "1"})
+    buf = io.StringIO()
+    predict.MODEL.capture.stream = buf
+    monkeypatch.setattr(predict.EMITTER, "stream", io.StringIO())
+    predict.handler(ev.rest_v1("POST", "/predict", {"inputs": X[[0, 60, 120]].tolist()}), Ctx())
+    truth = ["setosa", "versicolor", "setosa"]
+    response = predict.handler(ev.rest_v1("POST", "/feedback", {"request_id": "req-7", "truth": truth}), Ctx())
+    status, body = ev.response_json("v1", response)
+    assert status == 202 and body["accepted"] == 3
+    for bad in ({"truth": ["a"]}, {"request_id": "x", "truth": []}, {"request_id": "x", "truth": [{"a": 1}]}):
+        status, body = ev.response_json("v1", predict.handler(ev.rest_v1("POST", "/feedback", bad), Ctx()))
+        assert status == 400 and body["code"] == C.BAD_REQUEST
+    lines = buf.getvalue().splitlines()
+    _, by_request = drift.read_capture(lines)
+    n, accuracy, _ = drift.realised(by_request, drift.read_feedback(lines), "prediction")
+    labels = np.array(["setosa", "versicolor", "virginica"])[clf.predict(X[[0, 60, 120]])]
+    assert n == 3 and accuracy == pytest.approx(float(np.mean(labels == np.array(truth))))
