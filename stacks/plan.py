@@ -15,7 +15,8 @@ with one line saying why and what to run, and only deploying it fails (its stack
   line gives the command that deletes it), or outside the globs, or whose project's mlpack.toml names
   another model than its lock entry;
 - a pushed model without its deploy record, or built for another architecture than mlpack.toml asks
-  for, or (in a named environment) pushed to another account or region than the environment's.
+  for, or (in a named environment) pushed to another account or region than the environment's, or whose
+  runtime.memory_mb cannot hold its model and its largest request (memory_needed_mb, with the figures).
 What concerns the whole app is an error: every model must live in one AWS account and region (the
 shared stack is per account and region), and the lock file must be readable.
 """
@@ -146,9 +147,15 @@ def _model(name: str, entry: lock_mod.LockEntry, projects: dict[Path, spec_mod.M
                 f"push it again with `mlpack push {entry.project}`")
     try:
         image = EcrImage.parse(entry.repository, entry.digest, origin=f"{where}.repository")
-        info = _info(name, entry, spec, lock_path)
+        info, model_bytes = _info(name, entry, spec, lock_path)
     except MlpackError as e:
         return str(e)
+    need = memory_needed_mb(model_bytes)
+    if need is not None and model_bytes is not None and spec.runtime.memory_mb < need:
+        return (f"{entry.project}/{spec_mod.SPEC_FILE}: runtime.memory_mb = {spec.runtime.memory_mb} cannot hold the "
+                f"model and its largest request: about {need} MB (the runtime and its libraries {RUNTIME_MB} MB, "
+                f"model.onnx's {model_bytes / 2**20:.0f} MB twice, as onnxruntime holds it, a 6 MB request while "
+                f"parsed {REQUEST_MB} MB); set runtime.memory_mb to {need} or more")
     if spec.runtime.arch != entry.arch:
         return (f"{where}.arch: the pushed image is {entry.arch} but {entry.project}/{spec_mod.SPEC_FILE} "
                 f"asks for runtime.arch = {spec.runtime.arch!r}; build and push it again")
@@ -159,27 +166,44 @@ def _model(name: str, entry: lock_mod.LockEntry, projects: dict[Path, spec_mod.M
     return ModelPlan(spec=spec, lock=entry, info=info, image=image)
 
 
-def _info(name: str, entry: lock_mod.LockEntry, spec: spec_mod.ModelSpec, lock_path: Path) -> model_json.ModelInfo:
+# What a model function's memory must hold besides the model (measured in bench/bench_memory.py: the runtime
+# client, numpy, onnxruntime and the handler with a small model loaded take 62-68 MB; the runtime client's
+# parse of a 6 MB event about 12 MB, and the largest valid JSON request about three times its size)
+RUNTIME_MB = 70
+REQUEST_MB = 30
+
+
+def memory_needed_mb(model_bytes: int | None) -> int | None:
+    """The memory a function needs for its model and largest request, rounded up to 64 MB; None when the
+    model's size is unknown (a deploy record written before it was recorded)."""
+    if model_bytes is None:
+        return None
+    need = RUNTIME_MB + REQUEST_MB + 2 * model_bytes / 2**20
+    return int(-(-need // 64) * 64)
+
+
+def _info(name: str, entry: lock_mod.LockEntry, spec: spec_mod.ModelSpec,
+          lock_path: Path) -> tuple[model_json.ModelInfo, int | None]:
     """What the stack needs from the image's export: its deploy record; for an image pushed without one
     (an older mlpack), PROJECT/build/<name>/model.json of the same model version. DeployError names the fix."""
     record = records_mod.path_for(lock_path, name, entry.digest)
     where = f"{lock_path.name}: models.{name}"
     built = spec.default_build_dir() / contract.MODEL_JSON
     if record.is_file() or not built.is_file():
-        data = records_mod.read(lock_path, name, entry.digest)
+        data, model_bytes = records_mod.read_record(lock_path, name, entry.digest)
         info = model_json.parse(data, origin=str(record), max_batch_size=spec.api.max_batch_size)
         if info.version != entry.model_version:
             raise DeployError(f"{record}: model version {info.version} does not match the lock's "
                               f"{entry.model_version} ({where}.model_version)",
                               hint=f"rewrite both from the registry with `mlpack relock {name}`")
-        return info
+        return info, model_bytes
     info = model_json.load(built, max_batch_size=spec.api.max_batch_size)
     if info.version != entry.model_version:
         raise DeployError(
             f"{built}: model version {info.version} does not match the pushed image's {entry.model_version} "
             f"({where}.model_version), and the image has no deploy record ({record})",
             hint=f"run `mlpack relock {name}` to write the record from the image in the registry, or push again")
-    return info
+    return info, None
 
 
 def _region_of(repository: str) -> str | None:

@@ -157,7 +157,8 @@ def push(path: Path, to: ImageRef | None, env: str | None, lock_path: Path | Non
         sbom = _attach_sbom(client, dest.ref.repository, image, source, quiet=as_json)
     try:
         entry, changed = push_mod.record_lock(lock_path, model=model, ref=result.ref, arch=image.arch,
-                                              project_dir=source.project_dir, facts=facts, sbom=sbom)
+                                              project_dir=source.project_dir, facts=facts, sbom=sbom,
+                                              model_bytes=push_mod.model_size(image))
     except MlpackError as e:
         raise MlpackError(f"pushed {result.ref}, but could not record it in {lock_path}: {e.message}",
                           hint=e.hint) from e

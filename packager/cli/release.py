@@ -101,7 +101,7 @@ def promote(model: str, source: str, target: str, wanted: str | None, dry_run: b
         raise DeployError(f"{src.lock}: {src.name} holds no image of {model!r}; only an image the source lock "
                           "records can be promoted", hint=f"push it first: `mlpack push PROJECT --env {src.name}`")
     entry = lock_mod.select(src_lock, model, wanted, path=src.lock) if wanted else src_lock.models[model]
-    facts = records_mod.read(src.lock, model, entry.digest)  # before anything is sent
+    facts, model_bytes = records_mod.read_record(src.lock, model, entry.digest)  # before anything is sent
     lock_mod.read_lock(dst.lock)
     lock_mod.check_writable(dst.lock)
     repository = entry.repository.partition("/")[2]
@@ -130,7 +130,8 @@ def promote(model: str, source: str, target: str, wanted: str | None, dry_run: b
         raise RegistryError(f"{result.ref}: the target registry holds digest {result.ref.digest}, not {entry.digest}")
     project_dir = src.lock.parent / entry.project
     _, changed = push_mod.record_lock(dst.lock, model=identity, ref=result.ref, arch=entry.arch,
-                                      project_dir=project_dir, facts=facts, how=f"promote from {src.name}")
+                                      project_dir=project_dir, facts=facts, how=f"promote from {src.name}",
+                                      model_bytes=model_bytes)
     if as_json:
         echo_json({**result.to_json(), "from": src.name, "to": dst.name, "lock": str(dst.lock),
                    "lock_changed": changed, "model": model})
@@ -254,7 +255,7 @@ def relock(model: str, env: str | None, lock: Path | None, image: str | None, pr
         digest = ref.digest or client.head_manifest(ref.repository, ref.tag or "")
         if digest is None:
             raise RegistryError(f"{ref}: no such image in the registry")
-        facts, arch = _image_facts(client, ref.repository, digest, Path(tmp))
+        facts, arch, model_bytes = _image_facts(client, ref.repository, digest, Path(tmp))
     if facts.get("name") != model:
         raise DeployError(f"{ref.name}@{digest}: holds model {facts.get('name')!r}, not {model!r}")
     folder = project.resolve() if project else (lock_path.parent / old.project if old else _project_of(model))
@@ -262,15 +263,16 @@ def relock(model: str, env: str | None, lock: Path | None, image: str | None, pr
                                   model_sha256=str(facts.get("model_sha256")))
     pinned = ImageRef(ref.registry, ref.repository, None, digest)
     entry, changed = push_mod.record_lock(lock_path, model=identity, ref=pinned, arch=arch, project_dir=folder,
-                                          facts=facts, how="relock", replace_damaged=True)
+                                          facts=facts, how="relock", replace_damaged=True, model_bytes=model_bytes)
     verb = "rewrote" if changed else "already records"
     click.echo(f"{_show(lock_path)} {verb} {model} {entry.model_version} ({digest[:19]}) and its deploy record "
                f"{_show(records_mod.path_for(lock_path, model, digest))}")
 
 
-def _image_facts(client: object, repository: str, digest: str, tmp: Path) -> tuple[dict[str, object], str]:
-    """The model.json inside the registry's image and the image's architecture, reading layers from the top
-    (the model layer is the last) until model.json is found."""
+def _image_facts(client: object, repository: str, digest: str,
+                 tmp: Path) -> tuple[dict[str, object], str, int | None]:
+    """The model.json inside the registry's image, the image's architecture and model.onnx's size, reading
+    layers from the top (the model layer is the last) until model.json is found."""
     import json
 
     from packager.registry.client import RegistryClient
@@ -288,14 +290,25 @@ def _image_facts(client: object, repository: str, digest: str, tmp: Path) -> tup
         path = tmp / f"layer{i}"
         client.fetch_blob(repository, desc.digest, path)
         found = oci.read_file([(path, desc.media_type)], member)
+        size = _member_size(path, desc.media_type, f"{contract.MODEL_DIR}/model.onnx")
         path.unlink()
         if found is not None:
             facts = json.loads(found)
             if isinstance(facts, dict) and arch:
-                return facts, arch
+                return facts, arch, size
             break
     raise RegistryError(f"{repository}@{digest}: no {member} in the image, or no architecture in its config",
                         hint="relock only works for images mlpack built")
+
+
+def _member_size(layer: Path, media_type: str, member: str) -> int | None:
+    import tarfile
+
+    with tarfile.open(layer, "r:gz" if media_type in oci.GZIP_LAYER_TYPES else "r:") as tar:
+        for info in tar:
+            if oci.norm_name(info.name) == oci.norm_name(member) and info.isfile():
+                return int(info.size)
+    return None
 
 
 def _project_of(model: str) -> Path:

@@ -2,7 +2,7 @@
 
     mlpack.records/<model>/<64 hex of the image digest>.json
     {"format": "mlpack.record/1", "model": "iris", "digest": "sha256:...", "arch": "x86_64",
-     "model_json": {... the image's model.json: version, signature, classes, profile ...}}
+     "model_bytes": 1234, "model_json": {... the image's model.json: version, signature, classes, profile ...}}
 
 `mlpack push` writes one for every image it records in a lock (`relock` rewrites it from the image in
 the registry), so `cdk synth` on a clean checkout, which has no build outputs, weights or training data,
@@ -33,16 +33,20 @@ def path_for(lock_path: Path, model: str, digest: str) -> Path:
     return lock_path.parent / RECORDS_DIR / model / f"{digest.partition(':')[2]}.json"
 
 
-def dump(model: str, digest: str, arch: str, model_json: dict[str, Any]) -> bytes:
-    body = {"format": RECORD_FORMAT, "model": model, "digest": digest, "arch": arch, "model_json": model_json}
+def dump(model: str, digest: str, arch: str, model_json: dict[str, Any], model_bytes: int | None = None) -> bytes:
+    body: dict[str, Any] = {"format": RECORD_FORMAT, "model": model, "digest": digest, "arch": arch,
+                            "model_json": model_json}
+    if model_bytes is not None:
+        body["model_bytes"] = model_bytes  # model.onnx's size: what the function's memory must hold
     return (json.dumps(body, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
-def write(lock_path: Path, model: str, digest: str, arch: str, model_json: dict[str, Any]) -> tuple[Path, bool]:
+def write(lock_path: Path, model: str, digest: str, arch: str, model_json: dict[str, Any],
+          model_bytes: int | None = None) -> tuple[Path, bool]:
     """Write the record (atomically); returns its path and whether the file changed (an identical record
     already there is left untouched, byte for byte)."""
     path = path_for(lock_path, model, digest)
-    data = dump(model, digest, arch, model_json)
+    data = dump(model, digest, arch, model_json, model_bytes)
     if path.is_file() and path.read_bytes() == data:
         return path, False
     try:
@@ -55,6 +59,11 @@ def write(lock_path: Path, model: str, digest: str, arch: str, model_json: dict[
 
 def read(lock_path: Path, model: str, digest: str) -> dict[str, Any]:
     """The image's model.json from its record. Raises DeployError naming the file and what to run."""
+    return read_record(lock_path, model, digest)[0]
+
+
+def read_record(lock_path: Path, model: str, digest: str) -> tuple[dict[str, Any], int | None]:
+    """(the image's model.json, model.onnx's size in bytes or None when the record predates it)."""
     path = path_for(lock_path, model, digest)
     fix = (f"commit it with {lock_path.name} (git add {RECORDS_DIR}), or rewrite it from the registry with "
            f"`mlpack relock {model}`")
@@ -71,4 +80,5 @@ def read(lock_path: Path, model: str, digest: str) -> dict[str, Any]:
         raise DeployError(f"{path}: records {data.get('model')!r} {str(data.get('digest'))[:19]}, not {model!r} "
                           f"{digest[:19]}", hint=fix)
     model_json: dict[str, Any] = data["model_json"]
-    return model_json
+    size = data.get("model_bytes")
+    return model_json, size if isinstance(size, int) and not isinstance(size, bool) else None

@@ -339,6 +339,22 @@ def image_model_json(image: Image) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def model_size(image: Image) -> int | None:
+    """model.onnx's size in the image (its model layer, read from the top without unpacking); None without one."""
+    import tarfile
+
+    member = f"{contract.MODEL_DIR}/model.onnx".lstrip("/")
+    for desc in reversed(image.layers):
+        path = image.blob_path(desc.digest)
+        if not path.is_file():
+            continue
+        with tarfile.open(path, "r:gz" if desc.media_type in oci.GZIP_LAYER_TYPES else "r:") as tar:
+            for info in tar:
+                if oci.norm_name(info.name) == member and info.isfile():
+                    return int(info.size)
+    return None
+
+
 def deploy_facts(image: Image, model: ModelInfo, model_json: Path) -> dict[str, Any]:
     """What the deploy record keeps: the image's own model.json (model.json beside the layout for an image
     without one), checked to be the export of the model the image holds. Raises before anything is sent."""
@@ -364,14 +380,15 @@ def deploy_facts(image: Image, model: ModelInfo, model_json: Path) -> dict[str, 
 
 def record_lock(lock_path: Path, *, model: ModelInfo, ref: ImageRef, arch: str, project_dir: Path,
                 facts: dict[str, Any] | None = None, how: str = "push", replace_damaged: bool = False,
-                sbom: str | None = None, now: dt.datetime | None = None) -> tuple[lock_mod.LockEntry, bool]:
+                sbom: str | None = None, model_bytes: int | None = None,
+                now: dt.datetime | None = None) -> tuple[lock_mod.LockEntry, bool]:
     """Record the pushed image as `model`'s entry, after writing its deploy record (facts: the image's
     model.json) beside the lock, so an entry never names a missing record. Returns the entry and whether
     the lock changed: an entry of the image already recorded leaves the file byte-identical.
     replace_damaged: the model's entry may be damaged (relock replaces it)."""
     assert ref.digest is not None
     if facts is not None:
-        records_mod.write(lock_path, model.name, ref.digest, arch, facts)
+        records_mod.write(lock_path, model.name, ref.digest, arch, facts, model_bytes)
     entry = lock_mod.LockEntry(
         repository=ref.name, digest=ref.digest, arch=arch, model_version=model.version,
         model_sha256=model.model_sha256,

@@ -202,3 +202,23 @@ def test_cdk_synth_in_strict_mode_fails_with_the_message_and_writes_no_stack(tmp
     assert result.returncode != 0
     assert "no deploy record" in result.stderr and "mlpack:strict" in result.stderr
     assert not list((tmp_path / "cdk.out").glob("*.template.json"))
+
+
+def test_a_committed_record_is_enough_and_memory_too_small_for_the_model_is_refused_with_the_figures(tmp_path):
+    """A clean checkout: no build folder, only the lock and the deploy records. The record also gives
+    model.onnx's size, and a function whose memory cannot hold it and the largest request is skipped."""
+    from packager.config import records
+    from stacks.plan import memory_needed_mb
+
+    for name, size in (("small", 2 * 2**20), ("huge", 600 * 2**20)):
+        project = sp.write_project(tmp_path, name, toml_extra="[runtime]\nmemory_mb = 1024\n")
+        data = json.loads((project / "build" / name / "model.json").read_text())
+        (project / "build" / name / "model.json").unlink()
+        records.write(tmp_path / LOCK, name, sp.digest_for(name), "x86_64", data, size)
+    sp.write_lock(tmp_path, ["small", "huge"])
+    p = _plan(tmp_path)
+    assert [m.spec.name for m in p.models] == ["small"]
+    (line,) = p.skipped
+    assert memory_needed_mb(600 * 2**20) == 1344
+    assert "runtime.memory_mb = 1024 cannot hold the model and its largest request: about 1344 MB" in line
+    assert "model.onnx's 600 MB twice" in line and "set runtime.memory_mb to 1344 or more" in line
