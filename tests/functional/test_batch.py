@@ -47,11 +47,14 @@ def churn(tmp_path_factory):
     project = copy_example("churn", root)
     built = _mlpack("build", str(project), env={"MLPACK_BASE": "debian", "MLPACK_ARCH": local.HOST_ARCH})
     assert built.returncode == 0, built.stderr[-3000:]
-    sys.path.insert(0, str(project))
-    try:
-        import train  # the example's own generator: customers from a fixed seed
-    finally:
-        sys.path.remove(str(project))
+    # the example's own generator (customers from a fixed seed), loaded under a name of its own: a module
+    # called `train` left in sys.modules would stand in for every later test project's train.py
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location("churn_example_train", project / "train.py")
+    assert loader is not None and loader.loader is not None
+    train = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(train)
     frame, _ = train.customers(ROWS, seed=7)
     frame.insert(0, "customer_id", [f"c{i}" for i in range(ROWS)])
     csv = root / "customers.csv"
