@@ -46,6 +46,12 @@ class Loaded:
 def _project_on_path(project_dir: Path) -> Iterator[None]:
     """Import factories from the project folder without leaving its modules behind (two projects may
     both have a train.py)."""
+    # a module of the same name imported from elsewhere (a notebook's own train.py, another project's)
+    # would stand in for the project's: set aside while the project's modules are imported, then put back
+    shadowing = {name: mod for name, mod in sys.modules.items() if _top_level_of(project_dir, name)
+                 and not (getattr(mod, "__file__", None) or "").startswith(str(project_dir))}
+    for name in shadowing:
+        del sys.modules[name]
     before = set(sys.modules)
     sys.path.insert(0, str(project_dir))
     try:
@@ -57,6 +63,13 @@ def _project_on_path(project_dir: Path) -> Iterator[None]:
             file = getattr(mod, "__file__", None) or ""
             if file.startswith(str(project_dir)):
                 del sys.modules[name]
+        sys.modules.update(shadowing)
+
+
+def _top_level_of(project_dir: Path, name: str) -> bool:
+    """Whether `name` (or the package it is in) is a module or package the project folder holds."""
+    root = name.split(".", 1)[0]
+    return (project_dir / f"{root}.py").is_file() or (project_dir / root / "__init__.py").is_file()
 
 
 def _call_factory(spec: ModelSpec, ref: str, key: str) -> Any:

@@ -261,3 +261,27 @@ def test_torch_load_of_a_weights_file_is_recorded(tmp_path: Path, factory_projec
     with staleness.recording(spec_mod.load(factory_project)) as rec:
         torch.nn.Linear(2, 1).load_state_dict(torch.load(weights))
     assert [(f.path, f.sha256) for f in rec.files] == [(weights.resolve().as_posix(), sha256(weights))]
+
+
+def test_a_module_of_the_same_name_imported_elsewhere_does_not_stand_in_for_the_projects(tmp_path):
+    """A notebook (or another test) imported its own `train`: the project's train.py is still the one used,
+    and the other is back in place afterwards."""
+    import sys
+    import types
+
+    foreign = types.ModuleType("train")
+    foreign.__file__ = str(tmp_path / "elsewhere" / "train.py")
+    sys.modules["train"] = foreign
+    try:
+        from packager.export import sources
+
+        project = tmp_path / "p"
+        project.mkdir()
+        (project / "train.py").write_text("def build():\n    return 42\n")
+        with sources._project_on_path(project):
+            import importlib
+
+            assert importlib.import_module("train").build() == 42
+        assert sys.modules["train"] is foreign
+    finally:
+        sys.modules.pop("train", None)
