@@ -289,26 +289,16 @@ def _image_facts(client: object, repository: str, digest: str,
         desc = oci.Descriptor.from_json(layer, f"{repository}@{digest}: layer")
         path = tmp / f"layer{i}"
         client.fetch_blob(repository, desc.digest, path)
-        found = oci.read_file([(path, desc.media_type)], member)
-        size = _member_size(path, desc.media_type, f"{contract.MODEL_DIR}/model.onnx")
+        onnx = f"{contract.MODEL_DIR}/model.onnx"
+        got = oci.find_members([(path, desc.media_type)], [member, onnx], read=frozenset({member}))  # one pass
         path.unlink()
-        if found is not None:
-            facts = json.loads(found)
+        if member in got:
+            facts = json.loads(got[member][1] or b"null")
             if isinstance(facts, dict) and arch:
-                return facts, arch, size
+                return facts, arch, got[onnx][0] if onnx in got else None
             break
     raise RegistryError(f"{repository}@{digest}: no {member} in the image, or no architecture in its config",
                         hint="relock only works for images mlpack built")
-
-
-def _member_size(layer: Path, media_type: str, member: str) -> int | None:
-    import tarfile
-
-    with tarfile.open(layer, "r:gz" if media_type in oci.GZIP_LAYER_TYPES else "r:") as tar:
-        for info in tar:
-            if oci.norm_name(info.name) == oci.norm_name(member) and info.isfile():
-                return int(info.size)
-    return None
 
 
 def _project_of(model: str) -> Path:

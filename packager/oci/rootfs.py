@@ -148,18 +148,34 @@ def unpack(image: Image, dest: Path) -> Path:
     return rootfs
 
 
-def read_file(layer_blobs: list[tuple[Path, str]], path: str, *, limit: int = 64 << 20) -> bytes | None:
-    """The content of the regular file `path` (e.g. "var/task/model/model.json") in an image made of these
-    layer blobs (path, media type, in image order): the newest layer holding it wins, so layers are read
-    from the top down and the reading stops there. None when no layer has it. Read without unpacking; a
-    file over `limit` bytes is refused. (No whiteouts: mlpack asks for files its own top layers write.)"""
-    want = norm_name(path)
+def find_members(layer_blobs: list[tuple[Path, str]], paths: list[str], *, read: frozenset[str] = frozenset(),
+                 limit: int = 64 << 20) -> dict[str, tuple[int, bytes | None]]:
+    """The regular files `paths` (e.g. "var/task/model/model.json") of an image made of these layer blobs
+    (path, media type, in image order): for each one found, its size and, for those in `read`, its bytes
+    (over `limit` bytes is refused). The newest layer holding a file wins, so layers are read from the top
+    down, each once, and the reading stops when every file is found. Read without unpacking. (No whiteouts:
+    mlpack asks for files its own top layers write.)"""
+    wanted = {norm_name(p): p for p in paths}
+    found: dict[str, tuple[int, bytes | None]] = {}
     for blob, media_type in reversed(layer_blobs):
         with tarfile.open(blob, "r:gz" if media_type in GZIP_LAYER_TYPES else "r:") as tar:
             for member in tar:
-                if norm_name(member.name) == want and member.isfile():
+                path = wanted.get(norm_name(member.name))
+                if path is None or path in found or not member.isfile():
+                    continue
+                data = None
+                if path in read:
                     if member.size > limit:
                         raise BuildError(f"{path}: {member.size} bytes in layer {blob.name[:12]}, over {limit}")
                     extracted = tar.extractfile(member)
-                    return extracted.read() if extracted else None
-    return None
+                    data = extracted.read() if extracted else None
+                found[path] = (int(member.size), data)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def read_file(layer_blobs: list[tuple[Path, str]], path: str, *, limit: int = 64 << 20) -> bytes | None:
+    """The content of the regular file `path` in an image made of these layer blobs (find_members); None
+    when no layer has it."""
+    return find_members(layer_blobs, [path], read=frozenset({path}), limit=limit).get(path, (0, None))[1]

@@ -341,18 +341,10 @@ def image_model_json(image: Image) -> dict[str, Any] | None:
 
 def model_size(image: Image) -> int | None:
     """model.onnx's size in the image (its model layer, read from the top without unpacking); None without one."""
-    import tarfile
-
-    member = f"{contract.MODEL_DIR}/model.onnx".lstrip("/")
-    for desc in reversed(image.layers):
-        path = image.blob_path(desc.digest)
-        if not path.is_file():
-            continue
-        with tarfile.open(path, "r:gz" if desc.media_type in oci.GZIP_LAYER_TYPES else "r:") as tar:
-            for info in tar:
-                if oci.norm_name(info.name) == member and info.isfile():
-                    return int(info.size)
-    return None
+    member = f"{contract.MODEL_DIR}/model.onnx"
+    blobs = [(image.blob_path(d.digest), d.media_type) for d in image.layers if image.blob_path(d.digest).is_file()]
+    found = oci.find_members(blobs, [member]).get(member)
+    return found[0] if found else None
 
 
 def deploy_facts(image: Image, model: ModelInfo, model_json: Path) -> dict[str, Any]:
