@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,8 +29,7 @@ from click.testing import CliRunner
 from packager.config import lock as lock_mod
 from packager.config import records as records_mod
 from tests.support import stack_projects as sp
-from tests.support.moto_server import MotoServer
-from tests.support.registry import free_port
+from tests.support.moto_server import MotoServer, running
 
 pytestmark = pytest.mark.slow
 
@@ -121,32 +116,9 @@ def serve() -> None:
     main()
 
 
-@contextmanager
-def moto_server(log: Path) -> Iterator[MotoServer]:
+def moto_server(log: Path) -> AbstractContextManager[MotoServer]:
     """tests/support/moto_server.running, with patch_moto in the server process."""
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from tests.functional.test_status import serve; serve()", "--port", str(port)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
-        yield MotoServer(port=port, log=log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return running(log, "from tests.functional.test_status import serve; serve()")
 
 
 # --- the world -------------------------------------------------------------------------------------------

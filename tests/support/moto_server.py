@@ -45,11 +45,13 @@ class MotoServer:
 
 
 @contextmanager
-def running(log: Path) -> Iterator[MotoServer]:
+def running(log: Path, entry: str = "from tests.support.moto_ext import main; main()") -> Iterator[MotoServer]:
+    """moto_server (with the extension) on a free loopback port, stopped by its pid; `entry` is the Python the
+    server process runs (a test may patch moto further before starting it)."""
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from tests.support.moto_ext import main; main()", "--port", str(port)],
+            [sys.executable, "-c", entry, "--port", str(port)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
